@@ -1,0 +1,5 @@
+"""python -m atrous"""
+
+from atrous.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Measurement: costs (parameters, multiply-adds), latency, profiles and the Pareto optimizer."""

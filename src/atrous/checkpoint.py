@@ -1,0 +1,121 @@
+"""Checkpoints: a state_dict plus its model card, written atomically, loaded with nothing re-stated.
+
+A checkpoint is a ``torch.save`` dict with keys ``state_dict``, ``card`` (JSON) and optionally
+``train_state`` (optimizer, scheduler, RNG, epoch) for resuming. Plain state_dicts load too when a
+zoo name is given.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atrous._atomic import atomic_path
+from atrous.card import ModelCard, card_from_json
+from atrous.errors import ModelError
+from atrous.models.deeplab import DeepLab
+from atrous.models.zoo import default_card
+
+__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "load_state_dict_checked"]
+
+FORMAT = "atrous-checkpoint-v1"
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, card: ModelCard, train_state: dict[str, Any] | None = None
+) -> Path:
+    """Write model weights, card and optional training state to ``path`` atomically."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "card": card.to_json(),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file's raw dict; ModelError naming the file if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        AttributeError,
+        ImportError,
+        ModuleNotFoundError,
+        OSError,
+    ) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
+    return data
+
+
+def load_state_dict_checked(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str
+) -> None:
+    """Load ``state_dict`` strictly; one ModelError listing missing, unexpected, mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    misshaped = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict
+        and hasattr(state_dict[k], "shape")
+        and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", misshaped),
+        ):
+            if keys:
+                shown = ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+                parts.append(f"{len(keys)} {label}: {shown}")
+        raise ModelError(f"{source}: weights do not fit the model; " + "; ".join(parts))
+    model.load_state_dict(state_dict)
+
+
+def load_checkpoint(
+    path: str | Path, zoo_name: str | None = None, **overrides: object
+) -> tuple[DeepLab, ModelCard]:
+    """Rebuild the model stored in ``path`` and return it (eval mode) with its card.
+
+    A plain state_dict (no card) needs ``zoo_name``; ``overrides`` (e.g. num_classes) adjust
+    that zoo configuration.
+    """
+    data = read_checkpoint(path)
+    if "card" in data and "state_dict" in data:
+        card = card_from_json(data["card"], str(path))
+        state_dict = data["state_dict"]
+    else:
+        state_dict = data.get("state_dict", data.get("model", data))
+        if zoo_name is None:
+            raise ModelError(f"{path}: plain state_dict without a model card; pass a zoo name")
+        if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            raise ModelError(f"{path}: not a state_dict (values are not all tensors)")
+        card = default_card(zoo_name, **overrides)
+    if card.model is None:
+        raise ModelError(f"{path}: the model card has no architecture config")
+    model = DeepLab(card.model)
+    load_state_dict_checked(model, state_dict, str(path))
+    return model.eval(), card

@@ -1,0 +1,165 @@
+"""Typed configuration: pydantic schemas for every section; YAML in, one-line errors out.
+
+Every schema forbids unknown keys, so a typo is reported as ``file: unknown key 'x.y'`` instead of
+being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from atrous.errors import ConfigError
+
+__all__ = [
+    "StrictModel",
+    "ModelConfig",
+    "Preprocessing",
+    "load_yaml",
+    "parse_config",
+    "apply_overrides",
+    "format_validation_error",
+]
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelConfig(StrictModel):
+    """Architecture of a DeepLab model: everything needed to rebuild it with no other input.
+
+    ``atrous_rates`` left unset means (6, 12, 18) scaled by 16 / output_stride; an empty list with
+    ``head='aspp'`` is the image-pooling + 1x1 head. ``head='pooling'`` is the same thing by name.
+    """
+
+    backbone: Literal["mobilenet_v2", "resnet50", "resnet101", "xception65", "xception71"]
+    num_classes: int = 21
+    width_mult: float = 1.0
+    channel_divisor: int = 8
+    output_stride: Literal[8, 16, 32] = 16
+    head: Literal["aspp", "pooling", "none"] = "aspp"
+    atrous_rates: tuple[int, ...] | None = None
+    separable_aspp: bool = False
+    head_channels: int = 256
+    decoder: bool = False
+    decoder_channels: int = 256
+    low_level_channels: int = 48
+    separable_decoder: bool = False
+    multi_grid: tuple[int, ...] | None = None
+    deep_stem: bool = False
+    aux_loss: bool = False
+    dropout: float = 0.1
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.num_classes < 1:
+            raise ValueError("num_classes must be at least 1")
+        if self.backbone == "mobilenet_v2" and not 0.1 <= self.width_mult <= 2.0:
+            raise ValueError(f"width_mult must be in [0.1, 2.0], got {self.width_mult}")
+        if self.backbone != "mobilenet_v2" and self.width_mult != 1.0:
+            raise ValueError(f"width_mult applies to mobilenet_v2 only, not {self.backbone}")
+        return self
+
+    @property
+    def arch(self) -> str:
+        """'deeplabv3plus' with the decoder, 'deeplabv3' without."""
+        return "deeplabv3plus" if self.decoder else "deeplabv3"
+
+    def resolved_rates(self) -> tuple[int, ...]:
+        """The ASPP dilation rates actually built, scaled to the output stride."""
+        if self.head == "pooling" or self.head == "none":
+            return ()
+        if self.atrous_rates is not None:
+            return tuple(self.atrous_rates)
+        return tuple(r * 16 // self.output_stride for r in (6, 12, 18))
+
+
+class Preprocessing(StrictModel):
+    """The input contract: how an image becomes the network's input tensor.
+
+    ``resize``: 'none' keeps the image size; 'longest' scales so the longest side is ``size``
+    (aspect ratio kept); 'fixed' resizes to ``size`` x ``size``. The result is padded to a multiple
+    of ``pad_multiple`` (bottom/right), and the padding is cropped from the output.
+    """
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    resize: Literal["none", "longest", "fixed"] = "longest"
+    size: int | None = 513
+    pad_multiple: int = 8
+    pad_value: float = 0.0
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, raising ConfigError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(
+            f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Turn pydantic's error list into one line naming the source and the first bad key."""
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if kind == "missing":
+        return f"{source}: missing required key '{key}'"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
+    return f"{source}: key '{key}': {message}{more}"
+
+
+def parse_config(schema: type[T], data: dict[str, Any], source: str = "<config>") -> T:
+    """Validate ``data`` against ``schema``; errors become one-line ConfigErrors."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data

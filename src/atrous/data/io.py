@@ -1,0 +1,126 @@
+"""Image and mask I/O: decode any common image to RGB uint8, write indexed palette PNGs.
+
+Decoding applies EXIF orientation and turns grayscale, palette, RGBA, CMYK and 16-bit inputs into
+RGB; every failure is an InputError naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from atrous._atomic import atomic_path
+from atrous.data.palettes import palette_array
+from atrous.errors import InputError
+
+__all__ = ["read_image", "decode_image", "read_mask", "write_mask_png", "MAX_PIXELS"]
+
+MAX_PIXELS = 60_000_000  # larger images are refused rather than risk exhausting memory
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to an RGB uint8 array (16-bit scaled down, alpha dropped)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "F":
+        gray = np.clip(np.asarray(image, dtype=np.float32), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes to an H x W x 3 RGB uint8 array, EXIF orientation applied."""
+    return _open(io.BytesIO(data), source, max_pixels)
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as H x W x 3 RGB uint8, EXIF orientation applied."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    return _open(path, str(path), max_pixels)
+
+
+def _open(fp, source: str, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        f"{source}: image of {width}x{height} exceeds the {max_pixels / 1e6:.0f}"
+                        " megapixel limit"
+                    )
+                if width < 1 or height < 1:
+                    raise InputError(f"{source}: empty image")
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                return _to_rgb(image)
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{source}: not an image (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{source}: image too large (decompression bomb limit)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        raise InputError(f"{source}: corrupt or truncated image ({reason})") from None
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a label mask (indexed PNG or 8-bit grayscale) as an H x W uint8 array of class ids.
+
+    RGB colour masks are refused: their colours would need a palette lookup to become ids.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: mask not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("RGB", "RGBA"):
+                array = np.asarray(image)
+                if not (
+                    np.all(array[..., 0] == array[..., 1])
+                    and np.all(array[..., 1] == array[..., 2])
+                ):
+                    raise InputError(
+                        f"{path}: RGB colour mask; expected an indexed (palette) or grayscale mask"
+                    )
+                return np.ascontiguousarray(array[..., 0])
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(image, dtype=np.int64)
+                if array.max() > 255:
+                    raise InputError(f"{path}: mask has ids above 255 (max {int(array.max())})")
+                return array.astype(np.uint8)
+            if mode not in ("P", "L"):
+                raise InputError(f"{path}: unsupported mask mode {mode}")
+            return np.asarray(image, dtype=np.uint8).copy()
+    except InputError:
+        raise
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: corrupt or truncated mask ({reason})") from None
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray, palette) -> None:
+    """Write class ids as an indexed PNG with ``palette``, atomically."""
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(palette_array(palette).reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

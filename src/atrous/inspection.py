@@ -1,0 +1,76 @@
+"""Describe a model file or zoo name: architecture, costs per stage, file size and card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from atrous.bench.cost import measure_cost
+from atrous.card import card_from_json
+from atrous.checkpoint import read_checkpoint
+from atrous.config import ModelConfig
+from atrous.errors import ModelError
+from atrous.models.deeplab import DeepLab
+from atrous.models.introspect import config_from_state_dict
+from atrous.models.zoo import default_card, list_models
+
+__all__ = ["inspect_model", "describe_config"]
+
+
+def describe_config(config: ModelConfig) -> dict[str, Any]:
+    """The architecture facts users ask about, in words."""
+    return {
+        "arch": "DeepLabV3+" if config.decoder else "DeepLabV3",
+        "backbone": config.backbone
+        + (f" x{config.width_mult}" if config.backbone == "mobilenet_v2" else ""),
+        "output_stride": config.output_stride,
+        "head": {"aspp": "ASPP", "pooling": "image pooling + 1x1", "none": "none"}[config.head],
+        "atrous_rates": list(config.resolved_rates()),
+        "separable_aspp": config.separable_aspp,
+        "decoder": config.decoder,
+        "aux_head": config.aux_loss,
+        "num_classes": config.num_classes,
+    }
+
+
+def inspect_model(source: str | Path, input_size: tuple[int, int] = (513, 513)) -> dict[str, Any]:
+    """Everything ``atrous inspect`` shows, as a dict (checkpoint, plain state_dict or zoo name)."""
+    text = str(source)
+    path = Path(text)
+    info: dict[str, Any] = {"source": text}
+    card = None
+    if not path.exists() and text in list_models():
+        card = default_card(text)
+        config = card.model
+        info["origin"] = "zoo (random weights)"
+    elif path.suffix in (".pt", ".pth", ".ckpt"):
+        data = read_checkpoint(path)
+        info["file_mb"] = path.stat().st_size / 1e6
+        if "card" in data:
+            card = card_from_json(data["card"], text)
+            config = card.model
+            info["origin"] = "checkpoint with model card"
+        else:
+            config = config_from_state_dict(data.get("state_dict", data), text)
+            info["origin"] = (
+                "plain state_dict (architecture inferred from weights; output stride unknown)"
+            )
+    elif path.exists():
+        from atrous.runtimes import load_engine
+
+        _, card = load_engine(path)
+        config = card.model
+        info["origin"] = f"{path.suffix[1:]} file"
+        info["file_mb"] = path.stat().st_size / 1e6
+    else:
+        raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")
+    if config is not None:
+        info["architecture"] = describe_config(config)
+        cost = measure_cost(DeepLab(config), input_size)
+        info["params"] = cost.params
+        info["gmacs"] = cost.gmacs
+        info["input_size"] = list(input_size)
+        info["macs_by_stage"] = {k: v / 1e9 for k, v in cost.by_stage.items()}
+    if card is not None:
+        info["card"] = card.model_dump(mode="json", exclude={"model"})
+    return info

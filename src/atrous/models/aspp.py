@@ -1,0 +1,95 @@
+"""Atrous Spatial Pyramid Pooling (DeepLabV3) and its image-pooling-only variant.
+
+The image-pooling branch averages over H and W and broadcasts back, so it exports to ONNX with
+dynamic input sizes (an AdaptiveAvgPool of fixed output size does not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ASPP", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling"]
+
+
+class ConvBNReLU(nn.Sequential):
+    """Conv (no bias) -> BatchNorm -> ReLU with 'same' padding for any dilation."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> None:
+        padding = (kernel - 1) // 2 * dilation
+        super().__init__(
+            nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise 3x3 (dilated) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (DeepLabV3+)."""
+
+    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ImagePooling(nn.Module):
+    """Global average over H, W -> 1x1 conv -> BN -> ReLU -> broadcast back to H x W."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.relu(self.bn(self.conv(x.mean(dim=(2, 3), keepdim=True))))
+        return pooled.expand(-1, -1, x.shape[2], x.shape[3])
+
+
+class ASPP(nn.Module):
+    """ASPP head: 1x1 branch, one 3x3 branch per atrous rate, image pooling; concat -> 1x1 project.
+
+    With no ``atrous_rates`` this is the image-pooling + 1x1 head of TF DeepLab's MobileNetV2
+    configuration.
+
+    Args:
+        in_channels: channels of the backbone's output features.
+        atrous_rates: dilation of each 3x3 branch, already scaled to the output stride.
+        channels: channels of every branch and of the projection.
+        separable: depthwise-separable 3x3 branches (DeepLabV3+ with Xception).
+        dropout: dropout after the projection (training only).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        atrous_rates: Sequence[int] = (6, 12, 18),
+        channels: int = 256,
+        separable: bool = False,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        branches: list[nn.Module] = [ConvBNReLU(in_channels, channels, 1)]
+        for rate in atrous_rates:
+            if separable:
+                branches.append(SeparableConvBNReLU(in_channels, channels, rate))
+            else:
+                branches.append(ConvBNReLU(in_channels, channels, 3, rate))
+        self.branches = nn.ModuleList(branches)
+        self.pooling = ImagePooling(in_channels, channels)
+        self.project = ConvBNReLU(channels * (len(branches) + 1), channels, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.branches]
+        outs.append(self.pooling(x))
+        return self.dropout(self.project(torch.cat(outs, dim=1)))

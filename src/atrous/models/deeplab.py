@@ -1,0 +1,98 @@
+"""DeepLabV3 / DeepLabV3+ assembly: backbone -> head -> [decoder] -> classifier -> upsample."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atrous.config import ModelConfig
+from atrous.models.aspp import ASPP, ConvBNReLU
+from atrous.models.backbones import Backbone, MobileNetV2, ResNet, Xception
+from atrous.models.decoder import Decoder
+
+__all__ = ["DeepLab", "build_model", "build_backbone"]
+
+
+def build_backbone(config: ModelConfig) -> Backbone:
+    """Instantiate the backbone named in ``config`` at its output stride."""
+    name, os_ = config.backbone, config.output_stride
+    if name == "mobilenet_v2":
+        return MobileNetV2(
+            width_mult=config.width_mult, output_stride=os_, channel_divisor=config.channel_divisor
+        )
+    if name.startswith("resnet"):
+        return ResNet(
+            depth=int(name[6:]),
+            output_stride=os_,
+            multi_grid=config.multi_grid,
+            deep_stem=config.deep_stem,
+        )
+    return Xception(depth=int(name[8:]), output_stride=os_, multi_grid=config.multi_grid)
+
+
+class DeepLab(nn.Module):
+    """DeepLabV3 (Chen et al., 2017) and, with ``config.decoder``, DeepLabV3+ (Chen et al., 2018).
+
+    ``forward`` returns logits at the input resolution (bilinear, align_corners=False). In training
+    mode with ``aux_loss`` it returns ``{"out": logits, "aux": aux_logits}``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config)
+        low, aux, out = self.backbone.feature_info
+        channels = out.channels
+        self.head: nn.Module
+        if config.head == "none":
+            self.head = nn.Identity()
+        else:
+            self.head = ASPP(
+                out.channels,
+                config.resolved_rates(),
+                config.head_channels,
+                config.separable_aspp,
+                config.dropout,
+            )
+            channels = config.head_channels
+        self.decoder: Decoder | None = None
+        if config.decoder:
+            self.decoder = Decoder(
+                channels,
+                low.channels,
+                config.low_level_channels,
+                config.decoder_channels,
+                config.separable_decoder,
+            )
+            channels = config.decoder_channels
+        self.classifier = nn.Conv2d(channels, config.num_classes, 1)
+        self.aux_classifier: nn.Module | None = None
+        if config.aux_loss:
+            mid = max(aux.channels // 4, 32)
+            self.aux_classifier = nn.Sequential(
+                ConvBNReLU(aux.channels, mid, 3),
+                nn.Dropout(0.1),
+                nn.Conv2d(mid, config.num_classes, 1),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        size = x.shape[-2:]
+        low, aux, out = self.backbone(x)
+        y = self.head(out)
+        if self.decoder is not None:
+            y = self.decoder(y, low)
+        y = F.interpolate(self.classifier(y), size=size, mode="bilinear", align_corners=False)
+        if self.training and self.aux_classifier is not None:
+            a = F.interpolate(
+                self.aux_classifier(aux), size=size, mode="bilinear", align_corners=False
+            )
+            return {"out": y, "aux": a}
+        return y
+
+
+def build_model(config: ModelConfig | dict) -> DeepLab:
+    """Build a DeepLab model from a ModelConfig (or a plain dict of its fields)."""
+    if isinstance(config, dict):
+        config = ModelConfig.model_validate(config)
+    return DeepLab(config)

@@ -1,0 +1,206 @@
+"""Named model configurations that reproduce published DeepLab models, with their published figures.
+
+Each entry stores its source, published mIoU (with the protocol it was measured under) and published
+multiply-adds beside the configuration, so ``atrous zoo`` can compare them with measured ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from atrous.card import ModelCard, Provenance
+from atrous.config import ModelConfig, Preprocessing
+from atrous.data.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
+from atrous.errors import ModelError
+from atrous.models.deeplab import DeepLab
+
+__all__ = ["ZooEntry", "register", "list_models", "get_entry", "get_model", "default_card"]
+
+_TF_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # TF DeepLab scales to [-1, 1]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A published configuration: architecture, input size, dataset, and published figures."""
+
+    name: str
+    config: ModelConfig
+    input_size: tuple[int, int]
+    dataset: str
+    source: str
+    published: dict[str, float | str] = field(default_factory=dict)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+
+_REGISTRY: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    """Add an entry to the zoo; duplicate names are a programming error."""
+    if entry.name in _REGISTRY:
+        raise ValueError(f"duplicate zoo entry {entry.name!r}")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of zoo entries matching a glob pattern, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The zoo entry called ``name``; ModelError listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown model '{name}'; known: {', '.join(list_models())}") from None
+
+
+def get_model(name: str, **overrides: object) -> DeepLab:
+    """Build a zoo model with random weights; keyword overrides replace config fields.
+
+    Example: ``get_model("deeplabv3_mnv2_dm05_os16", num_classes=5, output_stride=8)``.
+    """
+    entry = get_entry(name)
+    config = entry.config.model_copy(update=overrides) if overrides else entry.config
+    return DeepLab(ModelConfig.model_validate(config.model_dump()))
+
+
+def default_card(name: str, **overrides: object) -> ModelCard:
+    """The card of a zoo entry (dataset classes, palette), with config overrides applied."""
+    entry = get_entry(name)
+    config = ModelConfig.model_validate({**entry.config.model_dump(), **overrides})
+    base = CITYSCAPES_CLASSES if entry.dataset == "cityscapes" else VOC_CLASSES
+    classes = list(base[: config.num_classes])
+    classes += [f"class_{i}" for i in range(len(classes), config.num_classes)]
+    return ModelCard(
+        name=name,
+        model=config,
+        classes=classes,
+        palette=palette_for(entry.dataset, config.num_classes),
+        preprocessing=entry.preprocessing.model_copy(update={"size": max(entry.input_size)}),
+        provenance=Provenance(zoo_name=name, dataset=entry.dataset, source=entry.source),
+    )
+
+
+_TF_ZOO = "TensorFlow DeepLab model zoo (research/deeplab/g3doc/model_zoo.md)"
+_VOC_PROTOCOL = "VOC 2012 val, 513x513 pad, dataset-level mIoU, single scale"
+
+register(
+    ZooEntry(
+        name="deeplabv3_mnv2_dm05_os16",
+        config=ModelConfig(
+            backbone="mobilenet_v2", width_mult=0.5, channel_divisor=1, head="pooling"
+        ),
+        input_size=(513, 513),
+        dataset="voc",
+        source=f"{_TF_ZOO}; NXP eIQ",
+        published={"miou": 70.19, "gmacs": 0.88, "size_mb": 7.6, "protocol": _VOC_PROTOCOL},
+        preprocessing=Preprocessing(**_TF_NORM),
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_mnv2_os16",
+        config=ModelConfig(backbone="mobilenet_v2", width_mult=1.0, head="pooling"),
+        input_size=(513, 513),
+        dataset="voc",
+        source=_TF_ZOO,
+        published={"miou": 75.32, "gmacs": 2.75, "size_mb": 23.0, "protocol": _VOC_PROTOCOL},
+        preprocessing=Preprocessing(**_TF_NORM),
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_mnv2_a050_aspp_os16_512",
+        config=ModelConfig(backbone="mobilenet_v2", width_mult=0.5, head="aspp"),
+        input_size=(512, 512),
+        dataset="voc",
+        source="ST model zoo (STM32 AI), DeepLabV3 MobileNetV2 a0.50",
+        published={
+            "miou": 73.44,
+            "accuracy": 93.29,
+            "protocol": "ST: per-image IoU over present classes, 255 as background, 512x512",
+        },
+        preprocessing=Preprocessing(resize="fixed", **_TF_NORM),
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_mnv2_a050_noaspp_257",
+        config=ModelConfig(backbone="mobilenet_v2", width_mult=0.5, head="pooling"),
+        input_size=(257, 257),
+        dataset="voc",
+        source="ST model zoo (STM32 AI), per-tensor int8",
+        published={
+            "miou": 59.33,
+            "accuracy": 88.6,
+            "precision": "int8 per-tensor",
+            "protocol": "ST: per-image IoU over present classes, 255 as background, 257x257",
+        },
+        preprocessing=Preprocessing(resize="fixed", **_TF_NORM),
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3plus_xception65_os16",
+        config=ModelConfig(
+            backbone="xception65", decoder=True, separable_aspp=True, separable_decoder=True
+        ),
+        input_size=(513, 513),
+        dataset="voc",
+        source=_TF_ZOO,
+        published={"miou": 82.20, "gmacs": 54.17, "size_mb": 439.0, "protocol": _VOC_PROTOCOL},
+        preprocessing=Preprocessing(**_TF_NORM),
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3plus_xception71_os16",
+        config=ModelConfig(
+            backbone="xception71",
+            decoder=True,
+            separable_aspp=True,
+            separable_decoder=True,
+            num_classes=19,
+        ),
+        input_size=(1025, 2049),
+        dataset="cityscapes",
+        source=_TF_ZOO,
+        published={
+            "note": "the TF zoo's Xception-71 Cityscapes checkpoint uses a DPC head, not ASPP"
+        },
+        preprocessing=Preprocessing(resize="none", **_TF_NORM),
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_resnet50_os8",
+        config=ModelConfig(backbone="resnet50", output_stride=8, aux_loss=True),
+        input_size=(520, 520),
+        dataset="voc",
+        source="torchvision deeplabv3_resnet50",
+        published={
+            "miou": 66.4,
+            "gflops": 178.7,
+            "params_m": 42.0,
+            "protocol": "torchvision: COCO val2017 subset in VOC classes, resize 520",
+        },
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_resnet101_os8",
+        config=ModelConfig(backbone="resnet101", output_stride=8, aux_loss=True),
+        input_size=(520, 520),
+        dataset="voc",
+        source="torchvision deeplabv3_resnet101",
+        published={
+            "miou": 67.4,
+            "gflops": 258.7,
+            "params_m": 61.0,
+            "protocol": "torchvision: COCO val2017 subset in VOC classes, resize 520",
+        },
+    )
+)

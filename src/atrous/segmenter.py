@@ -1,0 +1,180 @@
+"""The user-facing inference path: decode -> preprocess -> engine -> postprocess -> mask.
+
+Preprocessing follows the model card (resize policy, pad to a multiple, mean/std, channel order);
+postprocessing crops the padding, resizes to the original size and takes the argmax (no softmax
+unless probabilities are asked for).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from atrous.card import ModelCard
+from atrous.data.io import read_image
+from atrous.errors import InputError
+from atrous.runtimes import Engine, load_engine
+
+__all__ = ["Segmenter", "Prediction", "PreprocessMeta"]
+
+
+@dataclass(frozen=True)
+class PreprocessMeta:
+    """Geometry of one preprocessed image: original size and the resized (unpadded) size."""
+
+    original: tuple[int, int]
+    resized: tuple[int, int]
+
+
+@dataclass
+class Prediction:
+    """A segmentation: class-id mask at the original size, optional probabilities, timings (ms)."""
+
+    mask: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    probabilities: np.ndarray | None = None
+
+    def class_histogram(self, classes: list[str]) -> dict[str, float]:
+        """Fraction of pixels per class present, largest first."""
+        counts = np.bincount(self.mask.reshape(-1), minlength=len(classes))
+        total = max(1, self.mask.size)
+        hist = {
+            (classes[i] if i < len(classes) else str(i)): c / total
+            for i, c in enumerate(counts)
+            if c
+        }
+        return dict(sorted(hist.items(), key=lambda kv: -kv[1]))
+
+
+class Segmenter:
+    """Segments images with any Engine according to a model card.
+
+    Example::
+
+        seg = Segmenter.from_file("model.pt")
+        prediction = seg.predict("photo.jpg")
+    """
+
+    def __init__(self, engine: Engine, card: ModelCard) -> None:
+        self.engine = engine
+        self.card = card
+        pre = card.preprocessing
+        scale = 255.0 * np.asarray(pre.std, dtype=np.float32)
+        self._mean = (255.0 * np.asarray(pre.mean, dtype=np.float32)).reshape(1, 1, 3)
+        self._inv_std = (1.0 / scale).reshape(1, 1, 3)
+
+    @classmethod
+    def from_file(
+        cls,
+        model: str | Path,
+        engine: str = "auto",
+        threads: int | None = None,
+        zoo_name: str | None = None,
+    ) -> Segmenter:
+        """Open a checkpoint, exported model or zoo name on the chosen engine."""
+        eng, card = load_engine(model, engine, threads, zoo_name=zoo_name)
+        return cls(eng, card)
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (unpadded) size an image of ``height`` x ``width`` is resized to."""
+        pre = self.card.preprocessing
+        if pre.resize == "none" or pre.size is None:
+            return height, width
+        if pre.resize == "fixed":
+            return pre.size, pre.size
+        scale = pre.size / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[PreprocessMeta]]:
+        """Resize, normalise and pad RGB uint8 images into one float32 batch."""
+        pre = self.card.preprocessing
+        metas, arrays = [], []
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise InputError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+            h, w = image.shape[:2]
+            if min(h, w) < 2:
+                raise InputError(f"image of {w}x{h} is too small to segment (at least 2x2)")
+            th, tw = self.target_size(h, w)
+            if (th, tw) != (h, w):
+                interp = cv2.INTER_AREA if th < h else cv2.INTER_LINEAR
+                image = cv2.resize(image, (tw, th), interpolation=interp)
+            if pre.channel_order == "BGR":
+                image = image[..., ::-1]
+            arrays.append((image.astype(np.float32) - self._mean) * self._inv_std)
+            metas.append(PreprocessMeta((h, w), (th, tw)))
+        m = pre.pad_multiple
+        ph = -(-max(a.shape[0] for a in arrays) // m) * m
+        pw = -(-max(a.shape[1] for a in arrays) // m) * m
+        if pre.resize == "fixed" and pre.size is not None:
+            ph, pw = max(ph, pre.size), max(pw, pre.size)
+        batch = np.full((len(arrays), ph, pw, 3), pre.pad_value, dtype=np.float32)
+        for i, a in enumerate(arrays):
+            batch[i, : a.shape[0], : a.shape[1]] = a
+        if pre.layout == "NCHW":
+            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return batch, metas
+
+    # -- postprocessing ------------------------------------------------------------------------
+    def postprocess(
+        self, output: np.ndarray, meta: PreprocessMeta, probabilities: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Crop padding, resize to the original size, argmax; optionally softmax probabilities."""
+        rh, rw = meta.resized
+        oh, ow = meta.original
+        kind = self.card.output
+        if kind == "labels":
+            labels = np.asarray(output[:rh, :rw], dtype=np.uint8)
+            if (rh, rw) != (oh, ow):
+                labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST)
+            return labels, None
+        logits = torch.from_numpy(np.ascontiguousarray(output[:, :rh, :rw]))[None]
+        if (rh, rw) != (oh, ow):
+            logits = F.interpolate(logits, size=(oh, ow), mode="bilinear", align_corners=False)
+        logits = logits[0]
+        if kind == "probability":
+            prob = logits[0]
+            return (prob > 0.5).to(torch.uint8).numpy(), prob.numpy() if probabilities else None
+        labels = logits.argmax(0).to(torch.uint8).numpy()
+        probs = torch.softmax(logits, 0).numpy() if probabilities else None
+        return labels, probs
+
+    # -- the whole path ------------------------------------------------------------------------
+    def predict_batch(
+        self, images: list[np.ndarray | str | Path], probabilities: bool = False
+    ) -> list[Prediction]:
+        """Segment several images (arrays or paths) in one engine call."""
+        t0 = time.perf_counter()
+        arrays = [read_image(im) if isinstance(im, str | Path) else im for im in images]
+        t1 = time.perf_counter()
+        batch, metas = self.preprocess(arrays)
+        t2 = time.perf_counter()
+        output = self.engine.run(batch)
+        t3 = time.perf_counter()
+        results = []
+        for i, meta in enumerate(metas):
+            mask, probs = self.postprocess(output[i], meta, probabilities)
+            results.append(Prediction(mask=mask, probabilities=probs))
+        t4 = time.perf_counter()
+        n = len(images)
+        timings = {
+            "decode_ms": (t1 - t0) * 1e3 / n,
+            "preprocess_ms": (t2 - t1) * 1e3 / n,
+            "infer_ms": (t3 - t2) * 1e3 / n,
+            "postprocess_ms": (t4 - t3) * 1e3 / n,
+        }
+        timings["total_ms"] = sum(timings.values())
+        for r in results:
+            r.timings = dict(timings)
+        return results
+
+    def predict(self, image: np.ndarray | str | Path, probabilities: bool = False) -> Prediction:
+        """Segment one image (an RGB uint8 array or a file path)."""
+        return self.predict_batch([image], probabilities)[0]

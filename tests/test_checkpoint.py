@@ -1,0 +1,107 @@
+"""Checkpoints: round trip, plain state_dicts, clear mismatch errors, atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atrous.checkpoint import load_checkpoint, save_checkpoint
+from atrous.errors import ModelError
+from atrous.inspection import inspect_model
+from atrous.models import default_card, get_model
+
+
+def test_round_trip_gives_identical_outputs(tiny_checkpoint):
+    path, model, card = tiny_checkpoint
+    loaded, loaded_card = load_checkpoint(path)
+    x = torch.randn(1, 3, 65, 97)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert loaded_card == card
+    assert loaded_card.classes[:2] == ["background", "aeroplane"]
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_plain_state_dict_needs_and_uses_zoo_name(tmp_path):
+    model = get_model("deeplabv3_mnv2_dm05_os16").eval()
+    path = tmp_path / "plain.pth"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(ModelError, match="plain state_dict without a model card"):
+        load_checkpoint(path)
+    loaded, card = load_checkpoint(path, zoo_name="deeplabv3_mnv2_dm05_os16")
+    x = torch.randn(1, 3, 33, 33)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert card.num_classes == 21
+
+
+def test_mismatch_lists_missing_unexpected_misshaped(tmp_path):
+    state = get_model("deeplabv3_mnv2_dm05_os16", num_classes=5).state_dict()
+    state.pop("head.project.0.weight")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ModelError) as info:
+        load_checkpoint(path, zoo_name="deeplabv3_mnv2_dm05_os16")
+    message = str(info.value)
+    assert "1 missing: head.project.0.weight" in message
+    assert "1 unexpected: extra.weight" in message
+    assert "mis-shaped: classifier.weight (5, 256, 1, 1) vs (21, 256, 1, 1)" in message
+    assert "\n" not in message
+
+
+def test_truncated_and_foreign_files_are_clear_errors(tmp_path, tiny_checkpoint):
+    path, *_ = tiny_checkpoint
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="trunc.pt: not a readable checkpoint"):
+        load_checkpoint(truncated)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(ModelError, match="notes.pt"):
+        load_checkpoint(text)
+
+
+def test_other_architecture_checkpoint_is_rejected(tmp_path):
+    model = get_model("deeplabv3_mnv2_os16")
+    path = tmp_path / "w10.pth"
+    torch.save(model.state_dict(), path)
+    with pytest.raises(ModelError, match="weights do not fit the model"):
+        load_checkpoint(path, zoo_name="deeplabv3_mnv2_dm05_os16")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "deeplabv3plus_xception71_os16",
+        "deeplabv3plus_xception65_os16",
+        "deeplabv3_mnv2_dm05_os16",
+        "deeplabv3_mnv2_a050_aspp_os16_512",
+        "deeplabv3_resnet101_os8",
+    ],
+)
+def test_inspect_recognises_architecture_from_plain_weights(tmp_path, name):
+    path = tmp_path / "w.pth"
+    torch.save(get_model(name).state_dict(), path)
+    info = inspect_model(path, (65, 65))
+    expected = default_card(name).model
+    arch = info["architecture"]
+    assert arch["backbone"].split(" ")[0] == expected.backbone
+    assert arch["decoder"] == expected.decoder
+    assert arch["separable_aspp"] == expected.separable_aspp
+    assert len(arch["atrous_rates"]) == len(expected.resolved_rates())
+    assert info["params"] == sum(p.numel() for p in get_model(name).parameters())
+
+
+def test_save_is_atomic_when_interrupted(tmp_path, tiny_checkpoint, monkeypatch):
+    path, model, card = tiny_checkpoint
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, card)
+    assert path.read_bytes() == before
+    assert not list(path.parent.glob(".*.tmp"))

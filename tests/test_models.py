@@ -1,0 +1,142 @@
+"""Model zoo: shapes at odd sizes, output strides, multiply-add targets, feature contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atrous.bench.cost import measure_cost
+from atrous.config import ModelConfig
+from atrous.errors import ModelError
+from atrous.models import build_model, get_entry, get_model, list_models
+from atrous.models.backbones import MobileNetV2, ResNet, Xception
+from atrous.models.backbones._base import make_divisible
+
+SMALL = [
+    "deeplabv3_mnv2_dm05_os16",
+    "deeplabv3_mnv2_os16",
+    "deeplabv3_mnv2_a050_aspp_os16_512",
+    "deeplabv3_mnv2_a050_noaspp_257",
+]
+LARGE = [
+    "deeplabv3plus_xception65_os16",
+    "deeplabv3plus_xception71_os16",
+    "deeplabv3_resnet50_os8",
+    "deeplabv3_resnet101_os8",
+]
+
+
+def test_zoo_has_published_entries():
+    assert set(SMALL + LARGE) <= set(list_models())
+    assert list_models("deeplabv3plus_*") == LARGE[:2]
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        get_entry("nope")
+
+
+@pytest.mark.parametrize("name", SMALL + LARGE)
+@pytest.mark.parametrize("size", [(321, 481), (75, 50)])
+def test_zoo_output_shape_at_odd_sizes(name, size):
+    torch.manual_seed(0)
+    model = get_model(name, num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *size))
+    assert out.shape == (1, 3, *size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_zoo_trains_with_aux_at_500x375(name):
+    model = get_model(name, num_classes=4, aux_loss=True).train()
+    out = model(torch.randn(2, 3, 375, 500))
+    assert out["out"].shape == out["aux"].shape == (2, 4, 375, 500)
+    (out["out"].mean() + out["aux"].mean()).backward()
+
+
+def test_one_pixel_input_is_rejected_clearly():
+    import numpy as np
+
+    from atrous.errors import InputError
+    from atrous.models import default_card
+    from atrous.runtimes import TorchEngine
+    from atrous.segmenter import Segmenter
+
+    seg = Segmenter(
+        TorchEngine(get_model("deeplabv3_mnv2_dm05_os16")), default_card("deeplabv3_mnv2_dm05_os16")
+    )
+    with pytest.raises(InputError, match="1x1 is too small"):
+        seg.predict(np.zeros((1, 1, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    "name, target, tolerance",
+    [
+        ("deeplabv3_mnv2_dm05_os16", 0.88, 0.03),
+        ("deeplabv3_mnv2_os16", 2.75, 0.03),
+        ("deeplabv3plus_xception65_os16", 54.17, 0.05),
+    ],
+)
+def test_multiply_adds_match_published(name, target, tolerance):
+    entry = get_entry(name)
+    cost = measure_cost(get_model(name), (513, 513))
+    assert abs(cost.gmacs - target) / target < tolerance, cost.gmacs
+    assert entry.published["gmacs"] == target
+    assert sum(cost.by_stage.values()) == cost.macs
+
+
+def test_mac_counter_on_a_known_conv():
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+    )
+    cost = measure_cost(conv, (10, 20))
+    assert cost.macs == 10 * 20 * 8 * 3 * 9 + 10 * 20 * 8 * 9
+    assert cost.params == 8 * 3 * 9 + 8 + 8 * 9 + 8
+
+
+@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        lambda os_: MobileNetV2(width_mult=0.35, output_stride=os_),
+        lambda os_: ResNet(depth=50, output_stride=os_),
+        lambda os_: Xception(depth=65, output_stride=os_),
+    ],
+)
+def test_backbone_feature_contract(backbone, output_stride):
+    net = backbone(output_stride).eval()
+    with torch.no_grad():
+        feats = net(torch.randn(1, 3, 64, 96))
+    for feat, info in zip(feats, net.feature_info, strict=True):
+        assert feat.shape[1] == info.channels
+    assert feats[0].shape[-2:] == (16, 24)  # stride 4
+    assert feats[2].shape[-2:] == (64 // output_stride, 96 // output_stride)
+
+
+def test_output_stride_uses_dilation_not_truncation():
+    os8 = build_model(ModelConfig(backbone="resnet50", output_stride=8, multi_grid=(1, 2, 4)))
+    os32 = build_model(ModelConfig(backbone="resnet50", output_stride=32))
+    assert sum(p.numel() for p in os8.parameters()) == sum(p.numel() for p in os32.parameters())
+    dilations = [
+        m.dilation[0]
+        for m in os8.backbone.layer4.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
+    assert dilations == [4, 8, 16]
+    assert os8.head.branches[1][0].dilation == (12, 12)  # rates scaled to OS8
+
+
+def test_mobilenet_channels_rounded_to_eight():
+    assert make_divisible(32 * 0.35) == 16 and make_divisible(24 * 0.75) == 24
+    net = MobileNetV2(width_mult=0.35)
+    assert all(m.out_channels % 8 == 0 for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def test_image_pooling_broadcasts_without_fixed_size():
+    model = get_model("deeplabv3_mnv2_dm05_os16").eval()
+    assert not any(isinstance(m, torch.nn.AdaptiveAvgPool2d) for m in model.modules())
+
+
+def test_bad_config_values_are_rejected():
+    with pytest.raises(ValueError, match="output_stride"):
+        ModelConfig(backbone="resnet50", output_stride=12)
+    with pytest.raises(ValueError, match="width_mult applies to mobilenet_v2"):
+        ModelConfig(backbone="resnet50", width_mult=0.5)
