@@ -31,6 +31,17 @@ def tiny_checkpoint(tmp_path):
 
 
 @pytest.fixture
+def small_checkpoint(tiny_checkpoint, tmp_path):
+    """The tiny checkpoint with a 64-pixel input size: fast enough to serve under load."""
+    from atrous.checkpoint import save_checkpoint
+
+    _, model, card = tiny_checkpoint
+    pre = card.preprocessing.model_copy(update={"size": 64})
+    updated = card.model_copy(update={"preprocessing": pre})
+    return save_checkpoint(tmp_path / "small.pt", model, updated)
+
+
+@pytest.fixture
 def live_server():
     """Start an ASGI app with uvicorn on a free loopback port; yields a function app -> URL."""
     import socket

@@ -16,7 +16,6 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from atrous.card import ModelCard
-from atrous.checkpoint import save_checkpoint
 from atrous.data.io import decode_image
 from atrous.errors import AtrousError
 from atrous.segmenter import Segmenter
@@ -33,16 +32,6 @@ def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-@pytest.fixture
-def small_checkpoint(tiny_checkpoint, tmp_path):
-    """The tiny dm0.5 checkpoint with a 64-pixel input size (fast to serve)."""
-    _, model, card = tiny_checkpoint
-    pre = card.preprocessing.model_copy(update={"size": 64})
-    return save_checkpoint(
-        tmp_path / "small.pt", model, card.model_copy(update={"preprocessing": pre})
-    )
 
 
 @pytest.fixture

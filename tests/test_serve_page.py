@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atrous.checkpoint import save_checkpoint
 from atrous.serve import create_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,13 +29,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-def page_url(tiny_checkpoint, tmp_path, live_server):
-    _, model, card = tiny_checkpoint
-    pre = card.preprocessing.model_copy(update={"size": 64})
-    path = save_checkpoint(
-        tmp_path / "small.pt", model, card.model_copy(update={"preprocessing": pre})
-    )
-    return live_server(create_app(path, threads=2))
+def page_url(small_checkpoint, live_server):
+    return live_server(create_app(small_checkpoint, threads=2))
 
 
 @pytest.fixture
