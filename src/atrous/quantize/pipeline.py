@@ -1,0 +1,136 @@
+"""The int8 route from any model the project reads to a quantized file.
+
+Checkpoints and zoo names go through the torch-side preparation first (BN folding, cross-layer
+equalisation, bias correction), then ONNX export with the card, then static quantization; ONNX
+files are quantized as they are (ONNX Runtime folds BN in its own pre-pass).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from atrous.card import ModelCard
+from atrous.errors import InputError
+from atrous.quantize.bias_correction import bias_correct
+from atrous.quantize.equalize import equalize as equalize_model
+from atrous.quantize.fold import fold_batchnorm
+from atrous.quantize.ptq import calibration_batches, quantize_onnx
+from atrous.quantize.sensitivity import MixedResult, Scorer, auto_mixed
+
+__all__ = ["QuantizeResult", "prepare_for_int8", "export_float", "quantize_model"]
+
+
+@dataclass
+class QuantizeResult:
+    """What ``quantize_model`` wrote and how: the int8 file, the float ONNX it came from."""
+
+    path: Path
+    float_path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    mixed: MixedResult | None = None
+
+
+def prepare_for_int8(
+    model: nn.Module,
+    batches: list[np.ndarray],
+    *,
+    granularity: str = "per-channel",
+    equalize: bool = True,
+    bias_correction: bool = True,
+) -> nn.Module:
+    """Fold BN, equalise depthwise chains and correct biases, in place (float output unchanged
+    except for the bias correction, which anticipates int8 weight rounding)."""
+    fold_batchnorm(model)
+    if equalize:
+        equalize_model(model)
+    if bias_correction:
+        bias_correct(model, batches, granularity)  # type: ignore[arg-type]
+    return model
+
+
+def export_float(model: nn.Module, card: ModelCard, path: Path) -> Path:
+    """Export the prepared float model to ONNX with its card (dynamic H/W)."""
+    from atrous.export.onnx import export_onnx
+
+    return export_onnx(model, card, path, opset=17, dynamic=True)
+
+
+def quantize_model(
+    model: str | Path,
+    calib: Any,
+    out: str | Path,
+    *,
+    num: int = 100,
+    granularity: str = "per-channel",
+    activations: str = "uint8",
+    method: str = "minmax",
+    engine: str = "onnxruntime",
+    equalize: bool | None = None,
+    bias_correction: bool = True,
+    mixed_score: Callable[[Path], Scorer] | None = None,
+    max_drop: float = 0.5,
+    keep_float: Path | None = None,
+) -> QuantizeResult:
+    """Quantize a checkpoint, zoo name or float ONNX file to int8 at ``out``.
+
+    Args:
+        model: .pt checkpoint, zoo name or .onnx file.
+        calib: calibration dataset / images (preprocessed with the model's card).
+        equalize: cross-layer equalisation; default on for per-tensor weights (pitfall 1).
+        bias_correction: correct biases for int8 weight rounding (checkpoints only).
+        mixed_score: enables automatic mixed precision: given the float ONNX path, returns
+            the Scorer for held-out data (mIoU with labels, or agreement with float).
+        max_drop: mixed-precision budget in score points.
+        keep_float: also keep the prepared float ONNX at this path (for comparisons).
+    """
+    out = Path(out)
+    equalize = granularity == "per-tensor" if equalize is None else equalize
+    settings: dict[str, Any] = {
+        "granularity": granularity,
+        "activations": activations,
+        "calibration": method,
+        "engine": engine,
+    }
+    with tempfile.TemporaryDirectory(prefix="atrous-quant-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        src = Path(str(model))
+        if src.suffix == ".onnx":
+            if not src.is_file():
+                raise InputError(f"{src}: file not found")
+            float_path = src
+        else:
+            from atrous.runtimes import load_engine
+
+            torch_engine, card = load_engine(str(model), "torch")
+            net = torch_engine.model  # type: ignore[attr-defined]
+            batches = calibration_batches(calib, card, num)
+            prepare_for_int8(
+                net,
+                batches,
+                granularity=granularity,
+                equalize=equalize,
+                bias_correction=bias_correction,
+            )
+            export_float(net, card, float_path)
+            calib = batches
+            settings.update(equalize=equalize, bias_correction=bias_correction)
+        quant = dict(num=num, granularity=granularity, activations=activations, method=method)
+        mixed = None
+        if mixed_score is not None:
+            scorer = mixed_score(float_path)
+            mixed = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
+        else:
+            quantize_onnx(float_path, calib, out, engine=engine, **quant)
+        kept = float_path
+        if keep_float is not None and float_path != src:
+            keep_float.parent.mkdir(parents=True, exist_ok=True)
+            kept = Path(keep_float)
+            kept.write_bytes(float_path.read_bytes())
+        return QuantizeResult(out, kept, settings, mixed)
