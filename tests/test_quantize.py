@@ -22,6 +22,7 @@ from atrous.models.zoo import default_card, get_model
 from atrous.quantize.bias_correction import bias_correct, fake_quantize_weight
 from atrous.quantize.fp16 import fp16_weights
 from atrous.quantize.ptq import calibration_batches, quantizable_nodes, quantize_onnx
+from atrous.quantize.qat import insert_fake_quant, qat_export, qat_finetune, remove_fake_quant
 from atrous.quantize.sensitivity import (
     agreement_scorer,
     choose_float_groups,
@@ -230,3 +231,30 @@ def test_sweep_ranks_groups_and_mixed_honours_budget(float_onnx, calib, held_out
     quantized = [n for n in convs if n.name not in mixed.float_nodes]
     assert quantized and all(n.input[1] not in floats for n in quantized)
     assert read_onnx_card(mixed.path).provenance.notes["quantization"]["float_groups"]
+
+
+def test_qat_trains_through_rounding_and_exports_int8(trained, calib, held_out, tmp_path):
+    model, card = trained
+    qat_model = copy.deepcopy(model)
+    insert_fake_quant(qat_model)
+    conv = qat_model.backbone.features[0][0]
+    levels = torch.unique(conv.weight[0].detach())
+    assert len(levels) <= 255  # the forward sees int8-rounded weights
+    remove_fake_quant(qat_model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in qat_model.modules())
+
+    x, y = voronoi_scenes(16, seed=3)
+    batches = [(torch.from_numpy(x[i : i + 4]), torch.from_numpy(y[i : i + 4])) for i in (0, 4)]
+    qat_model = copy.deepcopy(model)
+    before = qat_model.classifier.weight.detach().clone()
+    qat_finetune(qat_model, batches, steps=3, lr=1e-4)
+    assert not torch.equal(before, qat_model.classifier.weight)
+    assert not any(hasattr(m, "act_fake_quant") for m in qat_model.modules())
+    out = qat_export(qat_model, card, calib[:8], tmp_path / "qat.onnx")
+    with torch.no_grad():
+        ref = [qat_model(torch.from_numpy(b)).argmax(1).numpy() for b in held_out]
+    got = [g.argmax(1) for g in _run(out, held_out)]
+    agreement = np.mean([(r == g).mean() for r, g in zip(ref, got, strict=True)])
+    assert agreement >= 0.98
+    _, labels = voronoi_scenes(12, seed=2)
+    assert np.mean([(g[0] == lab).mean() for g, lab in zip(got, labels, strict=True)]) > 0.6
