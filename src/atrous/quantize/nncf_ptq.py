@@ -44,7 +44,7 @@ def quantize_openvino(
 
     from atrous.card import card_from_json
     from atrous.export.onnx import read_onnx_card
-    from atrous.export.openvino import RT_INFO_CARD
+    from atrous.runtimes.openvino_engine import RT_INFO_CARD
 
     if granularity != "per-channel":
         # NNCF's CPU target always uses per-channel weight scales for convolutions
