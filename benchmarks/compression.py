@@ -92,10 +92,17 @@ def main() -> None:
         bias_correction=False,
     )
     int8(
-        "int8 per-tensor, equalised + bias-corrected",
+        "int8 per-tensor, equalised (ReLU6 caps) + bias-corrected",
         "pt_eq.onnx",
         granularity="per-tensor",
         equalize=True,
+    )
+    int8(
+        "int8 per-tensor, equalised (ReLU6->ReLU) + bias-corrected",
+        "pt_eq_relu.onnx",
+        granularity="per-tensor",
+        equalize=True,
+        relu6="relu",
     )
     held = miou_scorer(val_set, threads=args.threads, limit=limit)
     mixed = quantize_model(

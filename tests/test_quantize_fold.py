@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -79,3 +81,20 @@ def test_equalize_refuses_unfolded_model():
     model = get_model("deeplabv3_mnv2_dm05_os16", num_classes=4).eval()
     with pytest.raises(ModelError, match="fold BatchNorm"):
         equalize(model)
+
+
+@torch.no_grad()
+def test_equalize_relu6_to_relu_changes_only_clipped_units():
+    torch.manual_seed(0)
+    model = _with_random_bn(get_model("deeplabv3_mnv2_dm05_os16", num_classes=4))
+    fold_batchnorm(model)
+    capped, relu = model, copy.deepcopy(model)
+    equalize(capped, relu6="cap")
+    equalize(relu, relu6="relu")
+    assert not any(isinstance(m, CappedReLU) for m in relu.modules())
+    pairs = equalizable_pairs(relu)
+    assert all(not isinstance(a.act, nn.ReLU6) for a, _ in pairs)
+    # same weights either way: only the activation between pairs differs
+    for (a, b), (c, d) in zip(equalizable_pairs(capped), pairs, strict=True):
+        torch.testing.assert_close(a.conv.weight, c.conv.weight)
+        torch.testing.assert_close(b.conv.weight, d.conv.weight)

@@ -4,10 +4,17 @@ Depthwise MobileNets have per-channel weight ranges that differ by orders of mag
 per-tensor int8 scale wipes out the small channels (pitfall 1). For consecutive convolutions
 ``W1 -> act -> W2`` with a positively homogeneous activation, scaling output channel *i* of W1 by
 ``1/s_i`` and input channel *i* of W2 by ``s_i`` leaves the function unchanged; choosing
-``s_i = sqrt(r1_i / r2_i)`` makes both ranges equal. ReLU6 clips become per-channel caps.
+``s_i = sqrt(r1_i / r2_i)`` makes both ranges equal.
+
+ReLU6 is not positively homogeneous. With ``relu6="cap"`` its clip becomes a per-channel cap
+(exact; exports as Relu + Min, which ONNX Runtime leaves in float between int8 layers and so
+costs latency). With ``relu6="relu"`` it becomes a plain ReLU, as AIMET does: the network
+changes only where activations exceed 6, and int8 kernels fuse it.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
@@ -68,15 +75,27 @@ def _rescale(first: Unit, second: Unit, scale: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def equalize(model: nn.Module, iterations: int = 20, tolerance: float = 1e-4) -> int:
+def equalize(
+    model: nn.Module,
+    iterations: int = 20,
+    tolerance: float = 1e-4,
+    relu6: Literal["cap", "relu"] = "cap",
+) -> int:
     """Equalise every conv pair of a BN-folded model in place; return the number of pairs.
 
     Pairs that share a depthwise convolution interact, so the sweep repeats until the scales
-    stop changing (at most ``iterations`` times).
+    stop changing (at most ``iterations`` times). ``relu6`` chooses how ReLU6 between a pair
+    is kept (see the module docstring).
     """
     pairs = equalizable_pairs(model)
     if any(u.bn is not None for pair in pairs for u in pair):
         raise ModelError("equalize: fold BatchNorm first (atrous.quantize.fold.fold_batchnorm)")
+    if relu6 not in ("cap", "relu"):
+        raise ModelError(f"equalize: relu6 must be 'cap' or 'relu', got '{relu6}'")
+    if relu6 == "relu":
+        for first, _ in pairs:
+            if isinstance(first.act, nn.ReLU6):
+                first.parent._modules[first.act_name] = nn.ReLU(inplace=True)
     for _ in range(iterations):
         worst = 0.0
         for first, second in pairs:

@@ -44,12 +44,13 @@ def prepare_for_int8(
     granularity: str = "per-channel",
     equalize: bool = True,
     bias_correction: bool = True,
+    relu6: str = "cap",
 ) -> nn.Module:
     """Fold BN, equalise depthwise chains and correct biases, in place (float output unchanged
     except for the bias correction, which anticipates int8 weight rounding)."""
     fold_batchnorm(model)
     if equalize:
-        equalize_model(model)
+        equalize_model(model, relu6=relu6)  # type: ignore[arg-type]
     if bias_correction:
         bias_correct(model, batches, granularity)  # type: ignore[arg-type]
     return model
@@ -74,6 +75,7 @@ def quantize_model(
     engine: str = "onnxruntime",
     equalize: bool | None = None,
     bias_correction: bool = True,
+    relu6: str = "cap",
     mixed_score: Callable[[Path], Scorer] | None = None,
     max_drop: float = 0.5,
     keep_float: Path | None = None,
@@ -85,6 +87,8 @@ def quantize_model(
         calib: calibration dataset / images (preprocessed with the model's card).
         equalize: cross-layer equalisation; default on for per-tensor weights (pitfall 1).
         bias_correction: correct biases for int8 weight rounding (checkpoints only).
+        relu6: with equalisation, keep ReLU6 exact as per-channel caps ('cap') or turn it
+            into ReLU ('relu': faster int8, changes outputs only above 6).
         mixed_score: enables automatic mixed precision: given the float ONNX path, returns
             the Scorer for held-out data (mIoU with labels, or agreement with float).
         max_drop: mixed-precision budget in score points.
@@ -117,10 +121,13 @@ def quantize_model(
                 granularity=granularity,
                 equalize=equalize,
                 bias_correction=bias_correction,
+                relu6=relu6,
             )
             export_float(net, card, float_path)
             calib = batches
             settings.update(equalize=equalize, bias_correction=bias_correction)
+            if equalize:
+                settings["relu6"] = relu6
         quant = dict(num=num, granularity=granularity, activations=activations, method=method)
         mixed = None
         if mixed_score is not None:
