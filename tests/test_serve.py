@@ -295,3 +295,36 @@ def test_serve_cli_refuses_bad_limits_and_models_with_atrous_errors():
         result = CliRunner().invoke(app, ["serve", *args])
         assert isinstance(result.exception, AtrousError), result.output
         assert message in str(result.exception)
+
+
+def test_serve_cli_answers_over_loopback(small_checkpoint, photo):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "atrous", "serve", str(small_checkpoint)]
+    command += ["--port", str(port), "--threads", "1", "--max-pixels", "5000"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "atrous serve did not start"
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        response = httpx.post(base + "/v1/segment?format=png", content=encode(photo))
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).size == (80, 60)
+        big = encode(np.zeros((63, 80, 3), np.uint8))  # 5,040 pixels
+        error(httpx.post(base + "/v1/segment", content=big), 413, "too_many_pixels")
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}/" in out
