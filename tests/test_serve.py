@@ -264,22 +264,33 @@ def test_503_with_retry_after_when_the_queue_is_full(tiny_checkpoint, photo):
     assert engine.peak == 1  # requests in flight never run the engine at the same time
 
 
-def test_concurrent_requests_run_the_engine_one_at_a_time(tiny_checkpoint, photo):
+def test_concurrent_requests_run_the_engine_one_at_a_time(tiny_checkpoint, photo, monkeypatch):
+    import atrous.serve.app as app_module
+
+    decoded = []
+    monkeypatch.setattr(
+        app_module, "decode_image", lambda *a, **k: decoded.append(1) or decode_image(*a, **k)
+    )
     card = tiny_checkpoint[2]
     engine = GatedEngine(card.num_classes)
-    engine.gate.set()
     app = create_app(Segmenter(engine, card), limits=ServeLimits(queue=8))
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
             calls = [ac.post("/v1/segment?format=json", content=encode(photo)) for _ in range(6)]
-            return await asyncio.gather(*calls)
+            tasks = [asyncio.create_task(c) for c in calls]
+            await until(lambda: app.state.service.queue.inflight == 6 and engine.running == 1)
+            await asyncio.sleep(0.2)
+            waiting = len(decoded)  # one image in the engine, one decoded and ready, no more
+            engine.gate.set()
+            return waiting, await asyncio.gather(*tasks)
 
-    responses = asyncio.run(burst())
+    waiting, responses = asyncio.run(burst())
+    assert waiting == 2
     assert [r.status_code for r in responses] == [200] * 6
     assert all(r.json()["classes"][0]["name"] == card.classes[1] for r in responses)
-    assert engine.peak == 1
+    assert engine.peak == 1 and len(decoded) == 6
 
 
 def test_serve_cli_refuses_bad_limits_and_models_with_atrous_errors():
