@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -162,7 +163,8 @@ def markdown(rows: list[dict], large: dict | None, args: argparse.Namespace) -> 
         f"--threads {args.threads}) on loopback; {args.clients} concurrent clients x "
         f"{args.requests} requests of small PNG images (64-88 x 80-96 px), `format=png`. "
         f"Machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}; client and server share the machine's cores.",
+        f"{platform.python_version()}, {os.cpu_count()} cores shared by client and server; "
+        f"1-minute load average before the run {args.load_before:.1f}.",
         "",
         "| queue | sent | 200 | 503 | other | unanswered | p50 ms | p90 ms | p99 ms | "
         "throughput req/s | idle RSS MiB | peak RSS MiB |",
@@ -217,6 +219,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     payloads = images(8)
+    args.load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else small_model(Path(tmp), args.size)
         args.model_label = args.model or f"{DEFAULT_MODEL}, random weights"
