@@ -191,7 +191,7 @@ class DataConfig(StrictModel):
     train_size: int = 1000
     val_size: int = 100
     image_size: int = 128
-    max_shapes: int = 6
+    max_shapes: int = 4
     noise: float = 8.0
     seed: int = 0
 

@@ -3,7 +3,7 @@
 Each module registers its commands on the shared app; ``main`` formats errors in one place.
 """
 
-from atrous.cli import models, predict  # noqa: F401  (registers commands)
+from atrous.cli import data, models, predict, train  # noqa: F401  (registers commands)  # noqa: F401  (registers commands)
 from atrous.cli._app import app, run
 
 __all__ = ["app", "main"]

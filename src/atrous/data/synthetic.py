@@ -49,7 +49,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def _shape_mask(rng: np.random.Generator, kind: int, h: int, w: int, scale: float) -> np.ndarray:
     """A filled binary mask of one shape of class ``kind`` at a random place, size and angle."""
     mask = np.zeros((h, w), np.uint8)
-    r = rng.uniform(0.12, 0.3) * scale
+    r = rng.uniform(0.14, 0.3) * scale
     cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
     angle = rng.uniform(0, 2 * np.pi)
     if kind == 1:  # circle
@@ -91,7 +91,7 @@ def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
 
 
 def make_scene(
-    rng: np.random.Generator, size: int, max_shapes: int = 6, noise: float = 8.0
+    rng: np.random.Generator, size: int, max_shapes: int = 4, noise: float = 8.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: textured background, 2..max_shapes overlapping textured shapes, clutter, noise."""
     h = w = size
@@ -131,7 +131,7 @@ class SyntheticShapes(SegmentationDataset):
         length: int = 1000,
         size: int = 128,
         seed: int = 0,
-        max_shapes: int = 6,
+        max_shapes: int = 4,
         noise: float = 8.0,
         cache: bool = True,
     ) -> None:
