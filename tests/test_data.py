@@ -152,3 +152,21 @@ def test_check_finds_every_problem(folder, rng):
 def test_check_unknown_layout(tmp_path):
     with pytest.raises(InputError, match="unknown layout"):
         check_dataset(tmp_path)
+
+
+def test_data_check_cli(folder):
+    from typer.testing import CliRunner
+
+    from atrous.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["data", "check", str(folder)])
+    assert ok.exit_code == 0, ok.output
+    assert "3 pairs checked: ok" in ok.output and "cat" in ok.output
+    _save_mask(folder / "masks" / "a1.png", np.full((20, 30), 9, np.uint8))
+    bad = runner.invoke(app, ["data", "check", str(folder), "--json"])
+    assert bad.exit_code == 1
+    import json
+
+    report = json.loads(bad.output)
+    assert not report["ok"] and "label values 9" in report["problems"][0]
