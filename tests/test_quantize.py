@@ -237,6 +237,7 @@ def test_sweep_ranks_groups_and_mixed_honours_budget(float_onnx, calib, held_out
     assert read_onnx_card(mixed.path).provenance.notes["quantization"]["float_groups"]
 
 
+@pytest.mark.slow
 def test_qat_trains_through_rounding_and_exports_int8(trained, calib, held_out, tmp_path):
     model, card = trained
     qat_model = copy.deepcopy(model)
@@ -264,6 +265,7 @@ def test_qat_trains_through_rounding_and_exports_int8(trained, calib, held_out, 
     assert np.mean([(g[0] == lab).mean() for g, lab in zip(got, labels, strict=True)]) > 0.6
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not nncf_available() or importlib.util.find_spec("atrous.runtimes.openvino_engine") is None,
     reason="NNCF or the OpenVINO exporter not installed (pip install atrous[openvino])",

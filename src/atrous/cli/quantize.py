@@ -58,6 +58,7 @@ def quantize_command(
     limit: int = typer.Option(50, help="held-out images for scoring and the table"),
     size: int = typer.Option(513, help="input size for latency and multiply-adds"),
     threads: int = typer.Option(2, help="inference threads"),
+    runs: int = typer.Option(20, help="timed runs per variant"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Static int8 quantization (fold BN, equalise, bias-correct, calibrate), optionally mixed."""
@@ -109,6 +110,7 @@ def quantize_command(
         threads=threads,
         size=(size, size),
         limit=limit,
+        runs=runs,
     )
     extra = {"out": str(out), "settings": result.settings}
     if result.mixed is not None:
@@ -129,6 +131,7 @@ def prune_command(
     limit: int = typer.Option(50, help="held-out images for the table"),
     size: int = typer.Option(513, help="input size for latency and multiply-adds"),
     threads: int = typer.Option(2, help="inference threads"),
+    runs: int = typer.Option(20, help="timed runs per variant"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Structured channel pruning to a multiply-add ratio; exports the smaller network to ONNX."""
@@ -163,6 +166,7 @@ def prune_command(
             threads=threads,
             size=(size, size),
             limit=limit,
+            runs=runs,
         )
     _print_rows(rows, as_json, {"out": str(out), "keep_fraction": result.keep_fraction})
     if not as_json:

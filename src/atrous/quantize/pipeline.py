@@ -21,7 +21,7 @@ from atrous.errors import InputError
 from atrous.quantize.bias_correction import bias_correct
 from atrous.quantize.equalize import equalize as equalize_model
 from atrous.quantize.fold import fold_batchnorm
-from atrous.quantize.ptq import calibration_batches, quantize_onnx
+from atrous.quantize.ptq import calibration_batches, check_settings, quantize_onnx
 from atrous.quantize.sensitivity import MixedResult, Scorer, auto_mixed
 
 __all__ = ["QuantizeResult", "prepare_for_int8", "export_float", "quantize_model"]
@@ -95,6 +95,7 @@ def quantize_model(
         keep_float: also keep the prepared float ONNX at this path (for comparisons).
     """
     out = Path(out)
+    check_settings(granularity, activations, method, engine)
     equalize = granularity == "per-tensor" if equalize is None else equalize
     settings: dict[str, Any] = {
         "granularity": granularity,

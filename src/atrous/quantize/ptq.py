@@ -27,6 +27,7 @@ __all__ = [
     "quantizable_nodes",
     "copy_metadata",
     "preprocess_for_quantization",
+    "check_settings",
 ]
 
 Granularity = Literal["per-channel", "per-tensor"]
@@ -146,6 +147,18 @@ def preprocess_for_quantization(source: Path, target: Path) -> Path:
     return target
 
 
+def check_settings(granularity: str, activations: str, method: str, engine: str) -> None:
+    """InputError naming the first invalid quantization setting."""
+    if granularity not in ("per-channel", "per-tensor"):
+        raise InputError(f"granularity must be per-channel or per-tensor, got '{granularity}'")
+    if activations not in ("uint8", "int8"):
+        raise InputError(f"activations must be uint8 or int8, got '{activations}'")
+    if method not in CALIBRATION_METHODS:
+        raise InputError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
+    if engine not in ("onnxruntime", "openvino"):
+        raise InputError(f"quantize engine must be onnxruntime or openvino, got '{engine}'")
+
+
 def quantize_onnx(
     model_path: str | Path,
     calib: Iterable[Any],
@@ -182,12 +195,7 @@ def quantize_onnx(
     model_path, out = Path(model_path), Path(out)
     if not model_path.is_file():
         raise InputError(f"{model_path}: file not found")
-    if granularity not in ("per-channel", "per-tensor"):
-        raise InputError(f"granularity must be per-channel or per-tensor, got '{granularity}'")
-    if activations not in ("uint8", "int8"):
-        raise InputError(f"activations must be uint8 or int8, got '{activations}'")
-    if method not in CALIBRATION_METHODS:
-        raise InputError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
+    check_settings(granularity, activations, method, engine)
     batches = calibration_batches(calib, card, num, card_source=model_path)
     settings = {
         "granularity": granularity,
@@ -200,8 +208,6 @@ def quantize_onnx(
         from atrous.quantize.nncf_ptq import quantize_openvino
 
         return quantize_openvino(model_path, batches, out, granularity, nodes_to_exclude)
-    if engine != "onnxruntime":
-        raise InputError(f"quantize engine must be onnxruntime or openvino, got '{engine}'")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     methods = {
