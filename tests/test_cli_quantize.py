@@ -58,3 +58,20 @@ def test_prune_cli_exports_smaller_model(small_checkpoint, tmp_path):
     assert pruned["gmacs"] <= 0.5 * fp32["gmacs"]
     assert pruned["size_mb"] < fp32["size_mb"]
     assert read_onnx_card(out).num_classes == 5
+
+
+@pytest.mark.slow
+def test_train_qat_from_checkpoint_writes_int8(small_checkpoint, tmp_path):
+    args = [
+        "train", "demo", "data.train_size=8", "data.val_size=2", "data.image_size=64",
+        "data.crop_size=64", "model.input_size=64", "train.batch_size=4",
+        "--qat", "--from", str(small_checkpoint), "--steps", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    int8 = tmp_path / "model.int8.onnx"
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(int8)).graph.node)
+    assert (tmp_path / "qat_float.onnx").is_file()
+    assert "QAT int8" in result.output
+    missing = runner.invoke(app, ["train", "demo", "--qat", "--out", str(tmp_path / "x")])
+    assert isinstance(missing.exception, InputError)

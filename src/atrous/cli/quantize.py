@@ -171,3 +171,24 @@ def prune_command(
     _print_rows(rows, as_json, {"out": str(out), "keep_fraction": result.keep_fraction})
     if not as_json:
         console.print(f"wrote {out} (kept {result.keep_fraction:.0%} of the internal channels)")
+
+
+def qat_command(experiment, checkpoint: Path | None, out: Path, steps: int | None) -> None:
+    """``atrous train --qat --from CHECKPOINT``: QAT, int8 export, then the comparison table."""
+    from atrous.data import build_dataset
+    from atrous.quantize.compare import Variant, compare
+    from atrous.quantize.qat import qat_train
+
+    if checkpoint is None:
+        raise InputError("--qat needs --from CHECKPOINT (the trained float model)")
+    float_path, int8_path = qat_train(experiment, checkpoint, out, steps=steps)
+    size = experiment.model.input_size or experiment.data.crop_size
+    macs = _macs(str(checkpoint), (size, size))
+    rows = compare(
+        [Variant("QAT float", float_path, macs), Variant("QAT int8", int8_path, macs)],
+        build_dataset(experiment.data, "val"),
+        size=(size, size),
+        threads=2,
+    )
+    _print_rows(rows, False)
+    console.print(f"wrote {int8_path}")

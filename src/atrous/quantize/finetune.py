@@ -36,7 +36,7 @@ def finetune(
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eval()
-    for step, (x, y) in enumerate(itertools.islice(itertools.cycle(batches), steps)):
+    for step, (x, y) in enumerate(itertools.islice(_repeat(batches), steps)):
         out = model(x)
         logits = out["out"] if isinstance(out, dict) else out
         loss = F.cross_entropy(logits, y.long(), ignore_index=ignore_index)
@@ -46,6 +46,17 @@ def finetune(
         if progress:
             progress(step, float(loss))
     return model.eval()
+
+
+def _repeat(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
+    """Iterate ``batches`` again and again (re-shuffling loaders; nothing is cached)."""
+    while True:
+        empty = True
+        for item in batches:
+            empty = False
+            yield item
+        if empty:
+            return
 
 
 def dataset_batches(

@@ -116,3 +116,42 @@ def qat_export(
     with tempfile.TemporaryDirectory(prefix="atrous-qat-") as tmp:
         float_path = export_onnx(model, card, Path(tmp) / "qat_float.onnx")
         return quantize_onnx(float_path, batches, out, granularity=granularity)  # type: ignore[arg-type]
+
+
+def qat_train(
+    experiment: Any,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    steps: int | None = None,
+    lr_scale: float = 0.1,
+    num: int = 100,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[Path, Path]:
+    """``atrous train --qat --from CHECKPOINT``: QAT fine-tuning, then an int8 ONNX file.
+
+    Uses the experiment's data (train split), crop and batch size; the learning rate is the
+    experiment's ``train.lr`` times ``lr_scale``. ``steps`` defaults to one epoch. Writes
+    ``qat_float.onnx`` (the fine-tuned float network, BN folded) and ``model.int8.onnx`` into
+    ``out_dir``; returns both paths.
+    """
+    from atrous.checkpoint import load_checkpoint
+    from atrous.data import build_dataset
+    from atrous.export.onnx import export_onnx
+    from atrous.quantize.finetune import dataset_batches
+    from atrous.quantize.ptq import calibration_batches, quantize_onnx
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, card = load_checkpoint(checkpoint)
+    train_set = build_dataset(experiment.data, "train")
+    cfg = experiment.train
+    batches = dataset_batches(
+        train_set, card, batch_size=cfg.batch_size, crop=experiment.data.crop_size, seed=cfg.seed
+    )
+    steps = steps or max(1, len(train_set) // cfg.batch_size)
+    qat_finetune(model, batches, steps=steps, lr=cfg.lr * lr_scale, progress=progress)
+    float_path = export_onnx(model, card, out / "qat_float.onnx")
+    calib = calibration_batches(train_set, card, num)
+    int8_path = quantize_onnx(float_path, calib, out / "model.int8.onnx", num=num)
+    return float_path, int8_path
