@@ -130,15 +130,57 @@ def test_synthetic_images_are_structured_not_noise():
     assert not np.array_equal(image, synthetic_image(64, 80, seed=2))
 
 
-def test_export_cli_prints_parity_table_and_writes_file(tiny, tmp_path):
-    path, _, _ = tiny
-    out = tmp_path / "cli.onnx"
+def test_openvino_export_via_cli_round_trips_at_two_sizes(tiny, tmp_path):
+    path, model, card = tiny
+    out = tmp_path / "ir" / "tiny.xml"
     result = CliRunner().invoke(
-        app, ["export", str(path), "--format", "onnx", "--size", "65x97", "--out", str(out)]
+        app, ["export", str(path), "--format", "openvino", "--size", "65x97", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
-    assert "argmax agreement" in result.output and "65x97" in result.output
-    assert out.is_file() and read_onnx_card(out) is not None
+    assert "argmax agreement" in result.output and "48x97" in result.output
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.bin", "tiny.xml"]  # no leftovers
+    engine, loaded = load_engine(out, "openvino", threads=2)
+    assert engine.name == "openvino" and loaded.classes == card.classes
+    assert loaded.provenance.notes["export"]["format"] == "openvino"
+    reference = TorchEngine(model, threads=2)
+    for i, size in enumerate(SIZES):
+        batch = sample_batch(card, size, seed=20 + i)
+        ref, got = reference.run(batch), engine.run(batch)
+        assert got.shape == ref.shape and np.abs(ref - got).max() < 1e-4
+        assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.999
+
+
+def test_openvino_runs_the_onnx_file_too(tiny, tiny_onnx):
+    _, model, card = tiny
+    engine, loaded = load_engine(tiny_onnx.path, "openvino", threads=2)
+    assert engine.name == "openvino" and loaded.classes == card.classes
+    report = check_parity(TorchEngine(model, 2), engine, card, SIZES)
+    assert report.ok and max(r.max_abs_diff for r in report.rows) < 1e-4
+
+
+def test_tflite_export_round_trip(tiny, tmp_path):
+    from atrous.export.tflite import tflite_converter
+    from atrous.runtimes.litert_engine import litert_available
+
+    if tflite_converter() is None or not litert_available():
+        pytest.skip("TFLite export needs the [tflite] extra (litert-torch, ai-edge-litert)")
+    path, _, _ = tiny
+    result = export_model(path, "tflite", tmp_path / "t.tflite", size=(129, 129), threads=2)
+    assert result.parity.ok and [r.size for r in result.parity.rows] == [(129, 129)] * 2
+    engine, card = load_engine(result.path, threads=2)
+    assert card.preprocessing.resize == "fixed" and card.preprocessing.size == 129
+    with pytest.raises(ModelError, match="runs only at"):
+        engine.run(np.zeros((1, 3, 65, 97), np.float32))
+
+
+def test_tflite_export_without_the_extra_says_how_to_get_it(tiny, tmp_path, monkeypatch):
+    from atrous.export import tflite
+
+    monkeypatch.setattr(tflite, "tflite_converter", lambda: None)
+    with pytest.raises(ModelError, match=r"pip install 'atrous\[tflite\]'"):
+        export_model(tiny[0], "tflite", tmp_path / "t.tflite", size=(129, 129))
+    assert not (tmp_path / "t.tflite").exists()
 
 
 def test_export_cli_rejects_unknown_format(tiny, tmp_path):

@@ -7,13 +7,16 @@ from pathlib import Path
 
 from atrous.card import ModelCard
 from atrous.errors import ConfigError, ModelError
+from atrous.export.onnx import export_onnx
+from atrous.export.openvino import export_openvino
 from atrous.export.parity import ParityReport, check_parity
+from atrous.export.tflite import export_tflite
 from atrous.runtimes import Engine, TorchEngine, load_engine
 
 __all__ = ["FORMATS", "ExportResult", "export_model", "parity_sizes", "WITH_ARGMAX_DEFAULT"]
 
-FORMATS = {"onnx": ".onnx"}
-ENGINE_OF_FORMAT = {"onnx": "onnxruntime"}
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
 
 # Measured by benchmarks/engines.py (see benchmarks/results/engines.md): end to end, logits out of
 # the graph + argmax in NumPy/torch vs uint8 labels from the graph.
@@ -83,17 +86,22 @@ def export_model(
     Raises:
         ModelError: the export failed or disagrees with PyTorch (under 99.9% argmax agreement).
     """
-    from atrous.export.onnx import export_onnx
-
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
     model, card = load_source(checkpoint_or_name)
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
-    path = (
-        Path(out) if out is not None else Path(Path(str(checkpoint_or_name)).stem + FORMATS[format])
-    )
+    stem = Path(str(checkpoint_or_name)).stem
+    path = Path(out) if out is not None else Path(stem + FORMATS[format])
     if format == "onnx":
         export_onnx(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
+    elif format == "openvino":
+        export_openvino(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
+    else:
+        export_tflite(model, card, path, with_argmax=argmax, size=size)
+        fixed = size or (card.preprocessing.size or 513,) * 2
+        if check_sizes and any(tuple(s) != tuple(fixed) for s in check_sizes):
+            raise ConfigError(f"{path}: a .tflite runs only at {fixed[0]}x{fixed[1]}")
+        check_sizes = check_sizes or [fixed, fixed]  # fixed size: two different images
     candidate, out_card = load_engine(path, ENGINE_OF_FORMAT[format], threads)
     reference: Engine = TorchEngine(model, threads)
     report = check_parity(
@@ -107,5 +115,7 @@ def export_model(
         report.raise_if_failed(str(path))
     except ModelError:
         path.unlink(missing_ok=True)
+        if format == "openvino":
+            path.with_suffix(".bin").unlink(missing_ok=True)
         raise
     return ExportResult(path, out_card, report)

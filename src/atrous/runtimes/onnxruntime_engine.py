@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
+from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
-__all__ = ["OrtEngine", "ORT_DTYPES", "cast_input"]
+__all__ = ["OrtEngine", "ORT_DTYPES", "CARD_KEY", "cast_input"]
 
+CARD_KEY = "atrous.card"
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
 
@@ -55,24 +57,19 @@ class OrtEngine:
         self.output_names = [o.name for o in self.session.get_outputs()[:1]]
 
     @property
-    def metadata(self) -> dict[str, str]:
-        """The model's custom metadata (where the card lives)."""
-        return dict(self.session.get_modelmeta().custom_metadata_map)
+    def card_json(self) -> str | None:
+        """The model card stored in the ONNX metadata (key ``atrous.card``), if any."""
+        return self.session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
 
-    @property
-    def input_shape(self) -> list[int | str | None]:
-        """Input shape with symbolic dimensions as strings (or None)."""
-        return list(self.input.shape)
-
-    @property
-    def output_shape(self) -> list[int | str | None]:
-        """First output's shape with symbolic dimensions as strings (or None)."""
-        return list(self.session.get_outputs()[0].shape)
-
-    @property
-    def output_dtype(self) -> type:
-        """NumPy dtype of the first output."""
-        return ORT_DTYPES.get(self.session.get_outputs()[0].type, np.float32)
+    def signature(self) -> Signature:
+        """Input and first output shapes (None for symbolic dims) and dtypes."""
+        output = self.session.get_outputs()[0]
+        return Signature(
+            _dims(self.input.shape),
+            np.dtype(self.input_dtype),
+            _dims(output.shape),
+            np.dtype(ORT_DTYPES.get(output.type, np.float32)),
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for one batch (cast to the input's dtype first)."""
@@ -89,6 +86,10 @@ class OrtEngine:
             "threads": self.threads,
             "model": str(self.path),
         }
+
+
+def _dims(shape: list) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
 
 def cast_input(batch: np.ndarray, dtype: type) -> np.ndarray:
