@@ -12,6 +12,12 @@ from atrous.runtimes import TorchEngine, load_engine
 from atrous.segmenter import Segmenter
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Engine-auto measurements go to a temporary cache, never the user's."""
+    monkeypatch.setenv("ATROUS_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from atrous.models.zoo import default_card, get_model

@@ -76,7 +76,8 @@ def export_onnx(
     """
     path = Path(path)
     model = model.eval()
-    net: nn.Module = ArgmaxHead(model) if with_argmax else model
+    # a fresh wrapper is in training mode, and the exporter restores that mode on the whole tree
+    net: nn.Module = (ArgmaxHead(model) if with_argmax else model).eval()
     size = sample_size or (card.preprocessing.size or 513,) * 2
     sample = torch.zeros(1, 3, *size)
     output_name = "labels" if with_argmax else "logits"

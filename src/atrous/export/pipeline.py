@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from atrous.card import ModelCard
 from atrous.errors import ConfigError, ModelError
+from atrous.export.lint import LintWarning, lint_model
 from atrous.export.onnx import export_onnx
 from atrous.export.openvino import export_openvino
 from atrous.export.parity import ParityReport, check_parity
@@ -18,9 +19,13 @@ __all__ = ["FORMATS", "ExportResult", "export_model", "parity_sizes", "WITH_ARGM
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
 ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
 
-# Measured by benchmarks/engines.py (see benchmarks/results/engines.md): end to end, logits out of
-# the graph + argmax in NumPy/torch vs uint8 labels from the graph.
-WITH_ARGMAX_DEFAULT = False
+# Measured by benchmarks/engines.py (benchmarks/results/engines.md), 500x375 image end to end
+# through the Segmenter, dm0.5 at 513, 2 threads: uint8 labels from the graph took 145 ms (ORT)
+# and 135 ms (OpenVINO) against 251 and 260 ms with logits out + resize + argmax outside, because
+# the 21 float class maps are neither copied out nor resized. The price: the argmax happens at
+# network size and the mask is resized with nearest neighbour, and no probabilities are returned;
+# export with --no-with-argmax for those.
+WITH_ARGMAX_DEFAULT = True
 
 
 @dataclass
@@ -30,6 +35,7 @@ class ExportResult:
     path: Path
     card: ModelCard
     parity: ParityReport
+    lints: list[LintWarning] = field(default_factory=list)
 
 
 def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -73,6 +79,9 @@ def export_model(
 ) -> ExportResult:
     """Export a checkpoint or zoo model to ``format``, then check parity against PyTorch.
 
+    Lints for the format (dilated convolutions in TFLite, resize conventions) come back in
+    ``ExportResult.lints``; they warn, they do not stop the export.
+
     Args:
         checkpoint_or_name: a .pt checkpoint or a zoo name.
         format: 'onnx', 'openvino' or 'tflite'.
@@ -89,6 +98,7 @@ def export_model(
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
     model, card = load_source(checkpoint_or_name)
+    lints = lint_model(model, format)
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
     stem = Path(str(checkpoint_or_name)).stem
     path = Path(out) if out is not None else Path(stem + FORMATS[format])
@@ -118,4 +128,4 @@ def export_model(
         if format == "openvino":
             path.with_suffix(".bin").unlink(missing_ok=True)
         raise
-    return ExportResult(path, out_card, report)
+    return ExportResult(path, out_card, report, lints)
