@@ -19,10 +19,7 @@ from atrous.runtimes import TorchEngine, load_engine
 SIZES = [(65, 97), (129, 129)]
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Engine-auto measurements go to a temporary cache, never the user's."""
-    monkeypatch.setenv("ATROUS_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_engine_cache")
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,7 @@ from atrous.export.parity import diversify, synthetic_image
 from atrous.runtimes import TorchEngine, load_engine
 from atrous.segmenter import Segmenter
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Engine-auto measurements go to a temporary cache, never the user's."""
-    monkeypatch.setenv("ATROUS_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_engine_cache")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +55,7 @@ def test_load_engine_refuses_wrong_engine_and_broken_files(exported, tmp_path):
 
 
 def test_uint8_cast_rounds_and_clips():
-    from atrous.runtimes.onnxruntime_engine import cast_input
+    from atrous.runtimes import cast_input
 
     out = cast_input(np.array([-3.0, 0.4, 0.6, 254.7, 300.0], np.float32), np.uint8)
     assert out.dtype == np.uint8 and out.tolist() == [0, 0, 1, 255, 255]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from atrous.card import ModelCard, card_from_json
 from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input
 from atrous.runtimes.base import Engine
-from atrous.runtimes.onnxruntime_engine import CARD_KEY
 from atrous.runtimes.torch_engine import TorchEngine, default_threads
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ENGINES_OF_SUFFIX",
     "Engine",
     "TorchEngine",
+    "cast_input",
     "default_threads",
     "load_engine",
     "open_engine",

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input, error_line
 from atrous.runtimes.contract import Signature
-from atrous.runtimes.onnxruntime_engine import CARD_KEY, cast_input
 from atrous.runtimes.torch_engine import default_threads
 
 __all__ = ["LiteRtEngine", "litert_available", "read_tflite_metadata", "add_tflite_metadata"]
@@ -86,8 +86,7 @@ class LiteRtEngine:
             self.interpreter = Interpreter(model_content=self.content, num_threads=self.threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: LiteRT cannot load it: {first}") from None
+            raise ModelError(f"{self.path}: LiteRT cannot load it: {error_line(exc)}") from None
         inputs = self.interpreter.get_input_details()
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")

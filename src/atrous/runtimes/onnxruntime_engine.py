@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
-__all__ = ["OrtEngine", "ORT_DTYPES", "CARD_KEY", "cast_input"]
+__all__ = ["OrtEngine", "ORT_DTYPES"]
 
-CARD_KEY = "atrous.card"
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
 
@@ -47,8 +47,9 @@ class OrtEngine:
                 str(self.path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {first}") from None
+            raise ModelError(
+                f"{self.path}: ONNX Runtime cannot load it: {error_line(exc)}"
+            ) from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
@@ -90,11 +91,3 @@ class OrtEngine:
 
 def _dims(shape: list) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
-
-
-def cast_input(batch: np.ndarray, dtype: type) -> np.ndarray:
-    """Cast a float batch to an integer input dtype by rounding and clipping, else to ``dtype``."""
-    if np.issubdtype(dtype, np.integer) and not np.issubdtype(batch.dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(batch), info.min, info.max).astype(dtype)
-    return batch.astype(dtype, copy=False)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input, error_line
 from atrous.runtimes.contract import Signature
-from atrous.runtimes.onnxruntime_engine import CARD_KEY, cast_input
 from atrous.runtimes.torch_engine import default_threads
 
 __all__ = ["OpenVinoEngine", "RT_INFO_CARD"]
@@ -44,8 +44,7 @@ class OpenVinoEngine:
         try:
             self.model = core.read_model(str(self.path))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: OpenVINO cannot read it: {first}") from None
+            raise ModelError(f"{self.path}: OpenVINO cannot read it: {error_line(exc)}") from None
         if len(self.model.inputs) != 1:
             raise ModelError(
                 f"{self.path}: expected one input, the model has {len(self.model.inputs)}"
