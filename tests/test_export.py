@@ -249,3 +249,13 @@ def test_lint_finds_resize_conventions_and_modes_by_module():
     assert ("corners", "resize-mixed-conventions") in found
     onnx_codes = {w.code for w in lint_model(_Toy(), "onnx")}
     assert onnx_codes == {"resize-cubic", "resize-mixed-conventions"}
+
+
+@pytest.mark.slow
+def test_opset_18_uses_the_dynamo_exporter_and_keeps_parity(tiny, tmp_path):
+    path, _, _ = tiny
+    result = export_model(
+        path, "onnx", tmp_path / "o18.onnx", opset=18, check_sizes=SIZES, threads=2
+    )
+    assert result.parity.ok and result.card.output == "labels"
+    assert onnx.load(str(result.path)).opset_import[0].version >= 18

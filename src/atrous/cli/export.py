@@ -56,7 +56,7 @@ def export_command(
     if any(r.classes_seen < 2 for r in result.parity.rows):
         console.print(
             "[yellow]note:[/yellow] the reference predicts a single class on the test images "
-            "(untrained weights?), so argmax agreement says little; max abs diff still applies"
+            "(untrained weights?), so argmax agreement says little"
         )
     files = (
         [result.path, result.path.with_suffix(".bin")] if format == "openvino" else [result.path]

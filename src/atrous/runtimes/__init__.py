@@ -139,8 +139,13 @@ def _load_exported(
     check_card(card, first.signature(), str(path))
     if len(candidates) > 1:
         shape = _typical_shape(card)
+        opened = first
         chosen, _ = choose_engine(
-            path, candidates, threads, shape, lambda name: open_engine(path, name, threads)
+            path,
+            candidates,
+            threads,
+            shape,
+            lambda name: opened if name == opened.name else open_engine(path, name, threads),
         )
         if chosen != first.name:
             first = open_engine(path, chosen, threads)
