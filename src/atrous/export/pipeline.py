@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import nn
+
 from atrous.card import ModelCard
 from atrous.errors import ConfigError, ModelError
 from atrous.export.lint import LintWarning, lint_model
@@ -53,7 +55,7 @@ def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[t
     return [(h, w), (max(multiple, short), w)]
 
 
-def load_source(source: str | Path) -> tuple[object, ModelCard]:
+def load_source(source: str | Path) -> tuple[nn.Module, ModelCard]:
     """A PyTorch model and its card from a checkpoint or a zoo name (random weights)."""
     from atrous.checkpoint import load_checkpoint
     from atrous.models.zoo import default_card, get_model, list_models
@@ -107,11 +109,11 @@ def export_model(
     elif format == "openvino":
         export_openvino(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
     else:
-        export_tflite(model, card, path, with_argmax=argmax, size=size)
         fixed = size or (card.preprocessing.size or 513,) * 2
         if check_sizes and any(tuple(s) != tuple(fixed) for s in check_sizes):
             raise ConfigError(f"{path}: a .tflite runs only at {fixed[0]}x{fixed[1]}")
         check_sizes = check_sizes or [fixed, fixed]  # fixed size: two different images
+        export_tflite(model, card, path, with_argmax=argmax, size=fixed)
     candidate, out_card = load_engine(path, ENGINE_OF_FORMAT[format], threads)
     reference: Engine = TorchEngine(model, threads)
     report = check_parity(
