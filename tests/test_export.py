@@ -68,6 +68,11 @@ def test_onnx_carries_the_card_and_dynamic_axes(tiny, tiny_onnx):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
     assert proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 5
     assert proto.opset_import[0].version == 17
+    from atrous.inspection import inspect_model
+
+    info = inspect_model(tiny_onnx.path, (65, 97))
+    assert info["origin"] == "onnx file, card from metadata"
+    assert info["architecture"]["num_classes"] == 5 and info["card"]["classes"] == card.classes
     # simplified: no leftover shape arithmetic around constants
     assert not any(n.op_type == "Constant" for n in proto.graph.node)
 

@@ -231,3 +231,21 @@ def test_threads_mean_intra_op_threads_on_every_engine(exported):
         assert engine.threads == 1 and engine.describe()["threads"] == 1
     ov = open_engine(exported[0], "openvino", threads=1)
     assert ov.compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    # FP32 unless asked: OpenVINO would otherwise pick bf16 where the CPU offers it
+    import openvino
+
+    assert ov.compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+
+
+def test_sidecar_card_is_used_for_a_file_without_metadata(tmp_path):
+    from atrous.runtimes import read_exported_card
+    from atrous.runtimes.contract import SIDECAR_SUFFIX
+
+    path = onnx_model(tmp_path / "f.onnx", layout="NHWC", dtype="uint8", channels=3, size=9)
+    _, inferred = load_engine(path, "onnxruntime")
+    card = inferred.model_copy(update={"classes": ["sky", "road", "car"], "name": "roads"})
+    (tmp_path / ("f.onnx" + SIDECAR_SUFFIX)).write_text(card.to_json())
+    engine, loaded = load_engine(path, "onnxruntime")
+    assert loaded.name == "roads" and loaded.classes == ["sky", "road", "car"]
+    assert read_exported_card(path)[1] == "sidecar"
+    assert engine.run(np.zeros((1, 9, 9, 3), np.float32)).shape == (1, 3, 9, 9)  # NCHW out
