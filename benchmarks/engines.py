@@ -13,6 +13,7 @@ benchmarks/results/engines.md. Run:
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -135,6 +136,8 @@ def write_report(args, parity_rows, latency, end_to_end, masks) -> None:
         f"{onnxruntime.__version__}, openvino {openvino.get_version()}, "
         f"{platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Load average at the end of the run: {os.getloadavg()[0]:.1f} (other processes "
+        "compete for the cores when it exceeds the thread count; torch eager suffers most).",
         "Regenerate: `python benchmarks/engines.py`.",
         "",
         "## Parity against PyTorch (real-shaped synthetic images)",

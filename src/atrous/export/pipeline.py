@@ -21,12 +21,13 @@ __all__ = ["FORMATS", "ExportResult", "export_model", "parity_sizes", "WITH_ARGM
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
 ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
 
-# Measured by benchmarks/engines.py (benchmarks/results/engines.md), 500x375 image end to end
-# through the Segmenter, dm0.5 at 513, 2 threads: uint8 labels from the graph took 145 ms (ORT)
-# and 135 ms (OpenVINO) against 251 and 260 ms with logits out + resize + argmax outside, because
-# the 21 float class maps are neither copied out nor resized. The price: the argmax happens at
-# network size and the mask is resized with nearest neighbour, and no probabilities are returned;
-# export with --no-with-argmax for those.
+# Measured by benchmarks/engines.py (benchmarks/results/engines.md): a 500x375 image end to end
+# through the Segmenter, dm0.5 at 513, 2 threads (loaded machine): uint8 labels from the graph
+# took 130 ms (ORT) and 126 ms (OpenVINO) against 253 and 250 ms with logits out + bilinear
+# resize + argmax outside, because the 21 float class maps are neither copied out nor resized.
+# The price: the argmax happens at network size and the mask is resized with nearest neighbour
+# (94.3% of pixels agree on random weights, whose label maps are far noisier than a trained
+# model's), and no probabilities; export with --no-with-argmax for those.
 WITH_ARGMAX_DEFAULT = True
 
 

@@ -133,25 +133,24 @@ def _load_exported(
             f"{path}: a {path.suffix} file runs on {' or '.join(allowed)}, not '{engine}'"
         )
     candidates = [engine] if engine != "auto" else available_engines(allowed) or list(allowed[:1])
-    first = open_engine(path, candidates[0], threads)
-    card, origin = read_card(path, first)
+    opened = open_engine(path, candidates[0], threads)
+    card, origin = read_card(path, opened)
     card = _overridden(card, contract, str(path))
-    check_card(card, first.signature(), str(path))
+    check_card(card, opened.signature(), str(path))
+    chosen = opened
     if len(candidates) > 1:
-        shape = _typical_shape(card)
-        opened = first
-        chosen, _ = choose_engine(
+        name, _ = choose_engine(
             path,
             candidates,
             threads,
-            shape,
-            lambda name: opened if name == opened.name else open_engine(path, name, threads),
+            _typical_shape(card),
+            lambda other: opened if other == opened.name else open_engine(path, other, threads),
         )
-        if chosen != first.name:
-            first = open_engine(path, chosen, threads)
+        if name != opened.name:
+            chosen = open_engine(path, name, threads)
     if origin != "metadata" or card.preprocessing.layout == "NHWC":
-        return StandardOutput(first, card.preprocessing.layout, card.output), card
-    return first, card
+        return StandardOutput(chosen, card.preprocessing.layout, card.output), card
+    return chosen, card
 
 
 def _typical_shape(card: ModelCard) -> tuple[int, ...]:
