@@ -1,4 +1,4 @@
-"""Foundation benchmark: the zoo's measured parameters / multiply-adds, and `atrous predict` latency.
+"""Foundation benchmark: measured zoo parameters / multiply-adds, and `atrous predict` latency.
 
 Measures, in one interleaved run, the median time of the predict path (Segmenter on the torch
 engine: preprocess + network + postprocess to a mask at the original size) for
