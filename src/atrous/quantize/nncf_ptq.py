@@ -54,7 +54,7 @@ def quantize_openvino(
     quantized = nncf.quantize(
         model,
         nncf.Dataset(list(batches)),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
+        preset=nncf.QuantizationPreset.MIXED,
         subset_size=len(batches),
         ignored_scope=ignored,
     )
