@@ -149,9 +149,11 @@ def prune_command(
     if finetune_steps:
         if held is None:
             raise InputError("--finetune-steps needs --data")
-        from atrous.quantize.finetune import finetune
+        from atrous.quantize.finetune import dataset_batches, finetune
 
-        finetune(result.model, _open_data(data, "train"), card, steps=finetune_steps)
+        crop = card.preprocessing.size or 257
+        batches = dataset_batches(_open_data(data, "train"), card, crop=crop)
+        finetune(result.model, batches, steps=finetune_steps, lr=1e-3)
     stem = Path(model).stem if Path(model).suffix else model
     out = out or Path(f"{stem}.pruned.onnx")
     export_onnx(result.model, card, out)
