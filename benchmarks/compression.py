@@ -106,7 +106,13 @@ def main() -> None:
     )
     held = miou_scorer(val_set, threads=args.threads, limit=limit)
     mixed = quantize_model(
-        checkpoint, calib, work / "mixed.onnx", num=num, mixed_score=lambda _: held, max_drop=0.2
+        checkpoint,
+        calib,
+        work / "mixed.onnx",
+        num=num,
+        score=lambda _: held,
+        mixed=True,
+        max_drop=0.2,
     )
     variants.append(
         Variant(f"int8 auto mixed ({len(mixed.mixed.float_groups)} float)", mixed.path, macs)

@@ -23,6 +23,7 @@ from atrous.models.zoo import default_card, get_model
 from atrous.quantize.bias_correction import bias_correct, fake_quantize_weight
 from atrous.quantize.fp16 import fp16_weights
 from atrous.quantize.nncf_ptq import nncf_available
+from atrous.quantize.pipeline import choose_calibration
 from atrous.quantize.ptq import calibration_batches, quantizable_nodes, quantize_onnx
 from atrous.quantize.qat import insert_fake_quant, qat_export, qat_finetune, remove_fake_quant
 from atrous.quantize.sensitivity import (
@@ -286,3 +287,17 @@ def test_openvino_nncf_int8_agrees_with_float(float_onnx, calib, held_out, tmp_p
         [(r.argmax(1) == g.argmax(1)).mean() for r, g in zip(ref, got, strict=True)]
     )
     assert agreement >= 0.98
+
+
+def test_choose_calibration_picks_the_best_scoring_method(float_onnx, calib, tmp_path):
+    scores = {"minmax": 1.0, "entropy": 3.0, "percentile": 2.0}
+
+    def score(path):  # a stand-in scorer that tells the methods apart by file name
+        return next(v for k, v in scores.items() if k in path.name)
+
+    assert choose_calibration(float_onnx, calib[:4], score, tmp_path) == "entropy"
+    assert sorted(p.name for p in tmp_path.glob("calib_*.onnx")) == [
+        "calib_entropy.onnx",
+        "calib_minmax.onnx",
+        "calib_percentile.onnx",
+    ]

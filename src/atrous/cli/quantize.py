@@ -47,7 +47,7 @@ def quantize_command(
     num: int = typer.Option(100, help="calibration images"),
     granularity: str = typer.Option("per-channel", help="per-channel or per-tensor weights"),
     activations: str = typer.Option("uint8", help="uint8 (fast without VNNI) or int8"),
-    method: str = typer.Option("minmax", help="calibration: minmax, entropy or percentile"),
+    method: str = typer.Option("minmax", help="calibration: minmax, entropy, percentile, auto"),
     engine: str = typer.Option("onnxruntime", help="onnxruntime (QDQ) or openvino (NNCF)"),
     equalize: bool = typer.Option(None, help="cross-layer equalisation (default: per-tensor)"),
     bias_correction: bool = typer.Option(True, help="correct biases for int8 weight rounding"),
@@ -88,7 +88,8 @@ def quantize_command(
         equalize=equalize,
         bias_correction=bias_correction,
         relu6=relu6,
-        mixed_score=scorer_for if mixed else None,
+        score=scorer_for,
+        mixed=mixed == "auto",
         max_drop=max_drop,
         keep_float=float_keep,
     )

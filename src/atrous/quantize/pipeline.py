@@ -21,10 +21,21 @@ from atrous.errors import InputError
 from atrous.quantize.bias_correction import bias_correct
 from atrous.quantize.equalize import equalize as equalize_model
 from atrous.quantize.fold import fold_batchnorm
-from atrous.quantize.ptq import calibration_batches, check_settings, quantize_onnx
+from atrous.quantize.ptq import (
+    CALIBRATION_METHODS,
+    calibration_batches,
+    check_settings,
+    quantize_onnx,
+)
 from atrous.quantize.sensitivity import MixedResult, Scorer, auto_mixed
 
-__all__ = ["QuantizeResult", "prepare_for_int8", "export_float", "quantize_model"]
+__all__ = [
+    "QuantizeResult",
+    "prepare_for_int8",
+    "export_float",
+    "choose_calibration",
+    "quantize_model",
+]
 
 
 @dataclass
@@ -63,6 +74,19 @@ def export_float(model: nn.Module, card: ModelCard, path: Path) -> Path:
     return export_onnx(model, card, path, opset=17, dynamic=True)
 
 
+def choose_calibration(
+    float_path: Path, calib: Any, score: Scorer, workdir: Path, **quant: Any
+) -> str:
+    """The calibration method (minmax, entropy, percentile) whose int8 model scores best."""
+    scores = {}
+    for method in CALIBRATION_METHODS:
+        candidate = quantize_onnx(
+            float_path, calib, workdir / f"calib_{method}.onnx", method=method, **quant
+        )
+        scores[method] = score(candidate)
+    return max(scores, key=lambda m: scores[m])
+
+
 def quantize_model(
     model: str | Path,
     calib: Any,
@@ -76,7 +100,8 @@ def quantize_model(
     equalize: bool | None = None,
     bias_correction: bool = True,
     relu6: str = "cap",
-    mixed_score: Callable[[Path], Scorer] | None = None,
+    score: Callable[[Path], Scorer] | None = None,
+    mixed: bool = False,
     max_drop: float = 0.5,
     keep_float: Path | None = None,
 ) -> QuantizeResult:
@@ -89,13 +114,18 @@ def quantize_model(
         bias_correction: correct biases for int8 weight rounding (checkpoints only).
         relu6: with equalisation, keep ReLU6 exact as per-channel caps ('cap') or turn it
             into ReLU ('relu': faster int8, changes outputs only above 6).
-        mixed_score: enables automatic mixed precision: given the float ONNX path, returns
-            the Scorer for held-out data (mIoU with labels, or agreement with float).
+        method: minmax, entropy, percentile, or 'auto': try all three and keep the one that
+            scores best on held-out data (needs ``score``).
+        score: given the float ONNX path, returns the Scorer for held-out data (mIoU with
+            labels, or agreement with float); used by method 'auto' and ``mixed``.
+        mixed: automatic mixed precision (needs ``score``).
         max_drop: mixed-precision budget in score points.
         keep_float: also keep the prepared float ONNX at this path (for comparisons).
     """
     out = Path(out)
-    check_settings(granularity, activations, method, engine)
+    check_settings(granularity, activations, "minmax" if method == "auto" else method, engine)
+    if (mixed or method == "auto") and score is None:
+        raise InputError("automatic calibration choice and mixed precision need held-out data")
     equalize = granularity == "per-tensor" if equalize is None else equalize
     settings: dict[str, Any] = {
         "granularity": granularity,
@@ -129,11 +159,22 @@ def quantize_model(
             settings.update(equalize=equalize, bias_correction=bias_correction)
             if equalize:
                 settings["relu6"] = relu6
+        scorer = score(float_path) if score is not None else None
+        if method == "auto":
+            method = choose_calibration(
+                float_path,
+                calib,
+                scorer,
+                Path(tmp),
+                num=num,
+                granularity=granularity,
+                activations=activations,
+            )
+            settings["calibration"] = f"{method} (auto)"
         quant = dict(num=num, granularity=granularity, activations=activations, method=method)
-        mixed = None
-        if mixed_score is not None:
-            scorer = mixed_score(float_path)
-            mixed = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
+        mixed_result = None
+        if mixed:
+            mixed_result = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
         else:
             quantize_onnx(float_path, calib, out, engine=engine, **quant)
         kept = float_path
@@ -141,4 +182,4 @@ def quantize_model(
             keep_float.parent.mkdir(parents=True, exist_ok=True)
             kept = Path(keep_float)
             kept.write_bytes(float_path.read_bytes())
-        return QuantizeResult(out, kept, settings, mixed)
+        return QuantizeResult(out, kept, settings, mixed_result)
