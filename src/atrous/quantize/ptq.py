@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import onnx
+from onnxruntime.quantization import CalibrationDataReader
 
 from atrous._atomic import atomic_path
 from atrous.card import ModelCard
@@ -82,13 +83,7 @@ def calibration_batches(
     return batches
 
 
-def _quant_reader_base():
-    from onnxruntime.quantization import CalibrationDataReader
-
-    return CalibrationDataReader
-
-
-class BatchReader(_quant_reader_base()):  # type: ignore[misc]
+class BatchReader(CalibrationDataReader):
     """Feeds a list of batches to ONNX Runtime's calibrator, one per ``get_next`` call."""
 
     def __init__(self, input_name: str, batches: Sequence[np.ndarray]) -> None:
