@@ -3,6 +3,7 @@
 Each module registers its commands on the shared app; ``main`` formats errors in one place.
 """
 
+import atrous.cli.bench  # noqa: F401  (benchmark, profile, optimize)
 from atrous.cli import models, predict  # noqa: F401  (registers commands)
 from atrous.cli._app import app, run
 

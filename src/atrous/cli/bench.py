@@ -1,0 +1,67 @@
+"""``atrous benchmark``, ``atrous profile`` and ``atrous optimize``: measurement on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress
+
+from atrous.cli._app import app, console, print_json, print_table
+from atrous.errors import InputError
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """'1,2' -> [1, 2]; a one-line InputError naming ``what`` otherwise."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--{what}: expected comma-separated integers, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--{what}: expected positive integers, got '{text}'")
+    return values
+
+
+@app.command()
+def benchmark(
+    models: list[str] = typer.Argument(..., help="checkpoints, exported models or zoo names"),
+    engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
+    threads: str = typer.Option("2", help="comma-separated thread counts, e.g. 1,2"),
+    sizes: str = typer.Option(None, help="comma-separated input sizes, e.g. 257,513"),
+    runs: int = typer.Option(30, help="timed runs per configuration"),
+    warmup: int = typer.Option(5, help="untimed runs first"),
+    network_only: bool = typer.Option(False, help="skip the end-to-end (image file in) timing"),
+    json_out: Path = typer.Option(None, "--json", help="write results as JSON"),
+    csv_out: Path = typer.Option(None, "--csv", help="write results as CSV"),
+    report: Path = typer.Option(None, help="write a self-contained HTML report"),
+    print_json_: bool = typer.Option(False, "--print-json", help="print JSON instead of a table"),
+) -> None:
+    """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
+    from atrous.bench.latency import benchmark as run_benchmark
+
+    size_list = parse_ints(sizes, "sizes") if sizes else [None]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("benchmarking", total=runs + warmup)
+        result = run_benchmark(
+            models,
+            sizes=size_list,
+            threads=parse_ints(threads, "threads"),
+            runs=runs,
+            warmup=warmup,
+            end_to_end=not network_only,
+            engine=engine,
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+    if json_out:
+        result.to_json(json_out)
+    if csv_out:
+        result.to_csv(csv_out)
+    if report:
+        from atrous.report import benchmark_report
+
+        benchmark_report(result, report)
+    if print_json_:
+        print_json(result.to_dict())
+        return
+    columns, rows = result.table_rows()
+    print_table(f"benchmark ({runs} runs, peak RSS {result.peak_rss_mb:.0f} MB)", columns, rows)
