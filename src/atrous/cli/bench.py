@@ -65,3 +65,38 @@ def benchmark(
         return
     columns, rows = result.table_rows()
     print_table(f"benchmark ({runs} runs, peak RSS {result.peak_rss_mb:.0f} MB)", columns, rows)
+
+
+@app.command()
+def profile(
+    model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
+    engine: str = typer.Option("auto", help="auto, torch, onnxruntime or openvino"),
+    threads: int = typer.Option(2, help="inference threads"),
+    size: int = typer.Option(None, help="network input size (default: the card's)"),
+    runs: int = typer.Option(20, help="profiled runs"),
+    top: int = typer.Option(15, help="how many ops to list"),
+    json_out: Path = typer.Option(None, "--json", help="write the profile as JSON"),
+    report: Path = typer.Option(None, help="write a self-contained HTML report"),
+) -> None:
+    """Time per block (backbone stages, head, upsample, pre/postprocess) and the top ops."""
+    from atrous.bench.profile import profile as run_profile
+
+    result = run_profile(model, engine=engine, threads=threads, size=size, runs=runs)
+    if json_out:
+        result.to_json(json_out)
+    if report:
+        from atrous.report import profile_report
+
+        profile_report(result, report, top=top)
+    share = [[b, ms, ms / result.total_ms] for b, ms in result.blocks.items()]
+    print_table(
+        f"{result.engine} {result.size[0]}x{result.size[1]}, {result.threads} threads: "
+        f"total {result.total_ms:.1f} ms, blocks sum {result.blocks_sum_ms:.1f} ms",
+        ["block", "ms", "share"],
+        share,
+    )
+    print_table(
+        f"top {top} ops",
+        ["op", "type", "block", "ms"],
+        [[o.name, o.op_type, o.block, o.ms] for o in result.top(top)],
+    )

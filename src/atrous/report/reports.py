@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from atrous.report.html import HtmlReport  # noqa: E402
 
-__all__ = ["benchmark_report", "evaluation_report"]
+__all__ = ["benchmark_report", "evaluation_report", "profile_report"]
 
 
 def benchmark_report(result: Any, path: str | Path) -> Path:
@@ -67,4 +67,26 @@ def evaluation_report(
         ax.invert_yaxis()
         ax.set_xlabel(columns[1])
         report.figure(fig, "per-class IoU")
+    return report.write(path)
+
+
+def profile_report(result: Any, path: str | Path, top: int = 20) -> Path:
+    """HTML report of a :class:`atrous.bench.profile.Profile`: blocks, bar chart, top ops."""
+    report = HtmlReport("atrous profile")
+    report.paragraph(
+        f"{result.engine}, {result.size[0]}x{result.size[1]}, {result.threads} threads, "
+        f"{result.runs} runs: measured total {result.total_ms:.2f} ms per run, "
+        f"blocks sum {result.blocks_sum_ms:.2f} ms"
+    )
+    report.table(
+        ["block", "ms", "share"],
+        [[b, ms, f"{ms / result.total_ms:.1%}"] for b, ms in result.blocks.items()],
+    )
+    report.figure(result.figure(), "time per block")
+    report.heading(f"top {top} ops")
+    report.table(
+        ["op", "type", "block", "ms"], [[o.name, o.op_type, o.block, o.ms] for o in result.top(top)]
+    )
+    report.heading("time per op type")
+    report.table(["op type", "ms"], list(result.by_op_type().items()))
     return report.write(path)
