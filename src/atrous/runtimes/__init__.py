@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atrous.card import ModelCard
+from atrous.card import ModelCard, card_from_json
 from atrous.errors import ModelError
 from atrous.runtimes.base import Engine
 from atrous.runtimes.torch_engine import TorchEngine, default_threads
 
-__all__ = ["Engine", "TorchEngine", "default_threads", "load_engine", "ENGINES"]
+__all__ = ["Engine", "TorchEngine", "default_threads", "load_engine", "ENGINES", "CARD_KEY"]
 
 ENGINES = ("auto", "torch", "onnxruntime", "openvino", "litert")
+CARD_KEY = "atrous.card"
 
 
 def load_engine(
     model: str | Path, engine: str = "auto", threads: int | None = None, zoo_name: str | None = None
 ) -> tuple[Engine, ModelCard]:
-    """Open a checkpoint (.pt) or zoo name (random weights) on an engine; return it and its card.
+    """Open a checkpoint (.pt), exported model (.onnx) or zoo name on an engine.
 
-    Exported formats (.onnx, .xml, .tflite) are opened by their runtimes.
+    Returns the engine and the model card (read from the file's metadata).
     """
     from atrous.checkpoint import load_checkpoint
     from atrous.models.zoo import default_card, get_model, list_models
@@ -39,4 +40,18 @@ def load_engine(
         return TorchEngine(get_model(text), threads, source=text), default_card(text)
     if not path.exists():
         raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")
+    if path.suffix == ".onnx":
+        return _load_onnx(path, engine, threads)
     raise ModelError(f"{path}: unsupported model file type '{path.suffix}'")
+
+
+def _load_onnx(path: Path, engine: str, threads: int | None) -> tuple[Engine, ModelCard]:
+    from atrous.runtimes.onnxruntime_engine import OrtEngine
+
+    if engine not in ("auto", "onnxruntime"):
+        raise ModelError(f"{path}: an ONNX file runs on onnxruntime, not '{engine}'")
+    ort_engine = OrtEngine(path, threads)
+    text = ort_engine.metadata.get(CARD_KEY)
+    if text is None:
+        raise ModelError(f"{path}: no model card in the ONNX metadata")
+    return ort_engine, card_from_json(text, str(path))
