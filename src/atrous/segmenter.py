@@ -26,10 +26,11 @@ __all__ = ["Segmenter", "Prediction", "PreprocessMeta"]
 
 @dataclass(frozen=True)
 class PreprocessMeta:
-    """Geometry of one preprocessed image: original size and the resized (unpadded) size."""
+    """Geometry of one preprocessed image: original, resized (unpadded) and padded batch size."""
 
     original: tuple[int, int]
     resized: tuple[int, int]
+    padded: tuple[int, int] | None = None
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Segmenter:
         scale = 255.0 * np.asarray(pre.std, dtype=np.float32)
         self._mean = (255.0 * np.asarray(pre.mean, dtype=np.float32)).reshape(1, 1, 3)
         self._inv_std = (1.0 / scale).reshape(1, 1, 3)
+        # a card with mean 0 and std 1/255 takes raw pixels: keep them uint8 (no float pass)
+        self._raw_pixels = bool(np.allclose(pre.mean, 0) and np.allclose(scale, 1.0))
 
     @classmethod
     def from_file(
@@ -108,16 +111,21 @@ class Segmenter:
                 image = cv2.resize(image, (tw, th), interpolation=interp)
             if pre.channel_order == "BGR":
                 image = image[..., ::-1]
-            arrays.append((image.astype(np.float32) - self._mean) * self._inv_std)
+            if self._raw_pixels:
+                arrays.append(image)
+            else:
+                arrays.append((image.astype(np.float32) - self._mean) * self._inv_std)
             metas.append(PreprocessMeta((h, w), (th, tw)))
         m = pre.pad_multiple
         ph = -(-max(a.shape[0] for a in arrays) // m) * m
         pw = -(-max(a.shape[1] for a in arrays) // m) * m
         if pre.resize == "fixed" and pre.size is not None:
             ph, pw = max(ph, pre.size), max(pw, pre.size)
-        batch = np.full((len(arrays), ph, pw, 3), pre.pad_value, dtype=np.float32)
+        dtype = np.uint8 if self._raw_pixels else np.float32
+        batch = np.full((len(arrays), ph, pw, 3), pre.pad_value, dtype=dtype)
         for i, a in enumerate(arrays):
             batch[i, : a.shape[0], : a.shape[1]] = a
+        metas = [PreprocessMeta(m_.original, m_.resized, (ph, pw)) for m_ in metas]
         if pre.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         return batch, metas
@@ -131,10 +139,21 @@ class Segmenter:
         oh, ow = meta.original
         kind = self.card.output
         if kind == "labels":
-            labels = np.asarray(output[:rh, :rw], dtype=np.uint8)
+            labels = np.asarray(output, dtype=np.uint8)
+            stride = 1
+            if meta.padded is not None and output.shape[0] < meta.padded[0]:
+                # a label map at 1/stride of the input: crop the valid part, repeat it exactly
+                stride = meta.padded[0] // output.shape[0]
+                labels = labels[: -(-rh // stride), : -(-rw // stride)]
+                labels = cv2.resize(
+                    labels,
+                    (labels.shape[1] * stride, labels.shape[0] * stride),
+                    interpolation=cv2.INTER_NEAREST,
+                )
+            labels = labels[:rh, :rw]
             if (rh, rw) != (oh, ow):
-                labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST)
-            return labels, None
+                labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST_EXACT)
+            return np.ascontiguousarray(labels), None
         logits = torch.from_numpy(np.ascontiguousarray(output[:, :rh, :rw]))[None]
         if (rh, rw) != (oh, ow):
             logits = F.interpolate(logits, size=(oh, ow), mode="bilinear", align_corners=False)
