@@ -119,3 +119,23 @@ def test_benchmark_cli_bad_threads_is_one_line_error():
         text=True,
     )
     assert proc.returncode == 2 and "--threads" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluation_report_is_self_contained(tmp_path):
+    from types import SimpleNamespace
+
+    from atrous.report import evaluation_report
+
+    result = SimpleNamespace(
+        classes=["background", "cat", "dog"],
+        per_class_iou=[0.9, 0.5, None],
+        miou=0.7,
+        pixel_accuracy=0.93,
+        mean_accuracy=0.8,
+        protocol="dataset",
+        images=4,
+        confusion=np.array([[90, 5, 0], [5, 10, 0], [0, 0, 0]]),
+    )
+    html = evaluation_report(result, tmp_path / "e.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert "<td>70</td>" in html and "cat" in html and "http://" not in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -100,3 +101,77 @@ def profile(
         ["op", "type", "block", "ms"],
         [[o.name, o.op_type, o.block, o.ms] for o in result.top(top)],
     )
+
+
+def parse_ms(text: str) -> float:
+    """'40ms', '40', '0.04s' -> milliseconds."""
+    value = text.strip().lower()
+    factor = 1e3 if value.endswith("s") and not value.endswith("ms") else 1.0
+    try:
+        return float(value.removesuffix("ms").removesuffix("s")) * factor
+    except ValueError:
+        raise InputError(f"--latency-budget: expected e.g. 40ms, got '{text}'") from None
+
+
+def open_dataset(data: str, split: str = "val"):
+    """DATA is 'synthetic' or a dataset folder (VOC, Cityscapes or images/masks)."""
+    from atrous.config import DataConfig
+    from atrous.data import build_dataset
+
+    if data == "synthetic":
+        return build_dataset(DataConfig(kind="synthetic"), split)
+    if not Path(data).exists():
+        raise InputError(f"{data}: dataset folder not found")
+    from atrous.data.check import detect_kind
+
+    return build_dataset(DataConfig(kind=detect_kind(data), root=data), split)
+
+
+@app.command()
+def optimize(
+    models: list[str] = typer.Argument(..., help="checkpoints or zoo names to choose from"),
+    data: str = typer.Option(..., help="validation data: a dataset folder or 'synthetic'"),
+    latency_budget: str = typer.Option("40ms", help="end-to-end latency budget, e.g. 40ms"),
+    search: str = typer.Option(
+        "size,precision", help="keys (size,precision,engine,threads,label_stride) or key=v1,v2;..."
+    ),
+    limit: int = typer.Option(None, help="evaluate only the first N images"),
+    runs: int = typer.Option(20, help="timed runs per latency measurement"),
+    cache: Path = typer.Option(Path(".atrous-optimize.json"), help="measurement cache (JSON)"),
+    json_out: Path = typer.Option(None, "--json", help="write the result as JSON"),
+    report: Path = typer.Option(None, help="write a self-contained HTML report"),
+) -> None:
+    """Measure candidates here (mIoU + latency), print the Pareto frontier and a recommendation."""
+    from atrous.bench.optimize import optimize as run_optimize
+    from atrous.bench.optimize import parse_search
+
+    budget = parse_ms(latency_budget)
+    space = parse_search(search)
+    dataset = open_dataset(data)
+
+    def show(cand, point) -> None:
+        tag = "cached" if point.cached else "measured"
+        console.print(f"{tag} {cand.key}: mIoU {point.miou:.2f}, {point.latency_ms:.1f} ms")
+
+    result = run_optimize(
+        dataset,
+        budget,
+        models=models,
+        search=space,
+        cache=cache,
+        runs=runs,
+        limit=limit,
+        progress=show,
+    )
+    if json_out:
+        from atrous._atomic import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+    if report:
+        from atrous.report import optimize_report
+
+        optimize_report(result, report)
+    columns, rows = result.table_rows()
+    print_table(f"candidates (budget {budget:g} ms; * = recommended)", columns, rows)
+    for note in result.notes.values():
+        console.print(f"[yellow]{note}[/yellow]")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from atrous.report.html import HtmlReport  # noqa: E402
 
-__all__ = ["benchmark_report", "evaluation_report", "profile_report"]
+__all__ = ["benchmark_report", "evaluation_report", "optimize_report", "profile_report"]
 
 
 def benchmark_report(result: Any, path: str | Path) -> Path:
@@ -46,27 +46,42 @@ def benchmark_report(result: Any, path: str | Path) -> Path:
     return report.write(path)
 
 
-def evaluation_report(
-    rows: list[list[Any]],
-    columns: list[str],
-    path: str | Path,
-    title: str = "atrous evaluate",
-    summary: dict[str, Any] | None = None,
-) -> Path:
-    """HTML report of an evaluation: summary, per-class IoU table and a per-class IoU bar chart.
+def evaluation_report(result: Any, path: str | Path, title: str = "atrous evaluate") -> Path:
+    """HTML report of an :class:`atrous.evaluate.EvalResult`: summary, per-class IoU, confusion.
 
-    ``rows`` are per-class rows whose first column is the class name and second its IoU.
+    The evaluate CLI calls this for ``--report``.
     """
     report = HtmlReport(title)
-    if summary:
-        report.table(["metric", "value"], [[k, v] for k, v in summary.items()])
-    report.table(columns, rows)
-    if rows:
-        fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.2))
-        ax.barh([str(r[0]) for r in rows], [float(r[1] or 0) for r in rows], color="#228833")
-        ax.invert_yaxis()
-        ax.set_xlabel(columns[1])
-        report.figure(fig, "per-class IoU")
+    summary = {
+        "protocol": getattr(result, "protocol_description", getattr(result, "protocol", "-")),
+        "images": getattr(result, "images", "-"),
+        "mIoU %": 100 * result.miou,
+        "pixel accuracy %": 100 * getattr(result, "pixel_accuracy", float("nan")),
+        "mean accuracy %": 100 * getattr(result, "mean_accuracy", float("nan")),
+        "engine": getattr(result, "engine", {}) or "-",
+    }
+    report.table(["metric", "value"], [[k, v] for k, v in summary.items()])
+    ious = [float("nan") if v is None else 100 * v for v in result.per_class_iou]
+    report.table(["class", "IoU %"], [[c, v] for c, v in zip(result.classes, ious, strict=True)])
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(ious) + 1.2))
+    ax.barh(result.classes, [0 if v != v else v for v in ious], color="#228833")
+    ax.invert_yaxis()
+    ax.set_xlabel("IoU (%)")
+    report.figure(fig, "per-class IoU")
+    confusion = getattr(result, "confusion", None)
+    if confusion is not None:
+        import numpy as np
+
+        cm = np.asarray(confusion, dtype=np.float64)
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(6, 5))
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_xticks(range(len(result.classes)), result.classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(result.classes)), result.classes, fontsize=7)
+        fig.colorbar(im, ax=ax)
+        report.figure(fig, "row-normalised confusion matrix")
     return report.write(path)
 
 
@@ -89,4 +104,22 @@ def profile_report(result: Any, path: str | Path, top: int = 20) -> Path:
     )
     report.heading("time per op type")
     report.table(["op type", "ms"], list(result.by_op_type().items()))
+    return report.write(path)
+
+
+def optimize_report(result: Any, path: str | Path) -> Path:
+    """HTML report of an :class:`atrous.bench.optimize.OptimizeResult`: plot and tables."""
+    report = HtmlReport("atrous optimize")
+    best = result.recommended
+    if best is not None:
+        c = best.candidate
+        report.paragraph(
+            f"recommended under {result.budget_ms:g} ms: {c.key} "
+            f"(mIoU {best.miou:.2f}, {best.latency_ms:.1f} ms end to end)"
+        )
+    for note in result.notes.values():
+        report.paragraph(str(note))
+    report.figure(result.figure(), "end-to-end latency against mIoU")
+    columns, rows = result.table_rows()
+    report.table(columns, rows)
     return report.write(path)

@@ -1,0 +1,332 @@
+"""The fast CPU path against PyTorch eager, naive ONNX Runtime fp32/int8 and OpenVINO, in one run.
+
+Regenerate ``benchmarks/results/fast_path.md``::
+
+    PYTHONPATH=src python benchmarks/fast_path.py --runs 30 --sizes 513,257 --threads 1,2
+
+All targets run interleaved (A, B, C, A, B, C, ...) so their ratios hold on a noisy machine.
+Accuracy is measured against the float PyTorch path: on synthetic images with diversified random
+weights (a pessimistic proxy: an untrained network's label map has far more boundaries than a
+trained one's) and, for the postprocessing shortcut alone, on synthetic label maps through ideal
+output-stride-16 logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from atrous.bench.latency import BenchResult, BenchTarget, benchmark, with_input_size
+from atrous.bench.profile import profile_segmenter
+from atrous.export.onnx import export_onnx
+from atrous.export.parity import diversify, sample_batch, synthetic_image
+from atrous.fastpath import export_fast_onnx, fast_card, quantize_fast_onnx
+from atrous.models import default_card, get_model
+from atrous.runtimes import TorchEngine, load_engine
+from atrous.segmenter import Segmenter
+
+NAME = "deeplabv3_mnv2_dm05_os16"
+OUT = Path(__file__).parent / "results" / "fast_path.md"
+
+
+class OpenVinoEngine:
+    """OpenVINO CPU engine for this script (latency hint, fixed thread count)."""
+
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino as ov
+
+        self.threads = threads
+        self.compiled = ov.Core().compile_model(
+            str(path),
+            "CPU",
+            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+        )
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer({0: batch})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "threads": self.threads}
+
+
+def quantize_naive(source: Path, path: Path, card, sizes: list[int]) -> Path:
+    """ONNX Runtime static int8 of the plain export: QDQ, uint8 activations, per-channel weights."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    batches = [sample_batch(card, (s, s), seed=i) for i, s in enumerate(sizes * 4)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": b} for b in batches])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(source),
+        str(path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    import onnx
+
+    from atrous.export.onnx import set_metadata
+    from atrous.runtimes import CARD_KEY
+
+    proto = onnx.load(str(path))
+    set_metadata(proto, {CARD_KEY: card.to_json()})
+    onnx.save(proto, str(path))
+    return path
+
+
+def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, Any]:
+    """The compared paths, all from one set of (diversified) weights."""
+    model = get_model(NAME).eval()
+    card = default_card(NAME)
+    diversify(model, card)
+    plain = export_onnx(model, card, tmp / "plain.onnx")
+    int8 = quantize_naive(plain, tmp / "plain_int8.onnx", card, sizes)
+    fast = export_fast_onnx(model, card, tmp / "fast.onnx", label_stride=4)
+    fast1 = export_fast_onnx(model, card, tmp / "fast_s1.onnx", label_stride=1)
+    calib = [
+        Segmenter(None, fast_card(card, 4)).preprocess([synthetic_image(s, s, seed=i)])[0]
+        for i, s in enumerate(sizes * 4)
+    ]
+    fast_int8 = quantize_fast_onnx(fast, tmp / "fast_int8.onnx", calib, fast_card(card, 4))
+
+    def onnx_target(label: str, path: Path) -> BenchTarget:
+        def open_(threads: int) -> Segmenter:
+            if "fast" in path.name:
+                cv2.setNumThreads(1)
+            engine, loaded = load_engine(path, "onnxruntime", threads)
+            return Segmenter(engine, loaded)
+
+        return BenchTarget(label, open_, path)
+
+    targets = [
+        BenchTarget("torch eager", lambda t: Segmenter(TorchEngine(model, t), card)),
+        onnx_target("ORT fp32 (plain export)", plain),
+        onnx_target("ORT int8 (plain export)", int8),
+        BenchTarget(
+            "OpenVINO fp32 (plain export)",
+            lambda t: Segmenter(OpenVinoEngine(plain, t), card),
+            plain,
+        ),
+        onnx_target("atrous fast, labels 1/1", fast1),
+        onnx_target("atrous fast, labels 1/4 (default)", fast),
+        onnx_target("atrous fast int8, labels 1/4", fast_int8),
+    ]
+    return targets, model, card
+
+
+# -- accuracy ------------------------------------------------------------------------------------
+def confusion_miou(pred: np.ndarray, truth: np.ndarray, classes: int) -> float:
+    """Dataset-level mIoU (%) from a confusion matrix over classes present in either map."""
+    cm = np.bincount(truth.ravel() * classes + pred.ravel(), minlength=classes**2)
+    cm = cm.reshape(classes, classes).astype(np.float64)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    present = union > 0
+    return float(100 * (inter[present] / union[present]).mean())
+
+
+def agreement_vs_float(targets, model, card, size: int, images: int) -> list[list[Any]]:
+    """Each path's masks scored against the float PyTorch path's masks (mIoU and pixel %)."""
+    reference = with_input_size(Segmenter(TorchEngine(model, 2), card), size)
+    photos = [synthetic_image(size, size, seed=100 + i) for i in range(images)]
+    ref = [reference.predict(p).mask for p in photos]
+    rows = []
+    for target in targets[1:]:
+        seg = with_input_size(target.open(2), size)
+        masks = [seg.predict(p).mask for p in photos]
+        pred, truth = (
+            np.concatenate([m.ravel() for m in masks]),
+            np.concatenate([r.ravel() for r in ref]),
+        )
+        rows.append(
+            [
+                target.label,
+                size,
+                confusion_miou(pred, truth, card.num_classes),
+                100 * (pred == truth).mean(),
+            ]
+        )
+    return rows
+
+
+def synthetic_truth(size: int, seed: int, classes: int = 21) -> np.ndarray:
+    """A label map of a few large overlapping shapes (objects on a background)."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(2, 6))):
+        centre = (int(rng.integers(0, size)), int(rng.integers(0, size)))
+        axes = (int(rng.integers(size // 12, size // 3)), int(rng.integers(size // 12, size // 3)))
+        cv2.ellipse(
+            truth,
+            centre,
+            axes,
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            int(rng.integers(1, classes)),
+            -1,
+        )
+    return truth
+
+
+def postprocess_cost(size: int, images: int, classes: int = 21) -> list[list[Any]]:
+    """mIoU of each upsampling strategy on ideal output-stride-16 logits of synthetic label maps.
+
+    The logits are one-hot ground truth area-averaged to 1/16 (what a perfect OS16 network could
+    output), so only the postprocessing differs between rows.
+    """
+    truths = [synthetic_truth(size, seed=i, classes=classes) for i in range(images)]
+    low_size = (size - 1) // 16 + 1
+    results: dict[str, list[np.ndarray]] = {k: [] for k in ("1/1", "1/2", "1/4", "1/8", "1/16")}
+    for truth in truths:
+        onehot = torch.from_numpy(np.eye(classes, dtype=np.float32)[truth]).permute(2, 0, 1)[None]
+        logits = F.adaptive_avg_pool2d(onehot, low_size)
+        for key in results:
+            stride = int(key.split("/")[1])
+            side = -(-size // stride)
+            up = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
+            labels = up.argmax(1)[0].numpy().astype(np.uint8)
+            labels = np.repeat(np.repeat(labels, stride, 0), stride, 1)[:size, :size]
+            results[key].append(labels)
+    truth_all = np.concatenate([t.ravel() for t in truths])
+    full = np.concatenate([m.ravel() for m in results["1/1"]])
+    rows = []
+    for key, masks in results.items():
+        pred = np.concatenate([m.ravel() for m in masks])
+        rows.append(
+            [
+                key,
+                confusion_miou(pred, truth_all, classes),
+                confusion_miou(pred, truth_all, classes) - confusion_miou(full, truth_all, classes),
+                100 * (pred == full).mean(),
+            ]
+        )
+    return rows
+
+
+# -- markdown ------------------------------------------------------------------------------------
+def md_table(columns: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def latency_rows(result: BenchResult) -> list[list[Any]]:
+    rows = []
+    for r in result.records:
+        if r.mode != "network":
+            continue
+        e2e = result.find(r.label, "end_to_end", r.size, r.threads)
+        eager = result.find("torch eager", "network", r.size, r.threads)
+        rows.append(
+            [r.label, r.size, r.threads, r.median_ms, r.p90_ms, e2e.median_ms, e2e.p90_ms]
+            + [eager.median_ms / e2e.median_ms, r.gflops or "-"]
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--sizes", default="513,257")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--images", type=int, default=8, help="images for the accuracy checks")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    threads = [int(t) for t in args.threads.split(",")]
+    torch.manual_seed(0)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="atrous-fast-") as tmp:
+        targets, model, card = build_targets(Path(tmp), sizes)
+        result = benchmark(
+            targets, sizes=sizes, threads=threads, runs=args.runs, warmup=args.warmup
+        )
+        result.to_json(args.out.with_suffix(".json"))
+        accuracy = [
+            row for s in sizes for row in agreement_vs_float(targets, model, card, s, args.images)
+        ]
+        fast = targets[5].open(2)
+        plain = targets[1].open(2)
+        profiles = {
+            "atrous fast, labels 1/4": profile_segmenter(
+                fast, model_file=targets[5].model_file, size=sizes[0], runs=args.runs
+            ),
+            "ORT fp32 (plain export)": profile_segmenter(
+                plain, model_file=targets[1].model_file, size=sizes[0], runs=args.runs
+            ),
+        }
+    post = postprocess_cost(sizes[0], 4 * args.images)
+    command = "PYTHONPATH=src python benchmarks/fast_path.py " + " ".join(sys.argv[1:])
+    parts = [
+        "# The fast CPU path: deeplabv3_mnv2_dm05_os16",
+        "",
+        f"Generated {started} by `{command}` "
+        f"({args.runs} runs after {args.warmup} warm-up runs, all paths interleaved; "
+        f"{result.machine.get('processor')}, torch {result.machine.get('torch')}, "
+        f"onnxruntime {result.machine.get('onnxruntime')}).",
+        "",
+        "## Latency (median / p90 ms; end to end = JPEG file in, mask at the original size out)",
+        "",
+        md_table(
+            ["path", "size", "threads", "network ms", "p90", "end-to-end ms", "p90"]
+            + ["eager network / this e2e", "GFLOP/s"],
+            latency_rows(result),
+        ),
+        "",
+        "## Accuracy against the float PyTorch path (random diversified weights, synthetic photos)",
+        "",
+        md_table(["path", "size", "mIoU vs float %", "pixel agreement %"], accuracy),
+        "",
+        f"## Cost of the reduced-resolution argmax alone ({sizes[0]}x{sizes[0]}, ideal OS16 logits"
+        f" of {4 * args.images} synthetic label maps)",
+        "",
+        md_table(["labels at", "mIoU vs truth %", "delta vs 1/1", "agreement with 1/1 %"], post),
+        "",
+        f"## Where the time goes ({sizes[0]}x{sizes[0]}, 2 threads, ms per run)",
+        "",
+    ]
+    for label, prof in profiles.items():
+        parts += [
+            f"**{label}**: total {prof.total_ms:.1f} ms, blocks sum {prof.blocks_sum_ms:.1f} ms",
+            "",
+            md_table(["block", "ms"], [[b, ms] for b, ms in prof.blocks.items()]),
+            "",
+        ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(parts) + "\n")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()
