@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from atrous.bench.profile import block_labels, block_of, profile_segmenter
 from atrous.cli import app
+from atrous.export.onnx import export_onnx
 from atrous.models import default_card, get_model
-from atrous.runtimes import TorchEngine
+from atrous.runtimes import TorchEngine, load_engine
 from atrous.segmenter import Segmenter
 
 NAME = "deeplabv3_mnv2_dm05_os16"
@@ -46,7 +47,7 @@ def _check_sum(prof):
 
 def test_torch_profile_blocks_sum_to_total(tiny):
     model, card = tiny
-    prof = profile_segmenter(Segmenter(TorchEngine(model, 2), card), size=97, runs=4, warmup=1)
+    prof = profile_segmenter(Segmenter(TorchEngine(model, 2), card), size=65, runs=3, warmup=1)
     _check_sum(prof)
     assert prof.blocks["upsample"] > 0 and prof.engine == "torch"
     assert prof.top(3)[0].ms >= prof.top(3)[-1].ms
@@ -54,14 +55,9 @@ def test_torch_profile_blocks_sum_to_total(tiny):
 
 def test_onnxruntime_profile_blocks_sum_to_total(tiny, tmp_path):
     model, card = tiny
-    path = tmp_path / "m.onnx"
-    x = torch.zeros(1, 3, 97, 97)
-    torch.onnx.export(model, x, str(path), opset_version=17, dynamo=False)
-
-    class Placeholder:
-        name, threads = "onnxruntime", 2
-
-    prof = profile_segmenter(Segmenter(Placeholder(), card), model_file=path, size=97, runs=5)
+    path = export_onnx(model, card, tmp_path / "m.onnx")
+    engine, loaded = load_engine(path, "onnxruntime", threads=2)
+    prof = profile_segmenter(Segmenter(engine, card), model_file=path, size=97, runs=5)
     _check_sum(prof)
     assert prof.engine == "onnxruntime" and "Conv" in prof.by_op_type()
     assert prof.blocks["upsample"] > 0
