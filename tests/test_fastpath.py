@@ -63,3 +63,23 @@ def test_reduced_label_stride_is_graph_argmax_repeated(net, tmp_path, stride):
     assert low.shape == (96 // stride, 128 // stride)
     expected = np.repeat(np.repeat(low, stride, 0), stride, 1)[:90, :121]
     assert (mask == expected).mean() > 0.999
+
+
+def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):
+    from PIL import Image
+
+    from atrous.data.io import read_image
+    from atrous.segmenter import fast_read_image
+
+    pixels = synthetic_image(40, 80, seed=2)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    fast, reference = fast_read_image(path), read_image(path)
+    assert fast.shape == reference.shape == (80, 40, 3)
+    assert np.abs(fast.astype(int) - reference).max() <= 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(Exception, match="not an image"):
+        fast_read_image(bad)
