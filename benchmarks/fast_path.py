@@ -29,7 +29,12 @@ from atrous.bench.latency import BenchResult, BenchTarget, benchmark, with_input
 from atrous.bench.profile import profile_segmenter
 from atrous.export.onnx import export_onnx
 from atrous.export.parity import diversify, sample_batch, synthetic_image
-from atrous.fastpath import export_fast_onnx, fast_card, quantize_fast_onnx
+from atrous.fastpath import (
+    DEFAULT_LABEL_STRIDE,
+    export_fast_onnx,
+    fast_card,
+    quantize_fast_onnx,
+)
 from atrous.models import default_card, get_model
 from atrous.runtimes import TorchEngine, load_engine
 from atrous.segmenter import Segmenter
@@ -50,7 +55,11 @@ class OpenVinoEngine:
         self.compiled = ov.Core().compile_model(
             str(path),
             "CPU",
-            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+                "INFERENCE_PRECISION_HINT": "f32",  # no silent bf16
+            },
         )
         self.request = self.compiled.create_infer_request()
 
@@ -107,13 +116,14 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
     diversify(model, card)
     plain = export_onnx(model, card, tmp / "plain.onnx")
     int8 = quantize_naive(plain, tmp / "plain_int8.onnx", card, sizes)
-    fast = export_fast_onnx(model, card, tmp / "fast.onnx", label_stride=4)
+    fast = export_fast_onnx(model, card, tmp / "fast.onnx", label_stride=DEFAULT_LABEL_STRIDE)
     fast1 = export_fast_onnx(model, card, tmp / "fast_s1.onnx", label_stride=1)
+    fast4 = export_fast_onnx(model, card, tmp / "fast_s4.onnx", label_stride=4)
     calib = [
         Segmenter(None, fast_card(card, 4)).preprocess([synthetic_image(s, s, seed=i)])[0]
         for i, s in enumerate(sizes * 4)
     ]
-    fast_int8 = quantize_fast_onnx(fast, tmp / "fast_int8.onnx", calib, fast_card(card, 4))
+    fast_int8 = quantize_fast_onnx(fast4, tmp / "fast_int8.onnx", calib, fast_card(card, 4))
 
     def onnx_target(label: str, path: Path) -> BenchTarget:
         def open_(threads: int) -> Segmenter:
@@ -134,7 +144,8 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
             plain,
         ),
         onnx_target("atrous fast, labels 1/1", fast1),
-        onnx_target("atrous fast, labels 1/4 (default)", fast),
+        onnx_target(f"atrous fast, labels 1/{DEFAULT_LABEL_STRIDE} (default)", fast),
+        onnx_target("atrous fast, labels 1/4", fast4),
         onnx_target("atrous fast int8, labels 1/4", fast_int8),
     ]
     return targets, model, card
@@ -143,7 +154,8 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
 # -- accuracy ------------------------------------------------------------------------------------
 def confusion_miou(pred: np.ndarray, truth: np.ndarray, classes: int) -> float:
     """Dataset-level mIoU (%) from a confusion matrix over classes present in either map."""
-    cm = np.bincount(truth.ravel() * classes + pred.ravel(), minlength=classes**2)
+    index = truth.ravel().astype(np.int64) * classes + pred.ravel().astype(np.int64)
+    cm = np.bincount(index, minlength=classes**2)
     cm = cm.reshape(classes, classes).astype(np.float64)
     inter = np.diag(cm)
     union = cm.sum(0) + cm.sum(1) - inter
@@ -279,11 +291,14 @@ def main() -> None:
         fast = targets[5].open(2)
         plain = targets[1].open(2)
         profiles = {
-            "atrous fast, labels 1/4": profile_segmenter(
+            f"atrous fast, labels 1/{DEFAULT_LABEL_STRIDE}": profile_segmenter(
                 fast, model_file=targets[5].model_file, size=sizes[0], runs=args.runs
             ),
             "ORT fp32 (plain export)": profile_segmenter(
                 plain, model_file=targets[1].model_file, size=sizes[0], runs=args.runs
+            ),
+            "atrous fast int8, labels 1/4": profile_segmenter(
+                targets[7].open(2), model_file=targets[7].model_file, size=sizes[0], runs=args.runs
             ),
         }
     post = postprocess_cost(sizes[0], 4 * args.images)

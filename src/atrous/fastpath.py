@@ -8,7 +8,7 @@ upsampled to full resolution, argmax in Python):
 - float preprocessing in Python: the graph takes uint8 RGB pixels in NHWC (what the decoder
   returns) and does layout change and mean/std in its first nodes;
 - the full-resolution logit upsample: the logits are upsampled bilinearly only to
-  ``label_stride`` (default 1/4 of the input), the argmax is taken there inside the graph, and
+  ``label_stride`` (default 1/2 of the input), the argmax is taken there inside the graph, and
   the uint8 label map is enlarged with nearest neighbour (an exact integer repeat) afterwards,
   which moves a 21-channel float resize and argmax (about 5.5 M values at 513x513) to 1/16 of
   the pixels. ``label_stride=1`` keeps the exact full-resolution result.
@@ -41,9 +41,13 @@ __all__ = [
     "quantize_fast_onnx",
     "fast_segmenter",
     "LABEL_STRIDES",
+    "DEFAULT_LABEL_STRIDE",
 ]
 
 LABEL_STRIDES = (1, 2, 4, 8)
+# labels at 1/2: 1/16 of the full-resolution resize+argmax work for ~0.1 mIoU on ideal OS16
+# logits (1/4 costs ~0.4, too close to the 0.5-point budget); see benchmarks/results/fast_path.md
+DEFAULT_LABEL_STRIDE = 2
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "labels"
 
@@ -57,7 +61,9 @@ class FastGraph(nn.Module):
         label_stride: resolution of the label map relative to the input (1 = full, exact).
     """
 
-    def __init__(self, model: nn.Module, card: ModelCard, label_stride: int = 4) -> None:
+    def __init__(
+        self, model: nn.Module, card: ModelCard, label_stride: int = DEFAULT_LABEL_STRIDE
+    ) -> None:
         super().__init__()
         if label_stride not in LABEL_STRIDES:
             raise ModelError(f"label_stride must be one of {LABEL_STRIDES}, got {label_stride}")
@@ -133,7 +139,7 @@ def export_fast_onnx(
     card: ModelCard,
     path: str | Path,
     *,
-    label_stride: int = 4,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
     opset: int = 17,
     sample_size: tuple[int, int] = (129, 129),
 ) -> Path:
@@ -217,7 +223,9 @@ def quantize_fast_onnx(
         out = onnx.load(str(tmp))
         from atrous.export.onnx import set_metadata
 
-        stride = int(card.provenance.notes.get("fast_path", {}).get("label_stride", 4))
+        stride = int(
+            card.provenance.notes.get("fast_path", {}).get("label_stride", DEFAULT_LABEL_STRIDE)
+        )
         int8_card = card.model_copy(deep=True)
         int8_card.provenance.notes["fast_path"] = {
             **card.provenance.notes.get("fast_path", {}),
@@ -242,7 +250,7 @@ def fast_segmenter(
     model: str | Path | tuple[nn.Module, ModelCard],
     *,
     threads: int | None = None,
-    label_stride: int = 4,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
     cache_dir: str | Path | None = None,
 ):
     """A Segmenter on the fast graph of a checkpoint, zoo name or (model, card) pair.

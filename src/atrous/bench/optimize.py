@@ -17,6 +17,7 @@ from typing import Any
 
 from atrous._atomic import atomic_write_text
 from atrous.errors import InputError
+from atrous.fastpath import DEFAULT_LABEL_STRIDE
 
 __all__ = [
     "Candidate",
@@ -48,7 +49,7 @@ class Candidate:
     precision: str = "fp32"
     engine: str = "fast"
     threads: int = 2
-    label_stride: int = 4
+    label_stride: int = DEFAULT_LABEL_STRIDE
 
     @property
     def key(self) -> str:
@@ -94,7 +95,7 @@ def parse_search(text: str | None) -> dict[str, list[Any]]:
         "precision": ["fp32", "int8"],
         "engine": ["fast", "onnxruntime"],
         "threads": [1, 2],
-        "label_stride": [1, 4],
+        "label_stride": [1, 2, 4],
     }
     if not text:
         return {}
