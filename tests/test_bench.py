@@ -139,3 +139,20 @@ def test_evaluation_report_is_self_contained(tmp_path):
     html = evaluation_report(result, tmp_path / "e.html").read_text()
     assert html.count("data:image/png;base64,") == 2
     assert "<td>70</td>" in html and "cat" in html and "http://" not in html
+
+
+def test_benchmark_cli_compares_engines_interleaved(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the fast graph cache goes to ~/.cache/atrous
+    path, *_ = tiny_checkpoint
+    out = tmp_path / "b.json"
+    args = ["benchmark", str(path), "--engine", "torch,fast", "--sizes", "65", "--runs", "2"]
+    result = CliRunner().invoke(app, args + ["--warmup", "0", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["engine"] for r in data["records"]] == ["torch"] * 2 + ["onnxruntime"] * 2
+    assert data["order"][:4] == [
+        "tiny.pt:torch@65/t2:network",
+        "tiny.pt:torch@65/t2:end_to_end",
+        "tiny.pt:fast@65/t2:network",
+        "tiny.pt:fast@65/t2:end_to_end",
+    ]

@@ -70,6 +70,10 @@ def as_target(item: Any, engine: str = "auto") -> BenchTarget:
     if isinstance(item, str | Path):
         path = Path(item)
         label = f"{path.name if path.exists() else str(item)}:{engine}"
+        if engine == "fast":  # the fast graph built from a checkpoint or zoo name
+            from atrous.fastpath import fast_segmenter
+
+            return BenchTarget(label, lambda threads: fast_segmenter(item, threads=threads))
         return BenchTarget(
             label,
             lambda threads: Segmenter.from_file(item, engine=engine, threads=threads),
@@ -267,15 +271,16 @@ def benchmark(
     runs: int = 30,
     warmup: int = 5,
     end_to_end: bool = True,
-    engine: str = "auto",
+    engine: str | Sequence[str] = "auto",
     image_size: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BenchResult:
     """Measure latency of several models/engines, interleaved, at each size and thread count.
 
     Args:
-        models_or_engines: model paths / zoo names (opened on ``engine``), Segmenters,
-            (Engine, ModelCard) pairs or BenchTargets.
+        models_or_engines: model paths / zoo names (opened on each of ``engine``: a runtime
+            name, or 'fast' for the fast graph), Segmenters, (Engine, ModelCard) pairs or
+            BenchTargets.
         sizes: network input sizes (the card's ``preprocessing.size``); None keeps the card's.
         threads: thread counts; each target is opened once per count.
         runs: timed runs per configuration; warmup: untimed runs before them.
@@ -288,7 +293,8 @@ def benchmark(
     """
     if runs < 1 or warmup < 0:
         raise InputError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
-    targets = [as_target(item, engine) for item in models_or_engines]
+    engines = [engine] if isinstance(engine, str) else list(engine)
+    targets = [as_target(item, e) for item in models_or_engines for e in engines]
     modes = MODES if end_to_end else ("network",)
     tmp = tempfile.TemporaryDirectory(prefix="atrous-bench-")
     configs: list[_Config] = []

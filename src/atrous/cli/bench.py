@@ -26,7 +26,9 @@ def parse_ints(text: str, what: str) -> list[int]:
 @app.command()
 def benchmark(
     models: list[str] = typer.Argument(..., help="checkpoints, exported models or zoo names"),
-    engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
+    engine: str = typer.Option(
+        "auto", help="comma-separated: auto, torch, onnxruntime, openvino, litert, fast"
+    ),
     threads: str = typer.Option("2", help="comma-separated thread counts, e.g. 1,2"),
     sizes: str = typer.Option(None, help="comma-separated input sizes, e.g. 257,513"),
     runs: int = typer.Option(30, help="timed runs per configuration"),
@@ -50,7 +52,7 @@ def benchmark(
             runs=runs,
             warmup=warmup,
             end_to_end=not network_only,
-            engine=engine,
+            engine=[e.strip() for e in engine.split(",") if e.strip()],
             progress=lambda done, total: progress.update(task, completed=done),
         )
     if json_out:
