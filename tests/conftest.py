@@ -28,3 +28,47 @@ def tiny_checkpoint(tmp_path):
     card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=5)
     path = save_checkpoint(tmp_path / "tiny.pt", model, card)
     return path, model, card
+
+
+@pytest.fixture
+def small_checkpoint(tiny_checkpoint, tmp_path):
+    """The tiny checkpoint with a 64-pixel input size: fast enough to serve under load."""
+    from atrous.checkpoint import save_checkpoint
+
+    _, model, card = tiny_checkpoint
+    pre = card.preprocessing.model_copy(update={"size": 64})
+    updated = card.model_copy(update={"preprocessing": pre})
+    return save_checkpoint(tmp_path / "small.pt", model, updated)
+
+
+@pytest.fixture
+def live_server():
+    """Start an ASGI app with uvicorn on a free loopback port; yields a function app -> URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    servers = []
+
+    def start(app) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(app, log_level="warning", access_log=False, backlog=256)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        servers.append((server, thread, sock))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for server, thread, sock in servers:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()

@@ -13,11 +13,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from atrous._atomic import atomic_path
+from atrous._atomic import atomic_write_bytes
 from atrous.data.palettes import palette_array
 from atrous.errors import InputError
 
-__all__ = ["read_image", "decode_image", "read_mask", "write_mask_png", "MAX_PIXELS"]
+__all__ = [
+    "read_image",
+    "decode_image",
+    "read_mask",
+    "write_mask_png",
+    "encode_mask_png",
+    "MAX_PIXELS",
+]
 
 MAX_PIXELS = 60_000_000  # larger images are refused rather than risk exhausting memory
 
@@ -120,7 +127,13 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 def write_mask_png(path: str | Path, mask: np.ndarray, palette) -> None:
     """Write class ids as an indexed PNG with ``palette``, atomically."""
+    atomic_write_bytes(path, encode_mask_png(mask, palette))
+
+
+def encode_mask_png(mask: np.ndarray, palette) -> bytes:
+    """Class ids -> indexed (palette) PNG bytes; the pixel values stay the class ids."""
     image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
     image.putpalette(palette_array(palette).reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,38 @@
+"""``atrous serve``: the HTTP service and web page for one model, run with uvicorn."""
+
+from __future__ import annotations
+
+import typer
+
+from atrous.cli._app import app, console
+from atrous.errors import ConfigError
+
+
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
+    threads: int = typer.Option(None, help="inference threads (default: all cores)"),
+    max_bytes: int = typer.Option(None, help="largest upload in bytes, else 413 [20 MB]"),
+    max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [40 M]"),
+    queue: int = typer.Option(None, help="requests in flight before 503 [16]"),
+) -> None:
+    """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /."""
+    try:
+        import uvicorn
+
+        from atrous.serve import ServeLimits, create_app
+    except ImportError as exc:
+        raise ConfigError(
+            f"serve needs the 'serve' extra ({exc.name} is missing): pip install 'atrous[serve]'"
+        ) from None
+    given = {"max_bytes": max_bytes, "max_pixels": max_pixels, "queue": queue}
+    try:
+        limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(f"serve: {exc}") from None
+    application = create_app(model, engine=engine, threads=threads, limits=limits)
+    console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

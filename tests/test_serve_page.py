@@ -1,0 +1,104 @@
+"""The web page in headless Chromium: upload an image, see the overlay, legend and timing."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from atrous.serve import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (apt-get install chromium)"
+)
+
+
+@pytest.fixture
+def page_url(small_checkpoint, live_server):
+    return live_server(create_app(small_checkpoint, threads=2))
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def test_upload_shows_overlay_legend_and_timing(page_url, browser_page, tmp_path, rng):
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(small).resize((96, 72), Image.BILINEAR))
+    image_path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(image_path)
+    expected = httpx.post(
+        f"{page_url}/v1/segment?format=json&mask=true", content=image_path.read_bytes()
+    ).json()
+
+    page = browser_page
+    page.goto(page_url + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+    page.set_input_files("#file", str(image_path))
+    page.wait_for_selector("body[data-state=done]", timeout=30_000)
+
+    assert page.is_visible("#overlay") and page.is_visible("#photo")
+    size = page.evaluate("[overlay.width, overlay.height, photo.naturalWidth, photo.naturalHeight]")
+    assert size == [96, 72, 96, 72]
+    names = page.locator("#legend .name").all_inner_texts()
+    assert names == [c["name"] for c in expected["classes"]]
+    # the canvas shows every non-background pixel of the server's mask, background transparent
+    painted = page.evaluate(
+        """() => { const d = overlay.getContext('2d').getImageData(0, 0, 96, 72).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }"""
+    )
+    background = sum(c["fraction"] for c in expected["classes"] if c["name"] == "background")
+    assert painted == round((1 - background) * 96 * 72)
+    assert painted > 0
+    assert "infer" in page.inner_text("#timing") and "ms" in page.inner_text("#timing")
+
+    page.fill("#opacity", "25")
+    opacity = page.evaluate("getComputedStyle(overlay).opacity")
+    assert float(opacity) == pytest.approx(0.25)
+    assert page.inner_text("#opacity-value") == "25%"
+
+
+def test_page_reports_a_refused_upload(page_url, browser_page, tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not an image")
+    page = browser_page
+    page.goto(page_url + "/")
+    page.set_input_files("#file", str(text_file))
+    page.wait_for_selector("body[data-state=error]", timeout=30_000)
+    assert "415" in page.inner_text("#error") and "not an image" in page.inner_text("#error")
+
+
+def test_static_assets_are_served(page_url):
+    for path, kind in (
+        ("/", "text/html"),
+        ("/static/app.js", "javascript"),
+        ("/static/style.css", "text/css"),
+    ):
+        response = httpx.get(page_url + path)
+        assert response.status_code == 200 and kind in response.headers["content-type"]
+    assert httpx.get(page_url + "/static/missing.js").status_code == 404
