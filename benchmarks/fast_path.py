@@ -246,37 +246,37 @@ def synthetic_truth(size: int, seed: int, classes: int = 21) -> np.ndarray:
 
 
 def postprocess_cost(size: int, images: int, classes: int = 21) -> list[list[Any]]:
-    """mIoU of each upsampling strategy on ideal output-stride-16 logits of synthetic label maps.
+    """mIoU of each label resolution on ideal output-stride-16 logits of synthetic label maps.
 
-    The logits are one-hot ground truth area-averaged to 1/16 (what a perfect OS16 network could
-    output), so only the postprocessing differs between rows.
+    The geometry is the Segmenter's: the image is padded to a multiple of 8, the logits
+    (one-hot truth area-averaged to the OS16 grid: what a perfect network could output) cover
+    the padded image, the label map at 1/stride is repeated and cropped back. Only the
+    postprocessing differs between rows.
     """
     truths = [synthetic_truth(size, seed=i, classes=classes) for i in range(images)]
-    low_size = (size - 1) // 16 + 1
-    results: dict[str, list[np.ndarray]] = {k: [] for k in ("1/1", "1/2", "1/4", "1/8", "1/16")}
+    padded = -(-size // 8) * 8
+    low_size = (padded - 1) // 16 + 1
+    strides = (1, 2, 4, 8)
+    results: dict[int, list[np.ndarray]] = {s: [] for s in strides}
     for truth in truths:
-        onehot = torch.from_numpy(np.eye(classes, dtype=np.float32)[truth]).permute(2, 0, 1)[None]
-        logits = F.adaptive_avg_pool2d(onehot, low_size)
-        for key in results:
-            stride = int(key.split("/")[1])
-            side = -(-size // stride)
+        canvas = np.zeros((padded, padded), np.uint8)
+        canvas[:size, :size] = truth
+        onehot = torch.from_numpy(np.eye(classes, dtype=np.float32)[canvas]).permute(2, 0, 1)
+        logits = F.adaptive_avg_pool2d(onehot[None], low_size)
+        for stride in strides:
+            side = padded // stride
             up = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
             labels = up.argmax(1)[0].numpy().astype(np.uint8)
             labels = np.repeat(np.repeat(labels, stride, 0), stride, 1)[:size, :size]
-            results[key].append(labels)
+            results[stride].append(labels)
     truth_all = np.concatenate([t.ravel() for t in truths])
-    full = np.concatenate([m.ravel() for m in results["1/1"]])
+    full = np.concatenate([m.ravel() for m in results[1]])
+    full_miou = confusion_miou(full, truth_all, classes)
     rows = []
-    for key, masks in results.items():
+    for stride, masks in results.items():
         pred = np.concatenate([m.ravel() for m in masks])
-        rows.append(
-            [
-                key,
-                confusion_miou(pred, truth_all, classes),
-                confusion_miou(pred, truth_all, classes) - confusion_miou(full, truth_all, classes),
-                100 * (pred == full).mean(),
-            ]
-        )
+        miou = confusion_miou(pred, truth_all, classes)
+        rows.append([f"1/{stride}", miou, miou - full_miou, 100 * (pred == full).mean()])
     return rows
 
 

@@ -10,8 +10,9 @@ upsampled to full resolution, argmax in Python):
 - the full-resolution logit upsample: the logits are upsampled bilinearly only to
   ``label_stride`` (default 1/2 of the input), the argmax is taken there inside the graph, and
   the uint8 label map is enlarged with nearest neighbour (an exact integer repeat) afterwards,
-  which moves a 21-channel float resize and argmax (about 5.5 M values at 513x513) to 1/16 of
-  the pixels. ``label_stride=1`` keeps the exact full-resolution result.
+  which moves a 21-channel float resize and argmax (about 5.5 M values at 513x513) to a fraction of
+  the pixels (1/4 at the default 1/2). ``label_stride=1`` keeps the exact full-resolution
+  result.
 
 ``export_fast_onnx`` writes the graph with its model card; ``fast_segmenter`` builds (and caches)
 it for a checkpoint or zoo name and returns a ready Segmenter.
@@ -45,8 +46,8 @@ __all__ = [
 ]
 
 LABEL_STRIDES = (1, 2, 4, 8)
-# labels at 1/2: 1/16 of the full-resolution resize+argmax work for ~0.1 mIoU on ideal OS16
-# logits (1/4 costs ~0.4, too close to the 0.5-point budget); see benchmarks/results/fast_path.md
+# labels at 1/2: a quarter of the full-resolution resize+argmax work for ~0.2 mIoU on ideal OS16
+# logits (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
 DEFAULT_LABEL_STRIDE = 2
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "labels"
