@@ -360,5 +360,5 @@ def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
         gflops=round(gflops, 2) if gflops else None,
         file_mb=round(file.stat().st_size / 2**20, 3) if file and file.is_file() else None,
         stages_ms=stages,
-        **{k: round(v, 4) for k, v in stats.items()},
+        **{k: round(v, 6) for k, v in stats.items()},
     )
