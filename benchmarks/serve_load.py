@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -84,8 +87,9 @@ class MemorySampler(threading.Thread):
             time.sleep(self.interval)
 
 
-def measure(model: Path, args: argparse.Namespace, queue: int, payloads: list[bytes]) -> dict:
-    """Start a server with ``queue``, warm it up, run the load, return its figures."""
+@contextmanager
+def running_server(model: Path, args: argparse.Namespace, queue: int) -> Iterator[tuple[str, int]]:
+    """Start ``atrous serve`` on a free port; yield (base URL, pid) once /healthz answers."""
     port = free_port()
     command = [sys.executable, "-m", "atrous", "serve", str(model), "--port", str(port)]
     command += ["--threads", str(args.threads), "--queue", str(queue)]
@@ -104,29 +108,53 @@ def measure(model: Path, args: argparse.Namespace, queue: int, payloads: list[by
             if time.monotonic() > deadline:
                 raise SystemExit("server did not start within 120 s")
             time.sleep(0.2)
+        yield base, server.pid
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def measure(model: Path, args: argparse.Namespace, queue: int, payloads: list[bytes]) -> dict:
+    """Run the load against a server with ``queue`` after a warm-up; return its figures."""
+    with running_server(model, args, queue) as (base, pid):
         for data in payloads:  # warm-up
             httpx.post(base + "/v1/segment?format=png", content=data, timeout=60)
-        idle = rss_mb(server.pid)
-        sampler = MemorySampler(server.pid)
+        idle = rss_mb(pid)
+        sampler = MemorySampler(pid)
         sampler.start()
         report = run_load(base + "/v1/segment?format=png", payloads, args.clients, args.requests)
         sampler.stop.set()
         sampler.join()
-        peak = max(sampler.peak, rss_mb(server.pid, "VmHWM"))
-        metrics = httpx.get(base + "/metrics").text
-    finally:
-        server.terminate()
-        server.wait(30)
+        peak = max(sampler.peak, rss_mb(pid, "VmHWM"))
     summary = report.summary()
     summary.update(queue=queue, idle_rss_mib=idle, peak_rss_mib=peak)
-    server_5xx = [
-        line for line in metrics.splitlines() if line.startswith("atrous_http_errors_total")
-    ]
-    summary["server_errors"] = server_5xx
     return summary
 
 
-def markdown(rows: list[dict], args: argparse.Namespace) -> str:
+def measure_large(model: Path, args: argparse.Namespace, width: int, height: int) -> dict:
+    """Latency and peak server RSS of one large image (logits are upsampled to full size)."""
+    small = np.random.default_rng(1).integers(0, 256, (9, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(small).resize((width, height), Image.BILINEAR).save(buffer, "JPEG")
+    with running_server(model, args, 1) as (base, pid):
+        httpx.post(base + "/v1/segment?format=png", content=images(1)[0], timeout=60)
+        idle = rss_mb(pid)
+        start = time.perf_counter()
+        response = httpx.post(
+            base + "/v1/segment?format=png", content=buffer.getvalue(), timeout=300
+        )
+        seconds = time.perf_counter() - start
+        peak = rss_mb(pid, "VmHWM")
+    return {
+        "image": f"{width}x{height}",
+        "status": response.status_code,
+        "latency_ms": seconds * 1e3,
+        "idle_rss_mib": idle,
+        "peak_rss_mib": peak,
+    }
+
+
+def markdown(rows: list[dict], large: dict | None, args: argparse.Namespace) -> str:
     """The results page."""
     lines = [
         "# Serving under load",
@@ -135,7 +163,8 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         f"--threads {args.threads}) on loopback; {args.clients} concurrent clients x "
         f"{args.requests} requests of small PNG images (64-88 x 80-96 px), `format=png`. "
         f"Machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}; client and server share the machine's cores.",
+        f"{platform.python_version()}, {os.cpu_count()} cores shared by client and server; "
+        f"1-minute load average before the run {args.load_before:.1f}.",
         "",
         "| queue | sent | 200 | 503 | other | unanswered | p50 ms | p90 ms | p99 ms | "
         "throughput req/s | idle RSS MiB | peak RSS MiB |",
@@ -150,6 +179,15 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
             f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} | {r['idle_rss_mib']:.0f} | "
             f"{r['peak_rss_mib']:.0f} |"
         )
+    if large:
+        lines += [
+            "",
+            f"One {large['image']} JPEG (status {large['status']}): {large['latency_ms']:.0f} ms, "
+            f"server RSS {large['idle_rss_mib']:.0f} MiB idle -> {large['peak_rss_mib']:.0f} MiB "
+            "peak. The segmenter upsamples the logits to the full image size before the argmax "
+            "(4 bytes x classes per pixel), which dominates the memory of large images; "
+            "`--max-pixels` bounds it.",
+        ]
     lines += [
         "",
         "Latency percentiles are of successful (200) requests, measured by the client from send "
@@ -162,7 +200,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
         "Regenerate: `python benchmarks/serve_load.py`.",
         "",
         "```json",
-        json.dumps(rows, indent=2),
+        json.dumps({"load": rows, "large_image": large}, indent=2),
         "```",
         "",
     ]
@@ -177,18 +215,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--queues", default="64,16", help="queue limits to measure, comma list")
+    parser.add_argument("--large", default="3840x2160", help="one large image WxH ('' to skip)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     payloads = images(8)
+    args.load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model) if args.model else small_model(Path(tmp), args.size)
         args.model_label = args.model or f"{DEFAULT_MODEL}, random weights"
         rows = []
-        for queue in (int(q) for q in args.queues.split(",")):
+        for queue in (int(q) for q in args.queues.split(",") if q):
             row = measure(model, args, queue, payloads)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    atomic_write_text(args.out, markdown(rows, args))
+        large = None
+        if args.large:
+            width, height = (int(v) for v in args.large.lower().split("x"))
+            large = measure_large(model, args, width, height)
+            print(json.dumps(large), flush=True)
+    atomic_write_text(args.out, markdown(rows, large, args))
     print(f"wrote {args.out}")
 
 

@@ -30,15 +30,22 @@ def tiny_checkpoint(tmp_path):
     return path, model, card
 
 
-@pytest.fixture
-def small_checkpoint(tiny_checkpoint, tmp_path):
-    """The tiny checkpoint with a 64-pixel input size: fast enough to serve under load."""
-    from atrous.checkpoint import save_checkpoint
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    """A 5-class dm0.5 checkpoint with a 64-pixel input (fast to serve) predicting several classes.
 
-    _, model, card = tiny_checkpoint
-    pre = card.preprocessing.model_copy(update={"size": 64})
-    updated = card.model_copy(update={"preprocessing": pre})
-    return save_checkpoint(tmp_path / "small.pt", model, updated)
+    Built once per session; treat it as read-only.
+    """
+    from atrous.checkpoint import save_checkpoint
+    from atrous.export.parity import diversify
+    from atrous.models.zoo import default_card, get_model
+
+    card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=5)
+    card = card.model_copy(
+        update={"preprocessing": card.preprocessing.model_copy(update={"size": 64})}
+    )
+    model = diversify(get_model("deeplabv3_mnv2_dm05_os16", num_classes=5).eval(), card)
+    return save_checkpoint(tmp_path_factory.mktemp("serve") / "small.pt", model, card)
 
 
 @pytest.fixture

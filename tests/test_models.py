@@ -33,8 +33,11 @@ def test_zoo_has_published_entries():
         get_entry("nope")
 
 
-@pytest.mark.parametrize("name", SMALL + LARGE)
-@pytest.mark.parametrize("size", [(321, 481), (75, 50)])
+@pytest.mark.parametrize(
+    "name, size",
+    [(n, s) for n in SMALL for s in [(321, 481), (375, 500)]]
+    + [(n, s) for n in LARGE for s in [(75, 50), (33, 47)]],
+)
 def test_zoo_output_shape_at_odd_sizes(name, size):
     torch.manual_seed(0)
     model = get_model(name, num_classes=3).eval()

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from atrous.card import ModelCard
 from atrous.data.io import decode_image
 from atrous.errors import AtrousError
+from atrous.models.zoo import default_card
 from atrous.segmenter import Segmenter
 from atrous.serve import ServeLimits, create_app
 from atrous.serve.limits import probe_image
@@ -38,6 +39,14 @@ def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
 def client(small_checkpoint):
     with TestClient(create_app(small_checkpoint, threads=2)) as c:
         yield c
+
+
+@pytest.fixture
+def card() -> ModelCard:
+    """The card of the small checkpoint (5 VOC classes, 64-pixel input)."""
+    base = default_card("deeplabv3_mnv2_dm05_os16", num_classes=5)
+    pre = base.preprocessing.model_copy(update={"size": 64})
+    return base.model_copy(update={"preprocessing": pre})
 
 
 @pytest.fixture
@@ -72,6 +81,7 @@ def test_json_lists_classes_present_with_fractions_and_timings(client, small_che
     body = response.json()
     expected = reference_mask(small_checkpoint, decode_image(encode(photo, "JPEG")))
     ids, counts = np.unique(expected, return_counts=True)
+    assert len(ids) >= 2  # the diversified network predicts several classes
     by_id = {c["id"]: c for c in body["classes"]}
     assert sorted(by_id) == ids.tolist()
     for i, n in zip(ids, counts, strict=True):
@@ -92,12 +102,15 @@ def test_overlay_is_the_blend_of_image_and_mask(client, small_checkpoint, photo)
     card = client.app.state.service.card
     want = overlay(photo, reference_mask(small_checkpoint, photo), card.palette, 0.7).astype(int)
     assert got.shape == want.shape
-    assert np.abs(got - want).mean() < 3.0  # JPEG quality 90
+    error_to_overlay = np.abs(got - want).mean()
+    assert error_to_overlay < 6.0  # JPEG quality 90 with chroma subsampling
+    assert error_to_overlay < 0.5 * np.abs(got - photo.astype(int)).mean()
 
 
-def test_model_card_and_health(client, tiny_checkpoint):
-    card = client.get("/v1/model").json()
-    assert card["classes"] == tiny_checkpoint[2].classes and card["preprocessing"]["size"] == 64
+def test_model_card_and_health(client, card):
+    served = client.get("/v1/model").json()
+    assert served["classes"] == card.classes and served["preprocessing"]["size"] == 64
+    assert served["palette"] == [list(c) for c in card.palette]
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["engine"]["engine"] == "torch"
     assert (health["inflight"], health["queue"]) == (0, 16)
@@ -235,8 +248,7 @@ async def until(condition, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_503_with_retry_after_when_the_queue_is_full(tiny_checkpoint, photo):
-    card = tiny_checkpoint[2]
+def test_503_with_retry_after_when_the_queue_is_full(card, photo):
     engine = GatedEngine(card.num_classes)
     app = create_app(Segmenter(engine, card), limits=ServeLimits(queue=2, retry_after=3))
     service = app.state.service
@@ -264,22 +276,32 @@ def test_503_with_retry_after_when_the_queue_is_full(tiny_checkpoint, photo):
     assert engine.peak == 1  # requests in flight never run the engine at the same time
 
 
-def test_concurrent_requests_run_the_engine_one_at_a_time(tiny_checkpoint, photo):
-    card = tiny_checkpoint[2]
+def test_concurrent_requests_run_the_engine_one_at_a_time(card, photo, monkeypatch):
+    import atrous.serve.app as app_module
+
+    decoded = []
+    monkeypatch.setattr(
+        app_module, "decode_image", lambda *a, **k: decoded.append(1) or decode_image(*a, **k)
+    )
     engine = GatedEngine(card.num_classes)
-    engine.gate.set()
     app = create_app(Segmenter(engine, card), limits=ServeLimits(queue=8))
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
             calls = [ac.post("/v1/segment?format=json", content=encode(photo)) for _ in range(6)]
-            return await asyncio.gather(*calls)
+            tasks = [asyncio.create_task(c) for c in calls]
+            await until(lambda: app.state.service.queue.inflight == 6 and engine.running == 1)
+            await asyncio.sleep(0.2)
+            waiting = len(decoded)  # one image in the engine, one decoded and ready, no more
+            engine.gate.set()
+            return waiting, await asyncio.gather(*tasks)
 
-    responses = asyncio.run(burst())
+    waiting, responses = asyncio.run(burst())
+    assert waiting == 2
     assert [r.status_code for r in responses] == [200] * 6
     assert all(r.json()["classes"][0]["name"] == card.classes[1] for r in responses)
-    assert engine.peak == 1
+    assert engine.peak == 1 and len(decoded) == 6
 
 
 def test_serve_cli_refuses_bad_limits_and_models_with_atrous_errors():
@@ -295,3 +317,58 @@ def test_serve_cli_refuses_bad_limits_and_models_with_atrous_errors():
         result = CliRunner().invoke(app, ["serve", *args])
         assert isinstance(result.exception, AtrousError), result.output
         assert message in str(result.exception)
+
+
+def test_serve_cli_answers_over_loopback(small_checkpoint, photo):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "atrous", "serve", str(small_checkpoint)]
+    command += ["--port", str(port), "--threads", "1", "--max-pixels", "5000"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "atrous serve did not start"
+            try:
+                if httpx.get(base + "/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        response = httpx.post(base + "/v1/segment?format=png", content=encode(photo))
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).size == (80, 60)
+        big = encode(np.zeros((63, 80, 3), np.uint8))  # 5,040 pixels
+        error(httpx.post(base + "/v1/segment", content=big), 413, "too_many_pixels")
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert f"on http://127.0.0.1:{port}/" in out
+
+
+@pytest.mark.parametrize("with_argmax", [False, True])
+def test_exported_onnx_model_serves_like_the_checkpoint(
+    small_checkpoint, client, photo, tmp_path, with_argmax
+):
+    from atrous.checkpoint import load_checkpoint
+    from atrous.export import export_onnx
+
+    model, card = load_checkpoint(small_checkpoint)
+    path = export_onnx(model, card, tmp_path / "small.onnx", with_argmax=with_argmax)
+    with TestClient(create_app(path, engine="auto", threads=2)) as onnx_client:
+        assert onnx_client.get("/healthz").json()["engine"]["engine"] == "onnxruntime"
+        response = onnx_client.post("/v1/segment?format=png", content=encode(photo))
+    assert response.status_code == 200
+    got = np.asarray(Image.open(io.BytesIO(response.content)))
+    want = np.asarray(
+        Image.open(io.BytesIO(client.post("/v1/segment?format=png", content=encode(photo)).content))
+    )
+    assert got.shape == want.shape == (60, 80)
+    # labels come from an argmax at network size, so only the class boundaries may move
+    assert (got == want).mean() > (0.9 if with_argmax else 0.999)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import tempfile
 
@@ -81,6 +83,28 @@ def test_upload_shows_overlay_legend_and_timing(page_url, browser_page, tmp_path
     opacity = page.evaluate("getComputedStyle(overlay).opacity")
     assert float(opacity) == pytest.approx(0.25)
     assert page.inner_text("#opacity-value") == "25%"
+
+
+def test_dropping_an_image_replaces_the_overlay(page_url, browser_page, rng):
+    page = browser_page
+    page.goto(page_url + "/")
+    for width, height in ((40, 30), (50, 70)):
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        page.evaluate(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+                document.body.dataset.state = "idle";
+                drop.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true}));
+            }""",
+            base64.b64encode(buffer.getvalue()).decode(),
+        )
+        page.wait_for_selector("body[data-state=done]", timeout=30_000)
+        assert page.evaluate("[overlay.width, overlay.height]") == [width, height]
+        assert page.locator("#legend li").count() >= 1
 
 
 def test_page_reports_a_refused_upload(page_url, browser_page, tmp_path):

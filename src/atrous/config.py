@@ -22,6 +22,11 @@ __all__ = [
     "parse_config",
     "apply_overrides",
     "format_validation_error",
+    "DataConfig",
+    "TrainConfig",
+    "ModelSection",
+    "ExperimentConfig",
+    "load_experiment",
 ]
 
 T = TypeVar("T", bound=BaseModel)
@@ -163,3 +168,102 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[parts[-1]] = value
     return data
+
+
+class DataConfig(StrictModel):
+    """Which dataset to read and how to augment it for training.
+
+    ``kind`` picks the layout (see ``atrous.data``); ``root`` is its folder (unused for
+    'synthetic'). Training crops are ``crop_size`` squares after random scaling in
+    ``scale_range``; the synthetic fields set the generated set's size and difficulty.
+    """
+
+    kind: Literal["voc", "cityscapes", "folder", "synthetic"]
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: int = 513
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = True
+    color_jitter: float = 0.2
+    workers: int = 0
+    # synthetic only
+    train_size: int = 1000
+    val_size: int = 100
+    image_size: int = 128
+    max_shapes: int = 4
+    noise: float = 8.0
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.kind != "synthetic" and not self.root:
+            raise ValueError(f"data kind '{self.kind}' needs a root folder")
+        if self.crop_size < 8:
+            raise ValueError(f"crop_size must be at least 8, got {self.crop_size}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {self.scale_range}")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Optimisation: epochs, batch, optimizer and LR schedule, loss options, checkpointing."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup_iters: int = 0
+    class_weights: list[float] | None = None
+    ohem_thresh: float | None = None
+    ohem_min_kept: int = 100_000
+    aux_weight: float = 0.4
+    freeze_backbone: bool = False
+    grad_clip: float | None = None
+    backbone_weights: str | None = None
+    seed: int = 0
+    threads: int | None = None
+    val_every: int = 1
+    val_limit: int | None = None
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.ohem_thresh is not None and not 0 < self.ohem_thresh < 1:
+            raise ValueError(f"ohem_thresh is a probability in (0, 1), got {self.ohem_thresh}")
+        return self
+
+
+class ModelSection(StrictModel):
+    """A zoo model by name plus overrides of its ModelConfig fields and its input size.
+
+    ``num_classes`` is taken from the dataset unless overridden; ``input_size`` becomes the
+    model card's preprocessing size (the size images are resized to at inference).
+    """
+
+    name: str
+    overrides: dict[str, Any] = {}
+    input_size: int | None = None
+
+
+class ExperimentConfig(StrictModel):
+    """One training experiment: model, data, train sections and an output folder."""
+
+    model: ModelSection
+    data: DataConfig
+    train: TrainConfig = TrainConfig()
+    out_dir: str = "runs/experiment"
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML, apply ``key=value`` overrides, validate (one-line errors)."""
+    data = apply_overrides(load_yaml(path), list(overrides or []))
+    return parse_config(ExperimentConfig, data, str(path))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from atrous.card import ModelCard
 from atrous.data.io import MAX_PIXELS, read_image
-from atrous.errors import InputError
+from atrous.errors import InputError, ModelError
 from atrous.runtimes import Engine, load_engine
 
 __all__ = ["Segmenter", "Prediction", "PreprocessMeta"]
@@ -98,18 +98,25 @@ class Segmenter:
         return cls(eng, card)
 
     # -- preprocessing -------------------------------------------------------------------------
-    def target_size(self, height: int, width: int) -> tuple[int, int]:
-        """The (unpadded) size an image of ``height`` x ``width`` is resized to."""
+    def target_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
+        """The (unpadded) size an image of ``height`` x ``width`` is resized to.
+
+        ``scale`` multiplies that size (multi-scale evaluation); 1.0 is the card's policy.
+        """
         pre = self.card.preprocessing
         if pre.resize == "none" or pre.size is None:
-            return height, width
-        if pre.resize == "fixed":
-            return pre.size, pre.size
-        scale = pre.size / max(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+            th, tw = height, width
+        elif pre.resize == "fixed":
+            th, tw = pre.size, pre.size
+        else:
+            factor = pre.size / max(height, width)
+            th, tw = height * factor, width * factor
+        return max(1, round(th * scale)), max(1, round(tw * scale))
 
-    def preprocess(self, images: list[np.ndarray]) -> tuple[np.ndarray, list[PreprocessMeta]]:
-        """Resize, normalise and pad RGB uint8 images into one float32 batch."""
+    def preprocess(
+        self, images: list[np.ndarray], scale: float = 1.0
+    ) -> tuple[np.ndarray, list[PreprocessMeta]]:
+        """Resize (times ``scale``), normalise and pad RGB uint8 images into one float32 batch."""
         pre = self.card.preprocessing
         metas, arrays = [], []
         for image in images:
@@ -118,7 +125,7 @@ class Segmenter:
             h, w = image.shape[:2]
             if min(h, w) < 2:
                 raise InputError(f"image of {w}x{h} is too small to segment (at least 2x2)")
-            th, tw = self.target_size(h, w)
+            th, tw = self.target_size(h, w, scale)
             if (th, tw) != (h, w):
                 interp = cv2.INTER_AREA if th < h else cv2.INTER_LINEAR
                 image = cv2.resize(image, (tw, th), interpolation=interp)
@@ -132,7 +139,7 @@ class Segmenter:
         m = pre.pad_multiple
         ph = -(-max(a.shape[0] for a in arrays) // m) * m
         pw = -(-max(a.shape[1] for a in arrays) // m) * m
-        if pre.resize == "fixed" and pre.size is not None:
+        if pre.resize == "fixed" and pre.size is not None and scale == 1.0:
             ph, pw = max(ph, pre.size), max(pw, pre.size)
         dtype = np.uint8 if self._raw_pixels else np.float32
         batch = np.full((len(arrays), ph, pw, 3), pre.pad_value, dtype=dtype)
@@ -180,6 +187,21 @@ class Segmenter:
         labels = logits.argmax(0).to(torch.uint8).numpy()
         probs = torch.softmax(logits, 0).numpy() if probabilities else None
         return labels, probs
+
+    def logits(self, image: np.ndarray, scale: float = 1.0, flip: bool = False) -> np.ndarray:
+        """Class scores (C, H, W) at the image's original size; for multi-scale and flip testing.
+
+        ``flip`` runs the mirrored image and mirrors the scores back.
+        """
+        if self.card.output != "logits":
+            raise ModelError(f"{self.card.name}: outputs {self.card.output}, not logits")
+        source = np.ascontiguousarray(image[:, ::-1]) if flip else image
+        batch, metas = self.preprocess([source], scale)
+        (rh, rw), (oh, ow) = metas[0].resized, metas[0].original
+        output = self.engine.run(batch)[0][:, :rh, :rw]
+        scores = torch.from_numpy(np.ascontiguousarray(output))[None]
+        scores = F.interpolate(scores, size=(oh, ow), mode="bilinear", align_corners=False)[0]
+        return (scores.flip(-1) if flip else scores).numpy()
 
     # -- the whole path ------------------------------------------------------------------------
     def predict_batch(

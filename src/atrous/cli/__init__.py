@@ -4,9 +4,7 @@ Each module registers its commands on the shared app; ``main`` formats errors in
 """
 
 import atrous.cli.bench  # noqa: F401  (benchmark, profile, optimize)
-import atrous.cli.export  # noqa: F401  (registers `atrous export`)
-from atrous.cli import models, predict  # noqa: F401  (registers commands)
-from atrous.cli import serve as _serve  # noqa: F401  (registers commands)
+from atrous.cli import data, export, models, predict, serve, train  # noqa: F401  (registers commands)
 from atrous.cli._app import app, run
 
 __all__ = ["app", "main"]

@@ -16,7 +16,7 @@ def serve(
     engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
     threads: int = typer.Option(None, help="inference threads (default: all cores)"),
     max_bytes: int = typer.Option(None, help="largest upload in bytes, else 413 [20 MB]"),
-    max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [40 M]"),
+    max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [16 M]"),
     queue: int = typer.Option(None, help="requests in flight before 503 [16]"),
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /."""

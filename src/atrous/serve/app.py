@@ -44,6 +44,7 @@ __all__ = ["create_app", "SegmentService", "Segmentation"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 OutputFormat = Literal["png", "overlay", "json"]
+PIPELINE_DEPTH = 2  # one image in the engine, the next one decoded and ready
 
 _UPLOAD_DOC = {
     "requestBody": {
@@ -83,28 +84,35 @@ class SegmentService:
         self.queue = InflightQueue(limits.queue, limits.retry_after)
         self.metrics = ServeMetrics(inflight=lambda: self.queue.inflight)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-engine")
+        self.pipeline = asyncio.Semaphore(PIPELINE_DEPTH)
         self.skip_background = bool(self.card.classes) and self.card.classes[0] == "background"
 
     async def segment(self, data: bytes) -> Segmentation:
-        """Check, decode and segment encoded image bytes (raising ServeError on bad input)."""
+        """Check, decode and segment encoded image bytes (raising ServeError on bad input).
+
+        At most PIPELINE_DEPTH requests are between decoding and the end of inference, so
+        decoded images do not pile up in memory while they wait for the engine.
+        """
         start = time.perf_counter()
         image_format, _, _ = probe_image(data, self.limits.max_pixels)
-        try:
-            image = await asyncio.to_thread(
-                decode_image, data, "upload", max_pixels=self.limits.max_pixels
-            )
-        except InputError as exc:
-            raise ServeError(422, "corrupt_image", str(exc)) from None
-        decoded = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        try:
-            prediction, started = await loop.run_in_executor(self.worker, self._predict, image)
-        except InputError as exc:
-            raise ServeError(422, "invalid_image", str(exc)) from None
+        async with self.pipeline:
+            admitted = time.perf_counter()
+            try:
+                image = await asyncio.to_thread(
+                    decode_image, data, "upload", max_pixels=self.limits.max_pixels
+                )
+            except InputError as exc:
+                raise ServeError(422, "corrupt_image", str(exc)) from None
+            decoded = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                prediction, started = await loop.run_in_executor(self.worker, self._predict, image)
+            except InputError as exc:
+                raise ServeError(422, "invalid_image", str(exc)) from None
         self.metrics.inference.observe(prediction.timings["total_ms"] / 1e3)
         timings = {
-            "decode_ms": (decoded - start) * 1e3,
-            "queue_ms": (started - decoded) * 1e3,
+            "decode_ms": (decoded - admitted) * 1e3,
+            "queue_ms": (admitted - start + started - decoded) * 1e3,
             **{
                 key: prediction.timings[key]
                 for key in ("preprocess_ms", "infer_ms", "postprocess_ms")

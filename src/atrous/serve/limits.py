@@ -50,13 +50,15 @@ class ServeLimits:
 
     Args:
         max_bytes: largest accepted upload (the encoded image), in bytes.
-        max_pixels: largest accepted image, width x height, checked before decoding.
+        max_pixels: largest accepted image, width x height, checked before decoding. One
+            inference holds the logits at full size (4 bytes x classes per pixel), so this
+            bounds the memory of a request.
         queue: most requests admitted at once (running or waiting for the engine); more get 503.
         retry_after: seconds sent in the Retry-After header of a 503.
     """
 
     max_bytes: int = 20_000_000
-    max_pixels: int = 40_000_000
+    max_pixels: int = 16_000_000  # a 12 MP photo fits; see the docstring for its memory
     queue: int = 16
     retry_after: int = 1
 

@@ -1,0 +1,39 @@
+"""Datasets (VOC, Cityscapes, folders, synthetic), augmentation, checks, image I/O, palettes."""
+
+from __future__ import annotations
+
+from atrous.config import DataConfig
+from atrous.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
+
+__all__ = ["Sample", "SegmentationDataset", "IGNORE_INDEX", "build_dataset"]
+
+
+def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
+    """The dataset a DataConfig names, for ``split`` ('train', 'val' or any split the layout has).
+
+    'train' and 'val' resolve to the config's ``train_split`` / ``val_split``.
+    """
+    name = {"train": config.train_split, "val": config.val_split}.get(split, split)
+    if config.kind == "synthetic":
+        from atrous.data.synthetic import SyntheticShapes
+
+        length = config.train_size if split == "train" else config.val_size
+        return SyntheticShapes(
+            name if name in ("train", "val", "test") else split,
+            length=length,
+            size=config.image_size,
+            seed=config.seed,
+            max_shapes=config.max_shapes,
+            noise=config.noise,
+        )
+    if config.kind == "voc":
+        from atrous.data.voc import VOCSegmentation
+
+        return VOCSegmentation(config.root, name)
+    if config.kind == "cityscapes":
+        from atrous.data.cityscapes import CityscapesSegmentation
+
+        return CityscapesSegmentation(config.root, name)
+    from atrous.data.folder import FolderDataset
+
+    return FolderDataset(config.root, name)

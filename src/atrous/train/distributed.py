@@ -1,0 +1,71 @@
+"""Multi-process training on CPU via torchrun: gloo process group, rank 0 alone writes.
+
+``torchrun --nproc_per_node 2 -m atrous train CONFIG`` starts one process per rank; each reads
+RANK / WORLD_SIZE from the environment. Without those variables everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["DistInfo", "init_distributed", "shutdown_distributed", "average_buffers", "barrier"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """True for the process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun job (gloo backend) if WORLD_SIZE > 1; otherwise a 1-process DistInfo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    """Leave the process group (after a final barrier)."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op in one process)."""
+    if info.enabled:
+        dist.barrier()
+
+
+def average_buffers(model: nn.Module, info: DistInfo) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks.
+
+    Gradients are averaged by DDP, so parameters agree; BN statistics are per-rank, and this
+    makes every rank (and the checkpoint) hold the same, all-data statistics.
+    """
+    if not info.enabled:
+        return
+    for buffer in model.buffers():
+        if torch.is_floating_point(buffer):
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(info.world_size)

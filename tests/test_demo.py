@@ -1,0 +1,36 @@
+"""``atrous demo`` end to end at a toy size: train -> evaluate -> overlays -> summary."""
+
+from __future__ import annotations
+
+import json
+
+from atrous.demo import demo_config, run_demo
+
+TOY = [
+    "model.input_size=48",
+    "data.image_size=48",
+    "data.crop_size=48",
+    "data.train_size=16",
+    "data.val_size=4",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.threads=2",
+]
+
+
+def test_demo_config_is_the_shipped_recipe(tmp_path):
+    config = demo_config(tmp_path)
+    assert config.model.name == "deeplabv3_mnv2_dm05_os16" and config.data.kind == "synthetic"
+    assert config.out_dir == str(tmp_path)
+
+
+def test_demo_writes_summary_overlays_and_curve(tmp_path):
+    result = run_demo(tmp_path / "demo", overrides=TOY, overlays=2)
+    out = tmp_path / "demo"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_miou"] == round(result.evaluation.miou, 4)
+    assert summary["epochs"] == 1 and len(summary["miou_vs_minutes"]) == 1
+    assert len(list((out / "overlays").glob("*.png"))) == 2
+    for name in ("best.pt", "eval.json", "confusion.png", "miou_vs_minutes.png", "summary.md"):
+        assert (out / name).stat().st_size > 0, name
+    assert "| circle |" in (out / "summary.md").read_text()

@@ -1,0 +1,241 @@
+"""Training: config errors, losses, schedule, resume, backbone init, DDP, train -> evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from atrous.config import ExperimentConfig, load_experiment, parse_config
+from atrous.errors import ConfigError
+from atrous.train import train
+from atrous.train.losses import SegmentationLoss, ohem_cross_entropy
+from atrous.train.schedules import PolyWarmup
+
+TINY = {
+    "model": {"name": "deeplabv3_mnv2_dm05_os16", "input_size": 48},
+    "data": {
+        "kind": "synthetic",
+        "image_size": 48,
+        "crop_size": 48,
+        "train_size": 16,
+        "val_size": 4,
+    },
+    "train": {
+        "epochs": 2,
+        "batch_size": 8,
+        "optimizer": "sgd",
+        "lr": 0.02,
+        "warmup_iters": 1,
+        "threads": 2,
+        "tensorboard": False,
+    },
+}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.lrr=0.1"], "exp.yaml: unknown key 'train.lrr'"),
+        (["train.epochs=many"], "exp.yaml: key 'train.epochs': Input should be a valid integer"),
+        (["data.kind=coco"], "exp.yaml: key 'data.kind': Input should be 'voc'"),
+        (["data.kind=voc"], "exp.yaml: key 'data': data kind 'voc' needs a root folder"),
+    ],
+)
+def test_config_errors_are_one_line_naming_key_and_file(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(_write(tmp_path, TINY), overrides)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(str(tmp_path)) and message in text, text
+
+
+def test_bad_model_override_names_the_key(tmp_path):
+    config = load_experiment(_write(tmp_path, TINY), ["model.overrides.output_stride=12"])
+    with pytest.raises(ConfigError, match=r"model.overrides.output_stride"):
+        train(config, tmp_path / "run", progress=False)
+
+
+def test_cli_config_error_is_one_line_exit_2(tmp_path):
+    path = _write(tmp_path, TINY)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "atrous", "train", str(path), "train.batchsize=4"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown key 'train.batchsize'" in lines[0], proc.stderr
+
+
+def test_shipped_configs_are_valid():
+    root = Path(__file__).resolve().parents[1] / "src" / "atrous" / "configs"
+    for path in sorted(root.glob("*.yaml")):
+        config = load_experiment(path)
+        assert isinstance(config, ExperimentConfig), path
+
+
+def test_cross_entropy_ignores_255_and_weights():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 5)
+    target = torch.randint(0, 3, (2, 5, 5))
+    target[0, 0] = 255
+    loss = SegmentationLoss(class_weights=[1.0, 2.0, 0.5])(logits, target)
+    valid = target != 255
+    logp = F.log_softmax(logits, 1).permute(0, 2, 3, 1)[valid]
+    t = target[valid]
+    w = torch.tensor([1.0, 2.0, 0.5])[t]
+    expected = -(w * logp[torch.arange(len(t)), t]).sum() / w.sum()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    out = {"out": logits, "aux": logits * 2}
+    both = SegmentationLoss(aux_weight=0.5)(out, target)
+    ref = F.cross_entropy(logits, target, ignore_index=255)
+    ref = ref + 0.5 * F.cross_entropy(logits * 2, target, ignore_index=255)
+    assert both.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_ohem_keeps_only_hard_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 8, 8) * 3
+    target = torch.randint(0, 4, (1, 8, 8))
+    pixel = F.cross_entropy(logits, target, reduction="none").reshape(-1)
+    prob = torch.exp(-pixel)
+    loss = ohem_cross_entropy(logits, target, thresh=0.5, min_kept=1)
+    assert loss.item() == pytest.approx(pixel[prob < 0.5].mean().item(), rel=1e-5)
+    top = ohem_cross_entropy(logits, target, thresh=1e-9, min_kept=10)  # none below: 10 hardest
+    assert top.item() == pytest.approx(pixel.sort(descending=True).values[:10].mean().item())
+
+
+def test_poly_warmup_schedule():
+    f = PolyWarmup(total_iters=100, power=0.9, warmup_iters=10)
+    assert f(0) == pytest.approx(1 / 11) and f(9) == pytest.approx(10 / 11)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5**0.9)
+    assert f(100) == 0.0
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    config = parse_config(ExperimentConfig, TINY)
+    full = train(config, tmp_path / "full", progress=False)
+    assert full.epochs_run == 2 and not full.interrupted
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    cut = train(config, tmp_path / "cut", progress=False, on_epoch_end=stop_after_first)
+    assert cut.interrupted and (tmp_path / "cut" / "interrupted.pt").is_file()
+    resumed = train(config, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.epochs_run == 2
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    assert _states_equal(a["state_dict"], b["state_dict"])
+    assert (
+        a["train_state"]["history"][1]["train_loss"] == b["train_state"]["history"][1]["train_loss"]
+    )
+    assert [h["val_miou"] for h in full.history] == [h["val_miou"] for h in resumed.history]
+    rows = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("epoch,train_loss,lr")
+
+
+def test_train_then_evaluate_end_to_end(tmp_path):
+    from atrous.data import build_dataset
+    from atrous.evaluate import evaluate
+    from atrous.segmenter import Segmenter
+
+    config = parse_config(ExperimentConfig, {**TINY, "train": {**TINY["train"], "epochs": 1}})
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.best_checkpoint is not None and result.best_epoch == 1
+    segmenter = Segmenter.from_file(result.best_checkpoint, threads=2)
+    assert segmenter.card.classes[1] == "circle" and segmenter.card.metrics["protocol"] == "dataset"
+    evaluation = evaluate(segmenter, build_dataset(config.data, "val"), progress=False)
+    assert evaluation.miou == pytest.approx(result.best_miou, abs=1e-6)
+    assert segmenter.card.metrics["miou"] == pytest.approx(result.best_miou, abs=1e-6)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    config_path = _write(tmp_path, {**TINY, "out_dir": str(tmp_path / "run")})
+    proc = subprocess.run(
+        [sys.executable, "-m", "atrous", "evaluate", str(result.best_checkpoint), str(config_path),
+         "--json", "--threads", "2"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["protocol"] == "dataset" and data["miou"] == pytest.approx(
+        evaluation.miou, abs=1e-6
+    )
+
+
+def test_backbone_init_from_torchvision_style_state_dict(tmp_path):
+    from atrous.models.zoo import get_model
+    from atrous.train.pretrained import load_backbone_weights
+
+    source = get_model("deeplabv3_mnv2_os16", num_classes=3)
+    imagenet = {k.removeprefix("backbone."): v for k, v in source.state_dict().items()}
+    imagenet = {k: v for k, v in imagenet.items() if k.startswith("features.")}
+    imagenet["classifier.1.weight"] = torch.zeros(1000, 1280)  # torchvision's ImageNet head
+    imagenet["features.18.0.weight"] = torch.zeros(1280, 320, 1, 1)  # dropped 1280-ch conv
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(imagenet, path)
+    target = get_model("deeplabv3_mnv2_os16", num_classes=5)
+    report = load_backbone_weights(target, path)
+    assert len(report.mapped) == len(imagenet) - 2 and not report.missing
+    assert {k for k, _ in report.unmapped} == {"classifier.1.weight", "features.18.0.weight"}
+    for key in report.mapped:
+        assert torch.equal(target.state_dict()[f"backbone.{key}"], imagenet[key])
+    assert "mapped" in report.summary()
+
+
+def _torchrun(tmp_path, config: dict, nproc: int = 2) -> subprocess.CompletedProcess:
+    path = _write(tmp_path, config, "ddp.yaml")
+    worker = Path(__file__).with_name("_ddp_worker.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={nproc}", str(worker), str(path), str(tmp_path / "out")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _ddp_config(epochs: int, train_size: int) -> dict:
+    train_cfg = {**TINY["train"], "epochs": epochs, "batch_size": 4, "threads": 1}
+    data = {**TINY["data"], "train_size": train_size, "image_size": 32, "crop_size": 32}
+    return {**TINY, "data": data, "train": train_cfg}
+
+
+def _check_ranks_agree(tmp_path) -> None:
+    r0 = torch.load(tmp_path / "out" / "rank0.pt")
+    r1 = torch.load(tmp_path / "out" / "rank1.pt")
+    assert _states_equal(r0, r1)
+    start = torch.load(tmp_path / "out" / "last.pt", weights_only=False)["state_dict"]
+    assert _states_equal(start, r0)  # rank 0 wrote the checkpoint of the shared weights
+
+
+def test_ddp_two_ranks_end_with_identical_weights(tmp_path):
+    proc = _torchrun(tmp_path, _ddp_config(epochs=1, train_size=16))  # 2 steps per rank
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_ranks_agree(tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_longer_run_matches_across_ranks(tmp_path):
+    proc = _torchrun(tmp_path, _ddp_config(epochs=3, train_size=64))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_ranks_agree(tmp_path)
+    history = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
