@@ -83,3 +83,24 @@ def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(Exception, match="not an image"):
         fast_read_image(bad)
+
+
+def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):
+    _, card = net
+    odd = fast_card(card, 2)
+    odd.preprocessing = odd.preprocessing.model_copy(update={"pad_multiple": 33})
+
+    class HalfResolution:
+        name, threads = "half", 1
+
+        def run(self, batch):  # 33 -> 16 labels: one row and column short of the image
+            return (batch[:, ::2, ::2, 0][:, :16, :16] > 100).astype(np.uint8)
+
+        def describe(self):
+            return {}
+
+    image = np.zeros((33, 33, 3), np.uint8)
+    image[:, 20:] = 200
+    mask = Segmenter(HalfResolution(), odd).predict(image).mask
+    assert mask.shape == (33, 33)
+    assert (mask[:, :20] == 0).all() and (mask[:, 20:] == 1).all()

@@ -115,3 +115,25 @@ def test_real_measurement_on_a_tiny_model_and_report(tmp_path, tiny_checkpoint):
     )
     html = optimize_report(result, tmp_path / "o.html").read_text()
     assert html.count("data:image/png;base64,") == 1 and "recommended" in html
+
+
+@pytest.mark.slow
+def test_real_optimize_on_synthetic_data(tmp_path, tiny_checkpoint):
+    """mIoU from the evaluator and latency from the benchmark, for two real candidates."""
+    from atrous.data.synthetic import SyntheticShapes
+
+    path, _, card = tiny_checkpoint
+    data = SyntheticShapes("val", length=2, size=64)
+    data.classes = data.classes[: card.num_classes]
+    result = optimize(
+        data,
+        1e6,
+        models=[str(path)],
+        search={"engine": ["fast", "torch"], "size": [65]},
+        runs=2,
+        cache=tmp_path / "c.json",
+    )
+    assert len(result.measured) == 2
+    for m in result.measured:
+        assert 0 <= m.miou <= 100 and m.latency_ms > 0
+    assert result.recommended in result.frontier

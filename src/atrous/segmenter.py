@@ -170,6 +170,11 @@ class Segmenter:
                     (labels.shape[1] * stride, labels.shape[0] * stride),
                     interpolation=cv2.INTER_NEAREST,
                 )
+                short_h, short_w = rh - labels.shape[0], rw - labels.shape[1]
+                if short_h > 0 or short_w > 0:  # padding not a multiple of the stride
+                    labels = cv2.copyMakeBorder(
+                        labels, 0, max(0, short_h), 0, max(0, short_w), cv2.BORDER_REPLICATE
+                    )
             labels = labels[:rh, :rw]
             if (rh, rw) != (oh, ow):
                 labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST_EXACT)

@@ -361,7 +361,7 @@ def _real_measure(val_data: Any, work: Path, runs: int, limit: int | None):
 
         calibration = [val_data[i].image for i in range(min(8, len(val_data)))]
         seg = open_candidate(cand, work, calibration)
-        miou = float(evaluate(seg, val_data, limit=limit, progress=False).miou)
+        miou = 100 * float(evaluate(seg, val_data, limit=limit, progress=False).miou)
         image_size = tuple(calibration[0].shape[:2]) if calibration else None
         result = benchmark(
             [seg], threads=[cand.threads], runs=runs, warmup=3, image_size=image_size
