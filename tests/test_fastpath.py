@@ -104,3 +104,14 @@ def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):
     mask = Segmenter(HalfResolution(), odd).predict(image).mask
     assert mask.shape == (33, 33)
     assert (mask[:, :20] == 0).all() and (mask[:, 20:] == 1).all()
+
+
+def test_from_file_fast_engine_opens_the_cached_fast_graph(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path, *_ = tiny_checkpoint
+    seg = Segmenter.from_file(path, engine="fast", threads=1)
+    assert seg.engine.name == "onnxruntime" and seg.card.output == "labels"
+    assert len(list((tmp_path / ".cache" / "atrous" / "fast").glob("*.onnx"))) == 1
+    assert seg.predict(synthetic_image(50, 70)).mask.shape == (50, 70)
+    Segmenter.from_file(path, engine="fast", threads=1)  # the second open reuses the export
+    assert len(list((tmp_path / ".cache" / "atrous" / "fast").glob("*.onnx"))) == 1

@@ -93,7 +93,15 @@ class Segmenter:
         threads: int | None = None,
         zoo_name: str | None = None,
     ) -> Segmenter:
-        """Open a checkpoint, exported model or zoo name on the chosen engine."""
+        """Open a checkpoint, exported model or zoo name on the chosen engine.
+
+        ``engine="fast"`` builds (once, cached) the fast ONNX Runtime graph of a checkpoint or
+        zoo model: uint8 pixels in, labels out (see :mod:`atrous.fastpath`).
+        """
+        if engine == "fast":
+            from atrous.fastpath import fast_segmenter
+
+            return fast_segmenter(model, threads=threads)
         eng, card = load_engine(model, engine, threads, zoo_name=zoo_name)
         return cls(eng, card)
 

@@ -70,10 +70,6 @@ def as_target(item: Any, engine: str = "auto") -> BenchTarget:
     if isinstance(item, str | Path):
         path = Path(item)
         label = f"{path.name if path.exists() else str(item)}:{engine}"
-        if engine == "fast":  # the fast graph built from a checkpoint or zoo name
-            from atrous.fastpath import fast_segmenter
-
-            return BenchTarget(label, lambda threads: fast_segmenter(item, threads=threads))
         return BenchTarget(
             label,
             lambda threads: Segmenter.from_file(item, engine=engine, threads=threads),
