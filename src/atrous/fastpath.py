@@ -37,6 +37,7 @@ from atrous.runtimes import CARD_KEY
 
 __all__ = [
     "FastGraph",
+    "Normalize",
     "fast_card",
     "export_fast_onnx",
     "quantize_fast_onnx",
@@ -51,6 +52,26 @@ LABEL_STRIDES = (1, 2, 4, 8)
 DEFAULT_LABEL_STRIDE = 2
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "labels"
+
+
+class Normalize(nn.Module):
+    """uint8 NHWC RGB pixels -> float NCHW in the card's channel order, mean and std."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__()
+        pre = card.preprocessing
+        std = 255.0 * np.asarray(pre.std, np.float32)
+        mean = 255.0 * np.asarray(pre.mean, np.float32)
+        self.order = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]
+        shift = -mean[self.order] / std[self.order]
+        self.register_buffer("scale", torch.from_numpy(1.0 / std[self.order]).reshape(1, 3, 1, 1))
+        self.register_buffer("shift", torch.from_numpy(shift).reshape(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2)
+        if self.order != [0, 1, 2]:
+            x = x[:, self.order]
+        return x.float() * self.scale + self.shift
 
 
 class FastGraph(nn.Module):
@@ -70,21 +91,10 @@ class FastGraph(nn.Module):
             raise ModelError(f"label_stride must be one of {LABEL_STRIDES}, got {label_stride}")
         self.model = model.eval()
         self.label_stride = label_stride
-        pre = card.preprocessing
-        std = 255.0 * np.asarray(pre.std, np.float32)
-        mean = 255.0 * np.asarray(pre.mean, np.float32)
-        order = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]
-        self.register_buffer("scale", torch.from_numpy(1.0 / std[order]).reshape(1, 3, 1, 1))
-        self.register_buffer(
-            "shift", torch.from_numpy(-mean[order] / std[order]).reshape(1, 3, 1, 1)
-        )
-        self.order = order
+        self.normalize = Normalize(card)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2)
-        if self.order != [0, 1, 2]:
-            x = x[:, self.order]
-        x = x.float() * self.scale + self.shift
+        x = self.normalize(pixels)
         height, width = x.shape[-2:]
         m = self.model
         low, _, out = m.backbone(x)
@@ -201,14 +211,7 @@ def quantize_fast_onnx(
             return next(self.items, None)
 
     proto = onnx.load(str(source))
-    float_nodes = [
-        n.name
-        for n in proto.graph.node
-        if n.op_type in ("Mul", "Add", "Cast")
-        and "backbone" not in n.name
-        and "head" not in n.name
-        and "decoder" not in n.name
-    ]
+    float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
     path = Path(path)
     with atomic_path(path) as tmp:
         quantize_static(

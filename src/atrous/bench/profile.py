@@ -421,9 +421,9 @@ def profile(
     runs: int = 20,
     warmup: int = 3,
 ) -> Profile:
-    """Open a model file or zoo name on ``engine`` and profile it end to end."""
+    """Open a model file or zoo name on ``engine`` (incl. 'fast') and profile it end to end."""
     seg = Segmenter.from_file(model, engine=engine, threads=threads)
-    path = Path(str(model))
+    path = getattr(seg.engine, "path", None) or Path(str(model))  # the fast graph's own file
     return profile_segmenter(
         seg, model_file=path if path.is_file() else None, size=size, runs=runs, warmup=warmup
     )
