@@ -79,3 +79,10 @@ def live_server():
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@pytest.fixture
+def private_engine_cache(tmp_path, monkeypatch):
+    """Engine-auto measurements go to a temporary cache ($ATROUS_CACHE), never the user's."""
+    monkeypatch.setenv("ATROUS_CACHE", str(tmp_path / "engine-cache"))
+    return tmp_path / "engine-cache"

@@ -33,8 +33,16 @@ def describe_config(config: ModelConfig) -> dict[str, Any]:
     }
 
 
-def inspect_model(source: str | Path, input_size: tuple[int, int] = (513, 513)) -> dict[str, Any]:
-    """Everything ``atrous inspect`` shows, as a dict (checkpoint, plain state_dict or zoo name)."""
+def inspect_model(
+    source: str | Path,
+    input_size: tuple[int, int] = (513, 513),
+    contract: list[str] | None = None,
+) -> dict[str, Any]:
+    """Everything ``atrous inspect`` shows, as a dict (checkpoint, plain state_dict or zoo name).
+
+    For exported files the card comes from metadata, a sidecar or the inferred contract, with
+    ``contract`` overrides (``key=value``) applied.
+    """
     text = str(source)
     path = Path(text)
     info: dict[str, Any] = {"source": text}
@@ -56,11 +64,11 @@ def inspect_model(source: str | Path, input_size: tuple[int, int] = (513, 513)) 
                 "plain state_dict (architecture inferred from weights; output stride unknown)"
             )
     elif path.exists():
-        from atrous.runtimes import load_engine
+        from atrous.runtimes import read_exported_card
 
-        _, card = load_engine(path)
+        card, card_origin = read_exported_card(path, contract)
         config = card.model
-        info["origin"] = f"{path.suffix[1:]} file"
+        info["origin"] = f"{path.suffix[1:]} file, card from {card_origin}"
         info["file_mb"] = path.stat().st_size / 1e6
     else:
         raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")

@@ -53,5 +53,13 @@ def export_command(
             for r in result.parity.rows
         ],
     )
-    size_mb = result.path.stat().st_size / 1e6
+    if any(r.classes_seen < 2 for r in result.parity.rows):
+        console.print(
+            "[yellow]note:[/yellow] the reference predicts a single class on the test images "
+            "(untrained weights?), so argmax agreement says little"
+        )
+    files = (
+        [result.path, result.path.with_suffix(".bin")] if format == "openvino" else [result.path]
+    )
+    size_mb = sum(f.stat().st_size for f in files) / 1e6
     console.print(f"wrote {result.path} ({size_mb:.2f} MB, output: {result.card.output})")

@@ -10,6 +10,11 @@ from atrous.errors import ConfigError
 from atrous.inspection import inspect_model
 from atrous.models.zoo import get_entry, get_model, list_models
 
+CONTRACT_HELP = (
+    "override the model card of a foreign model, key=value "
+    "(e.g. preprocessing.layout=NHWC, output=probability); repeatable"
+)
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'513' or '513x513' (H x W) -> (H, W); ConfigError otherwise."""
@@ -60,9 +65,10 @@ def inspect(
     model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
     size: str = typer.Option("513x513", help="input size for the multiply-add count (HxW)"),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
+    contract: list[str] = typer.Option(None, help=CONTRACT_HELP),
 ) -> None:
     """Show a model's architecture, output stride, head, decoder, costs per stage and card."""
-    info = inspect_model(model, parse_size(size))
+    info = inspect_model(model, parse_size(size), contract)
     if json_out:
         print_json(info)
         return

@@ -10,8 +10,10 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from atrous.cli._app import app, console
+from atrous.cli.models import CONTRACT_HELP
 from atrous.data.io import read_image, write_mask_png
 from atrous.errors import InputError
+from atrous.runtimes import load_engine
 from atrous.segmenter import Segmenter
 from atrous.visualize import save_overlay
 
@@ -48,10 +50,11 @@ def predict(
     threads: int = typer.Option(None, help="inference threads (default: all cores)"),
     overlay: bool = typer.Option(True, help="also write <name>_overlay.jpg"),
     alpha: float = typer.Option(0.5, help="overlay opacity"),
+    contract: list[str] = typer.Option(None, help=CONTRACT_HELP),
 ) -> None:
     """Segment images; write <name>.png palette masks (and overlays) to --out."""
     files = expand_inputs(inputs)
-    segmenter = Segmenter.from_file(model, engine=engine, threads=threads)
+    segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
     card = segmenter.card
     out.mkdir(parents=True, exist_ok=True)
     with Progress(console=console, transient=True, disable=len(files) < 2) as progress:

@@ -6,6 +6,7 @@ Segmenter use the same pre/post-processing contract as the checkpoint it came fr
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -76,13 +77,17 @@ def export_onnx(
     """
     path = Path(path)
     model = model.eval()
-    net: nn.Module = ArgmaxHead(model) if with_argmax else model
+    # a fresh wrapper is in training mode, and the exporter restores that mode on the whole tree
+    net: nn.Module = (ArgmaxHead(model) if with_argmax else model).eval()
     size = sample_size or (card.preprocessing.size or 513,) * 2
     sample = torch.zeros(1, 3, *size)
     output_name = "labels" if with_argmax else "logits"
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {}
     out_axes = ({0: "batch", 1: "height", 2: "width"} if with_argmax else axes) if dynamic else {}
     out_card = exported_card(card, "onnx", with_argmax, opset=opset, dynamic=dynamic)
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # the dynamo exporter logs missing torchvision ops
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -95,9 +100,12 @@ def export_onnx(
                 input_names=[INPUT_NAME],
                 output_names=[output_name],
                 dynamic_axes={INPUT_NAME: axes, output_name: out_axes} if dynamic else None,
+                verbose=False,
             )
         except Exception as exc:  # the exporters raise many types; report one line
             raise ModelError(f"{path}: ONNX export failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            onnx_log.setLevel(level)
         proto = onnx.load(str(tmp))
         if simplify:
             import onnxslim

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from torch import nn
 
 from atrous.card import ModelCard
 from atrous.errors import ConfigError, ModelError
+from atrous.export.lint import LintWarning, lint_model
+from atrous.export.onnx import export_onnx
+from atrous.export.openvino import export_openvino
 from atrous.export.parity import ParityReport, check_parity
+from atrous.export.tflite import export_tflite
 from atrous.runtimes import Engine, TorchEngine, load_engine
 
 __all__ = ["FORMATS", "ExportResult", "export_model", "parity_sizes", "WITH_ARGMAX_DEFAULT"]
 
-FORMATS = {"onnx": ".onnx"}
-ENGINE_OF_FORMAT = {"onnx": "onnxruntime"}
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
+ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
 
-# Measured by benchmarks/engines.py (see benchmarks/results/engines.md): end to end, logits out of
-# the graph + argmax in NumPy/torch vs uint8 labels from the graph.
-WITH_ARGMAX_DEFAULT = False
+# Measured by benchmarks/engines.py (benchmarks/results/engines.md): a 500x375 image end to end
+# through the Segmenter, dm0.5 at 513, 2 threads (loaded machine): uint8 labels from the graph
+# took 130 ms (ORT) and 126 ms (OpenVINO) against 253 and 250 ms with logits out + bilinear
+# resize + argmax outside, because the 21 float class maps are neither copied out nor resized.
+# The price: the argmax happens at network size and the mask is resized with nearest neighbour
+# (94.3% of pixels agree on random weights, whose label maps are far noisier than a trained
+# model's), and no probabilities; export with --no-with-argmax for those.
+WITH_ARGMAX_DEFAULT = True
 
 
 @dataclass
@@ -27,6 +38,7 @@ class ExportResult:
     path: Path
     card: ModelCard
     parity: ParityReport
+    lints: list[LintWarning] = field(default_factory=list)
 
 
 def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -44,7 +56,7 @@ def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[t
     return [(h, w), (max(multiple, short), w)]
 
 
-def load_source(source: str | Path) -> tuple[object, ModelCard]:
+def load_source(source: str | Path) -> tuple[nn.Module, ModelCard]:
     """A PyTorch model and its card from a checkpoint or a zoo name (random weights)."""
     from atrous.checkpoint import load_checkpoint
     from atrous.models.zoo import default_card, get_model, list_models
@@ -70,6 +82,9 @@ def export_model(
 ) -> ExportResult:
     """Export a checkpoint or zoo model to ``format``, then check parity against PyTorch.
 
+    Lints for the format (dilated convolutions in TFLite, resize conventions) come back in
+    ``ExportResult.lints``; they warn, they do not stop the export.
+
     Args:
         checkpoint_or_name: a .pt checkpoint or a zoo name.
         format: 'onnx', 'openvino' or 'tflite'.
@@ -83,17 +98,23 @@ def export_model(
     Raises:
         ModelError: the export failed or disagrees with PyTorch (under 99.9% argmax agreement).
     """
-    from atrous.export.onnx import export_onnx
-
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
     model, card = load_source(checkpoint_or_name)
+    lints = lint_model(model, format)
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
-    path = (
-        Path(out) if out is not None else Path(Path(str(checkpoint_or_name)).stem + FORMATS[format])
-    )
+    stem = Path(str(checkpoint_or_name)).stem
+    path = Path(out) if out is not None else Path(stem + FORMATS[format])
     if format == "onnx":
         export_onnx(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
+    elif format == "openvino":
+        export_openvino(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
+    else:
+        fixed = size or (card.preprocessing.size or 513,) * 2
+        if check_sizes and any(tuple(s) != tuple(fixed) for s in check_sizes):
+            raise ConfigError(f"{path}: a .tflite runs only at {fixed[0]}x{fixed[1]}")
+        check_sizes = check_sizes or [fixed, fixed]  # fixed size: two different images
+        export_tflite(model, card, path, with_argmax=argmax, size=fixed)
     candidate, out_card = load_engine(path, ENGINE_OF_FORMAT[format], threads)
     reference: Engine = TorchEngine(model, threads)
     report = check_parity(
@@ -107,5 +128,7 @@ def export_model(
         report.raise_if_failed(str(path))
     except ModelError:
         path.unlink(missing_ok=True)
+        if format == "openvino":
+            path.with_suffix(".bin").unlink(missing_ok=True)
         raise
-    return ExportResult(path, out_card, report)
+    return ExportResult(path, out_card, report, lints)

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input, error_line
+from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
-__all__ = ["OrtEngine", "ORT_DTYPES", "cast_input"]
+__all__ = ["OrtEngine", "ORT_DTYPES"]
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
@@ -45,8 +47,9 @@ class OrtEngine:
                 str(self.path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: ONNX Runtime cannot load it: {first}") from None
+            raise ModelError(
+                f"{self.path}: ONNX Runtime cannot load it: {error_line(exc)}"
+            ) from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
@@ -55,24 +58,19 @@ class OrtEngine:
         self.output_names = [o.name for o in self.session.get_outputs()[:1]]
 
     @property
-    def metadata(self) -> dict[str, str]:
-        """The model's custom metadata (where the card lives)."""
-        return dict(self.session.get_modelmeta().custom_metadata_map)
+    def card_json(self) -> str | None:
+        """The model card stored in the ONNX metadata (key ``atrous.card``), if any."""
+        return self.session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
 
-    @property
-    def input_shape(self) -> list[int | str | None]:
-        """Input shape with symbolic dimensions as strings (or None)."""
-        return list(self.input.shape)
-
-    @property
-    def output_shape(self) -> list[int | str | None]:
-        """First output's shape with symbolic dimensions as strings (or None)."""
-        return list(self.session.get_outputs()[0].shape)
-
-    @property
-    def output_dtype(self) -> type:
-        """NumPy dtype of the first output."""
-        return ORT_DTYPES.get(self.session.get_outputs()[0].type, np.float32)
+    def signature(self) -> Signature:
+        """Input and first output shapes (None for symbolic dims) and dtypes."""
+        output = self.session.get_outputs()[0]
+        return Signature(
+            _dims(self.input.shape),
+            np.dtype(self.input_dtype),
+            _dims(output.shape),
+            np.dtype(ORT_DTYPES.get(output.type, np.float32)),
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for one batch (cast to the input's dtype first)."""
@@ -91,9 +89,5 @@ class OrtEngine:
         }
 
 
-def cast_input(batch: np.ndarray, dtype: type) -> np.ndarray:
-    """Cast a float batch to an integer input dtype by rounding and clipping, else to ``dtype``."""
-    if np.issubdtype(dtype, np.integer) and not np.issubdtype(batch.dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(batch), info.min, info.max).astype(dtype)
-    return batch.astype(dtype, copy=False)
+def _dims(shape: list) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)

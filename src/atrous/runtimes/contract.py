@@ -1,0 +1,184 @@
+"""Contracts for foreign models: infer a model card from a file's input/output signature.
+
+A published DeepLab .tflite or a person-segmentation model carries no atrous card. Its tensors
+still say most of it: layout (where the 3 colour channels are), input dtype (uint8 means raw
+pixels), a fixed size, the number of classes, and a single-channel output meaning a foreground
+probability. What the signature cannot say (normalisation of float inputs, class names) takes a
+documented default and can be overridden with ``key=value`` pairs, e.g.
+``preprocessing.mean=[0,0,0]`` or ``output=logits``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atrous.card import ModelCard, Provenance, card_from_json
+from atrous.config import Preprocessing, apply_overrides
+from atrous.data.palettes import VOC_CLASSES, voc_palette
+from atrous.errors import ModelError
+
+__all__ = [
+    "Signature",
+    "infer_card",
+    "override_card",
+    "check_card",
+    "StandardOutput",
+    "FLOAT_INPUT_RANGE",
+    "SIDECAR_SUFFIX",
+    "sidecar_card",
+]
+
+# Float inputs of foreign models default to [-1, 1] (x / 127.5 - 1), the TensorFlow DeepLab and
+# MobileNet convention; override preprocessing.mean/std for models trained otherwise.
+FLOAT_INPUT_RANGE = (-1.0, 1.0)
+SIDECAR_SUFFIX = ".card.json"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A model's single input and first output: shapes (None for dynamic dims) and dtypes."""
+
+    input_shape: tuple[int | None, ...]
+    input_dtype: np.dtype
+    output_shape: tuple[int | None, ...]
+    output_dtype: np.dtype
+    input_quantization: tuple[float, int] | None = None
+
+
+def _layout(shape: tuple[int | None, ...], source: str) -> str:
+    if len(shape) != 4:
+        raise ModelError(f"{source}: expected a 4-D image input, got shape {list(shape)}")
+    if shape[1] == 3:
+        return "NCHW"
+    if shape[3] == 3:
+        return "NHWC"
+    raise ModelError(f"{source}: cannot find 3 colour channels in input shape {list(shape)}")
+
+
+def infer_card(signature: Signature, source: str) -> ModelCard:
+    """A card for a model without one, from its signature (see the module docstring)."""
+    shape = signature.input_shape
+    layout = _layout(shape, source)
+    h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    if signature.input_quantization is not None:
+        # the model sees (q - zero) * scale for pixel q: exactly the normalisation it was trained on
+        scale, zero = signature.input_quantization
+        mean, std = (zero / 255.0,) * 3, (1 / (255.0 * scale),) * 3
+    elif np.issubdtype(signature.input_dtype, np.integer):
+        mean, std = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)  # feed raw pixel values
+    else:
+        lo, hi = FLOAT_INPUT_RANGE  # x / 255 * (hi - lo) + lo == (x / 255 - mean) / std
+        mean, std = (-lo / (hi - lo),) * 3, (1 / (hi - lo),) * 3
+    if h is not None and w is not None:
+        if h != w:
+            raise ModelError(
+                f"{source}: fixed non-square input {h}x{w} is not supported "
+                "(the card's 'fixed' resize policy is square)"
+            )
+        resize, size, multiple = "fixed", int(h), 1
+    else:
+        resize, size, multiple = "longest", 513, 8
+    pre = Preprocessing(
+        mean=mean, std=std, layout=layout, resize=resize, size=size, pad_multiple=multiple
+    )
+    output, classes = _output_kind(signature, layout, source)
+    return ModelCard(
+        name=Path(source).stem,
+        classes=classes,
+        palette=voc_palette(len(classes)),
+        preprocessing=pre,
+        output=output,
+        provenance=Provenance(source=source, notes={"contract": "inferred from the signature"}),
+    )
+
+
+def _output_kind(signature: Signature, layout: str, source: str) -> tuple[str, list[str]]:
+    """Output kind and class names: logits (C >= 2), probability (C == 1) or labels (3-D/int)."""
+    shape = signature.output_shape
+    integer = np.issubdtype(signature.output_dtype, np.integer)
+    channel_axis = 3 if layout == "NHWC" else 1
+    if len(shape) == 3 or (len(shape) == 4 and integer and shape[channel_axis] == 1):
+        return "labels", _class_names(21)  # the class count is not in the signature: VOC
+    if len(shape) != 4:
+        raise ModelError(f"{source}: cannot read output shape {list(shape)} as a segmentation")
+    channels = shape[channel_axis]
+    if channels is None:
+        raise ModelError(f"{source}: the number of classes (output channels) is not fixed")
+    if channels == 1:
+        return "probability", ["background", "foreground"]
+    return "logits", _class_names(channels)
+
+
+def _class_names(n: int) -> list[str]:
+    """VOC names for 21 classes, else class_0 .. class_{n-1}."""
+    if n == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class_{i}" for i in range(n)]
+
+
+def check_card(card: ModelCard, signature: Signature, source: str) -> None:
+    """Refuse a card (stored, sidecar or overridden) that contradicts the file's tensors."""
+    layout = card.preprocessing.layout
+    shape = signature.input_shape
+    channel_in = shape[1] if layout == "NCHW" else shape[-1]
+    if len(shape) == 4 and channel_in not in (3, None):
+        raise ModelError(f"{source}: layout {layout} does not fit input shape {list(shape)}")
+    out = signature.output_shape
+    if card.output == "logits" and len(out) == 4:
+        channels = out[1] if layout == "NCHW" else out[3]
+        if channels is not None and channels != card.num_classes:
+            raise ModelError(
+                f"{source}: the model outputs {channels} channels but the card names "
+                f"{card.num_classes} classes"
+            )
+
+
+def override_card(card: ModelCard, overrides: list[str], source: str) -> ModelCard:
+    """Apply ``key=value`` overrides (e.g. ``preprocessing.layout=NHWC``) to a card."""
+    if not overrides:
+        return card
+    data = apply_overrides(card.model_dump(mode="json"), list(overrides))
+    if "classes" in {o.split("=", 1)[0].strip() for o in overrides}:
+        data["palette"] = voc_palette(len(data["classes"]))
+    return card_from_json(data, f"{source} (with overrides {', '.join(overrides)})")
+
+
+def sidecar_card(path: Path) -> ModelCard | None:
+    """A card in ``<model file>.card.json`` beside the model, if there is one."""
+    side = path.with_name(path.name + SIDECAR_SUFFIX)
+    if not side.is_file():
+        return None
+    return card_from_json(side.read_text(encoding="utf-8"), str(side))
+
+
+class StandardOutput:
+    """Wraps a foreign model's engine so its output has the shapes every engine returns.
+
+    NHWC outputs become NCHW; integer labels (N, H, W, 1) or (N, 1, H, W) become (N, H, W) uint8.
+    """
+
+    def __init__(self, engine: Any, layout: str, output: str) -> None:
+        self.engine = engine
+        self.layout = layout
+        self.output = output
+        self.name = engine.name
+        self.threads = engine.threads
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The wrapped engine's output in the standard shape."""
+        out = self.engine.run(batch)
+        if self.output == "labels":
+            if out.ndim == 4:
+                out = out[..., 0] if self.layout == "NHWC" else out[:, 0]
+            return out.astype(np.uint8, copy=False)
+        if out.ndim == 4 and self.layout == "NHWC":
+            out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped engine's description, noting the output layout."""
+        return {**self.engine.describe(), "output_layout": self.layout}

@@ -1,0 +1,175 @@
+"""LiteRT (TFLite) engine via ``ai-edge-litert`` (optional extra ``[tflite]``).
+
+A .tflite runs only at the shapes it was converted with unless its signature has dynamic dims;
+the engine resizes dynamic inputs per batch and refuses other sizes with a clear error. The
+atrous card lives in the flatbuffer's metadata list under ``atrous.card``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input, error_line
+from atrous.runtimes.contract import Signature
+from atrous.runtimes.torch_engine import default_threads
+
+__all__ = ["LiteRtEngine", "litert_available", "read_tflite_metadata", "add_tflite_metadata"]
+
+MISSING = "the LiteRT runtime is not installed; pip install 'atrous[tflite]' (ai-edge-litert)"
+
+
+def litert_available() -> bool:
+    """Whether ``ai_edge_litert`` can be imported."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def read_tflite_metadata(content: bytes) -> dict[str, bytes]:
+    """Named metadata buffers of a .tflite flatbuffer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    found = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        buffer = model.Buffers(entry.Buffer())
+        if buffer is not None and buffer.DataLength():
+            found[entry.Name().decode()] = buffer.DataAsNumpy().tobytes()
+    return found
+
+
+def add_tflite_metadata(content: bytes, items: dict[str, bytes]) -> bytes:
+    """A copy of a .tflite flatbuffer with named metadata buffers added (or replaced)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in items]
+    for name, data in items.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(data, dtype=np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name.encode()
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+class LiteRtEngine:
+    """Runs a .tflite file with the LiteRT interpreter (XNNPACK on CPU), ``threads`` threads.
+
+    Quantized inputs are quantized with the tensor's scale/zero point; quantized outputs are
+    dequantized, so callers always see float logits (or integer labels).
+    """
+
+    name = "litert"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        if not litert_available():
+            raise ModelError(f"{path}: {MISSING}")
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        self.threads = threads or default_threads()
+        self.content = self.path.read_bytes()
+        try:
+            self.interpreter = Interpreter(model_content=self.content, num_threads=self.threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: LiteRT cannot load it: {error_line(exc)}") from None
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
+        self.input = inputs[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._shape = tuple(self.input["shape"])
+
+    @property
+    def card_json(self) -> str | None:
+        """The model card in the flatbuffer metadata, if any."""
+        try:
+            data = read_tflite_metadata(self.content).get(CARD_KEY)
+        except Exception:  # a foreign file with unusual metadata: treat as no card
+            return None
+        return data.decode("utf-8") if data else None
+
+    def signature(self) -> Signature:
+        """Input/output shapes (None for dynamic dims) and dtypes as the caller sees them."""
+
+        def dims(detail: dict) -> tuple[int | None, ...]:
+            sig = detail.get("shape_signature", detail["shape"])
+            return tuple(None if d < 0 else int(d) for d in sig)
+
+        out_dtype = np.dtype(self.output["dtype"])
+        if _quantization(self.output) and out_dtype.kind in "iu" and _channels(self.output) > 1:
+            out_dtype = np.dtype(np.float32)
+        return Signature(
+            dims(self.input),
+            np.dtype(self.input["dtype"]),
+            dims(self.output),
+            out_dtype,
+            _quantization(self.input),
+        )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The first output for one batch; quantized tensors are (de)quantized."""
+        shape = tuple(batch.shape)
+        if shape != self._shape:
+            signature = [int(d) for d in self.input.get("shape_signature", self.input["shape"])]
+            fits = len(signature) == len(shape) and all(
+                f < 0 or f == s for f, s in zip(signature, shape, strict=True)
+            )
+            if not fits:
+                fixed = [int(d) for d in self.input["shape"]]
+                raise ModelError(
+                    f"{self.path}: this .tflite runs only at input shape {fixed}, "
+                    f"not {list(shape)}; export it at that size"
+                )
+            self.interpreter.resize_tensor_input(self.input["index"], list(shape))
+            self.interpreter.allocate_tensors()
+            self._shape = shape
+            self.output = self.interpreter.get_output_details()[0]
+        dtype = np.dtype(self.input["dtype"])
+        quant = _quantization(self.input)
+        if quant and dtype.kind in "iu" and batch.dtype.kind == "f":
+            scale, zero = quant
+            batch = batch / scale + zero
+        self.interpreter.set_tensor(self.input["index"], cast_input(batch, dtype))
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])
+        quant = _quantization(self.output)
+        if quant and out.dtype.kind in "iu" and _channels(self.output) > 1:
+            scale, zero = quant
+            out = (out.astype(np.float32) - zero) * scale
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime, version, threads and model file."""
+        from importlib.metadata import version
+
+        return {
+            "engine": self.name,
+            "version": version("ai-edge-litert"),
+            "threads": self.threads,
+            "model": str(self.path),
+        }
+
+
+def _quantization(detail: dict) -> tuple[float, int] | None:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    return (float(scale), int(zero)) if scale else None
+
+
+def _channels(detail: dict) -> int:
+    shape = detail["shape"]
+    return int(shape[-1]) if len(shape) == 4 else 1

@@ -1,0 +1,101 @@
+"""OpenVINO engine: CPU plugin, ``threads`` inference threads, one stream, latency hint, FP32."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atrous.errors import ModelError
+from atrous.runtimes._common import CARD_KEY, cast_input, error_line
+from atrous.runtimes.contract import Signature
+from atrous.runtimes.torch_engine import default_threads
+
+__all__ = ["OpenVinoEngine", "RT_INFO_CARD"]
+
+RT_INFO_CARD = ["atrous", "card"]
+
+
+class OpenVinoEngine:
+    """Runs an OpenVINO IR (.xml) or ONNX file on the OpenVINO CPU plugin.
+
+    One stream with ``INFERENCE_NUM_THREADS=threads`` and the LATENCY hint (one image at a time).
+    Precision defaults to FP32: on CPUs with bf16 support OpenVINO otherwise runs in bf16, which
+    changes the outputs; pass ``precision='bf16'`` to measure that trade-off on purpose.
+
+    Args:
+        path: .xml (weights in the .bin beside it) or .onnx.
+        threads: inference threads; None uses every core this process may run on.
+        precision: 'f32' or 'bf16' (INFERENCE_PRECISION_HINT).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self, path: str | Path, threads: int | None = None, precision: str = "f32"
+    ) -> None:
+        import openvino as ov
+
+        self.path = Path(path)
+        self.threads = threads or default_threads()
+        self.precision = precision
+        core = ov.Core()
+        try:
+            self.model = core.read_model(str(self.path))
+        except Exception as exc:
+            raise ModelError(f"{self.path}: OpenVINO cannot read it: {error_line(exc)}") from None
+        if len(self.model.inputs) != 1:
+            raise ModelError(
+                f"{self.path}: expected one input, the model has {len(self.model.inputs)}"
+            )
+        config = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": precision,
+        }
+        self.compiled = core.compile_model(self.model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.input_dtype = self.model.inputs[0].get_element_type().to_dtype()
+
+    @property
+    def card_json(self) -> str | None:
+        """The model card in the IR's rt_info (or, for .onnx, the ONNX metadata), if any."""
+        for key in (RT_INFO_CARD, ["framework", CARD_KEY]):
+            if self.model.has_rt_info(key):
+                return self.model.get_rt_info(key).astype(str)
+        return None
+
+    def signature(self) -> Signature:
+        """Input and first output shapes (None for dynamic dims) and dtypes."""
+
+        def dims(port) -> tuple[int | None, ...]:
+            shape = port.get_partial_shape()
+            return tuple(None if d.is_dynamic else d.get_length() for d in shape)
+
+        inp, out = self.model.inputs[0], self.model.outputs[0]
+        return Signature(
+            dims(inp),
+            np.dtype(inp.get_element_type().to_dtype()),
+            dims(out),
+            np.dtype(out.get_element_type().to_dtype()),
+        )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The first output for one batch (cast to the input's dtype first)."""
+        x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
+        self.request.infer({0: x})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime, version, threads, precision and model file."""
+        import openvino as ov
+
+        return {
+            "engine": self.name,
+            "version": ov.get_version(),
+            "threads": self.threads,
+            "precision": self.precision,
+            "model": str(self.path),
+        }
