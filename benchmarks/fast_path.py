@@ -38,6 +38,7 @@ from atrous.fastpath import (
 )
 from atrous.models import default_card, get_model
 from atrous.runtimes import TorchEngine, load_engine
+from atrous.runtimes.openvino_engine import OpenVinoEngine
 from atrous.segmenter import Segmenter
 
 NAME = "deeplabv3_mnv2_dm05_os16"
@@ -65,7 +66,7 @@ Reading the tables:
   boundary adds Quantize/Dequantize passes (in the optimized int8 graph 12 of the 55
   convolutions stay float, with 43 DequantizeLinear and 23 Transpose nodes around the NHWC
   int8 kernels). It is also the least faithful path (see the table), so it is not the default.
-- OpenVINO is forced to f32 (INFERENCE_PRECISION_HINT); its threads compete with the caller's
+- OpenVINO runs in f32 (INFERENCE_PRECISION_HINT); its threads compete with the caller's
   for the two cores.
 
 Where the time goes in the default path (see the profile): the network is almost all of it;
@@ -87,34 +88,6 @@ MobileNet layers reach ~40-60% of it):
    releases the GIL).
 """
 OUT = Path(__file__).parent / "results" / "fast_path.md"
-
-
-class OpenVinoEngine:
-    """OpenVINO CPU engine for this script (latency hint, fixed thread count)."""
-
-    name = "openvino"
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import openvino as ov
-
-        self.threads = threads
-        self.compiled = ov.Core().compile_model(
-            str(path),
-            "CPU",
-            {
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads,
-                "INFERENCE_PRECISION_HINT": "f32",  # no silent bf16
-            },
-        )
-        self.request = self.compiled.create_infer_request()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        self.request.infer({0: batch})
-        return self.request.get_output_tensor(0).data.copy()
-
-    def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "threads": self.threads}
 
 
 def quantize_naive(source: Path, path: Path, card, sizes: list[int]) -> Path:
@@ -186,7 +159,7 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
         onnx_target("ORT int8 (plain export)", int8),
         BenchTarget(
             "OpenVINO fp32 (plain export)",
-            lambda t: Segmenter(OpenVinoEngine(plain, t), card),
+            lambda t: Segmenter(OpenVinoEngine(plain, t, precision="f32"), card),
             plain,
         ),
         onnx_target("atrous fast, labels 1/1", fast1),
