@@ -25,13 +25,29 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return rng.integers(0, 256, size=3).astype(np.float32)
 
 
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random H x W x 3 float texture: flat, stripes, checks or smooth blotches of 2 colours.
+def _contrasting_colour(rng: np.random.Generator, avoid: np.ndarray | None) -> np.ndarray:
+    """A random colour at least 60 grey levels (RGB distance) from ``avoid``.
+
+    Every class draws from the same distribution, so colour still says nothing about the class;
+    the distance only guarantees that an object's outline is visible against what lies beneath.
+    """
+    colour = _colour(rng)
+    for _ in range(20):
+        if avoid is None or float(np.linalg.norm(colour - avoid)) >= 60.0:
+            break
+        colour = _colour(rng)
+    return colour
+
+
+def _texture(
+    rng: np.random.Generator, h: int, w: int, avoid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random H x W x 3 float texture (flat, stripes, checks or 2-colour blotches) and its base.
 
     The second colour is near the first, so a texture's inner edges are weaker than the edges
     between objects, while any colour can still belong to any class.
     """
-    a = _colour(rng)
+    a = _contrasting_colour(rng, avoid)
     b = np.clip(a + rng.normal(0.0, 40.0, 3), 0, 255).astype(np.float32)
     kind = rng.integers(0, 4)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -48,13 +64,13 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         grid = rng.random((int(rng.integers(3, 8)),) * 2).astype(np.float32)
         t = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
     t = t.astype(np.float32)[..., None]
-    return a * (1 - t) + b * t
+    return a * (1 - t) + b * t, a
 
 
 def _shape_mask(rng: np.random.Generator, kind: int, h: int, w: int, scale: float) -> np.ndarray:
     """A filled binary mask of one shape of class ``kind`` at a random place, size and angle."""
     mask = np.zeros((h, w), np.uint8)
-    r = rng.uniform(0.14, 0.3) * scale
+    r = rng.uniform(0.16, 0.3) * scale
     cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
     angle = rng.uniform(0, 2 * np.pi)
     if kind == 1:  # circle
@@ -100,14 +116,20 @@ def make_scene(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: textured background, 2..max_shapes overlapping textured shapes, clutter, noise."""
     h = w = size
-    image = _texture(rng, h, w)
+    image, background = _texture(rng, h, w)
     mask = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(2, max_shapes + 1))):
         kind = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
         region = _shape_mask(rng, kind, h, w, size).astype(bool)
+        # occlusion is allowed, but a shape that would hide most of an earlier one is redrawn
+        for _ in range(5):
+            if not region.any() or (mask[region] > 0).mean() <= 0.3:
+                break
+            region = _shape_mask(rng, kind, h, w, size).astype(bool)
         if not region.any():
             continue
-        image[region] = _texture(rng, h, w)[region]
+        texture, _ = _texture(rng, h, w, avoid=background)
+        image[region] = texture[region]
         mask[region] = kind
     _clutter(rng, image, int(rng.integers(1, 6)))
     image = cv2.GaussianBlur(image, (3, 3), rng.uniform(0.1, 0.8))
