@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from atrous.errors import ConfigError
+from atrous.errors import AtrousError, ConfigError
 
 __all__ = [
     "StrictModel",
@@ -252,6 +252,20 @@ class ModelSection(StrictModel):
     name: str
     overrides: dict[str, Any] = {}
     input_size: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSection:
+        from atrous.models.zoo import default_card  # here: the zoo imports this module
+
+        try:
+            default_card(self.name, **self.overrides)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, "overrides")) from None
+        except AtrousError as exc:  # unknown model name
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class ExperimentConfig(StrictModel):
