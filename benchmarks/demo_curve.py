@@ -24,7 +24,8 @@ def main() -> None:
         result = run_demo(Path(tmp) / "demo", overrides=args.overrides)
     s = result.summary
     lines = [
-        f"Demo ({s['model']}, synthetic {s['resolution']}px, {s['epochs']} epochs, "
+        f"Demo ({s['model']}, synthetic {s['scene_size']}px scenes, {s['train_crop']}px crops, "
+        f"{s['epochs']} epochs, "
         f"{os.cpu_count()} cores): val mIoU {s['val_miou']:.4f}, pixel accuracy "
         f"{s['val_pixel_accuracy']:.4f}, training {s['train_minutes']:.2f} min at "
         f"{s['train_images_per_second']} img/s, whole demo {s['total_minutes']:.2f} min",

@@ -100,7 +100,8 @@ def run_demo(
     config = demo_config(out, overrides)
     console.rule("[bold]atrous demo")
     console.print(
-        f"model {config.model.name}, synthetic shapes {config.data.image_size}px "
+        f"model {config.model.name}, synthetic shapes {config.data.image_size}px, "
+        f"{config.data.crop_size}px training crops "
         f"({config.data.train_size} train / {config.data.val_size} val), "
         f"{config.train.epochs} epochs of batch {config.train.batch_size}, output in {out}/"
     )
@@ -132,7 +133,8 @@ def _summary(config, result: TrainResult, evaluation: EvalResult, minutes: float
     ips = [h["images_per_second"] for h in result.history]
     return {
         "model": config.model.name,
-        "resolution": config.data.crop_size,
+        "scene_size": config.data.image_size,
+        "train_crop": config.data.crop_size,
         "epochs": result.epochs_run,
         "train_images": config.data.train_size,
         "train_minutes": round(result.seconds / 60, 2),

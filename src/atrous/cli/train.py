@@ -31,11 +31,19 @@ def train_command(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.01"),
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: out_dir)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last.pt"),
+    qat: bool = typer.Option(False, "--qat", help="quantization-aware fine-tuning (with --from)"),
+    from_: Path = typer.Option(None, "--from", help="checkpoint to fine-tune with --qat"),
+    steps: int = typer.Option(None, help="--qat steps (default: one epoch)"),
 ) -> None:
     """Train a model from an experiment YAML; checkpoints, metrics and TensorBoard go to OUT."""
     from atrous.train import train
 
     experiment = load_experiment(_config_path(config), overrides or [])
+    if qat or from_ is not None:
+        from atrous.cli.quantize import qat_command
+
+        qat_command(experiment, from_, out or Path(experiment.out_dir), steps)
+        return
     result = train(experiment, out, resume=resume, console=console)
     if result.interrupted:
         raise typer.Exit(130)

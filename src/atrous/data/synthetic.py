@@ -26,8 +26,13 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A random H x W x 3 float texture: flat, stripes, checks or smooth blotches of 2 colours."""
-    a, b = _colour(rng), _colour(rng)
+    """A random H x W x 3 float texture: flat, stripes, checks or smooth blotches of 2 colours.
+
+    The second colour is near the first, so a texture's inner edges are weaker than the edges
+    between objects, while any colour can still belong to any class.
+    """
+    a = _colour(rng)
+    b = np.clip(a + rng.normal(0.0, 40.0, 3), 0, 255).astype(np.float32)
     kind = rng.integers(0, 4)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     if kind == 0:
@@ -104,7 +109,7 @@ def make_scene(
             continue
         image[region] = _texture(rng, h, w)[region]
         mask[region] = kind
-    _clutter(rng, image, int(rng.integers(2, 8)))
+    _clutter(rng, image, int(rng.integers(1, 6)))
     image = cv2.GaussianBlur(image, (3, 3), rng.uniform(0.1, 0.8))
     image += rng.normal(0.0, noise, image.shape).astype(np.float32)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), mask

@@ -402,11 +402,12 @@ def fit(
                     save_checkpoint(last, net, run.card, train_state=_train_state(run, epoch + 1))
                     log.epoch(run.history)
                     val = f"  val mIoU {row['val_miou']:.4f}" if "val_miou" in row else ""
-                    bar.console.print(
-                        f"epoch {epoch + 1}: loss {stats.loss:.4f}  "
-                        f"{row['images_per_second']:.1f} img/s{val}",
-                        highlight=False,
-                    )
+                    if console is not None:
+                        bar.console.print(
+                            f"epoch {epoch + 1}: loss {stats.loss:.4f}  "
+                            f"{row['images_per_second']:.1f} img/s{val}",
+                            highlight=False,
+                        )
                     bar.remove_task(task)
                 barrier(run.dist)
                 if on_epoch_end is not None:

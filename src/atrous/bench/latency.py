@@ -1,0 +1,360 @@
+"""Latency benchmark: network-only and end-to-end timings, interleaved across models and engines.
+
+Several targets measured in one call run interleaved (A, B, A, B, ...) rather than one after the
+other, so a burst of load from another process hits all of them alike and their ratios hold on a
+noisy machine. End to end means image file in, class mask at the original size out, through
+:class:`atrous.segmenter.Segmenter` (decode + preprocess + infer + postprocess).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import resource
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import cv2
+import numpy as np
+
+from atrous._atomic import atomic_write_text
+from atrous.card import ModelCard
+from atrous.errors import AtrousError, InputError
+from atrous.runtimes import Engine
+from atrous.segmenter import Segmenter
+
+__all__ = [
+    "BenchTarget",
+    "BenchRecord",
+    "BenchResult",
+    "as_target",
+    "benchmark",
+    "synthetic_photo",
+    "with_input_size",
+    "SCHEMA",
+]
+
+SCHEMA = "atrous.benchmark/1"
+MODES = ("network", "end_to_end")
+
+
+@dataclass
+class BenchTarget:
+    """One thing to measure: a label and a way to open it as a Segmenter for a thread count.
+
+    ``open(threads)`` is called once per thread count (runtimes fix their thread pools when a
+    session is created). ``model_file`` gives the file size in the report.
+    """
+
+    label: str
+    open: Callable[[int], Segmenter]
+    model_file: Path | None = None
+
+
+def as_target(item: Any, engine: str = "auto") -> BenchTarget:
+    """Turn a model path / zoo name, a Segmenter, an (Engine, ModelCard) pair or a BenchTarget
+    into a BenchTarget."""
+    if isinstance(item, BenchTarget):
+        return item
+    if isinstance(item, Segmenter):
+        return BenchTarget(f"{item.engine.name}", lambda threads: item)
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], ModelCard):
+        eng, card = item
+        return BenchTarget(f"{card.name}:{eng.name}", lambda threads: Segmenter(eng, card))
+    if isinstance(item, str | Path):
+        path = Path(item)
+        label = f"{path.name if path.exists() else str(item)}:{engine}"
+        return BenchTarget(
+            label,
+            lambda threads: Segmenter.from_file(item, engine=engine, threads=threads),
+            path if path.is_file() else None,
+        )
+    raise InputError(f"cannot benchmark {type(item).__name__}: give a model path or an Engine")
+
+
+def with_input_size(segmenter: Segmenter, size: int | None) -> Segmenter:
+    """The same engine with the card's input size set to ``size`` (None keeps the card's)."""
+    if size is None:
+        return segmenter
+    card = segmenter.card
+    pre = card.preprocessing.model_copy(update={"size": size})
+    return type(segmenter)(segmenter.engine, card.model_copy(update={"preprocessing": pre}))
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth RGB test image (gradients and shapes) that compresses and decodes like a photo."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.stack(
+        [128 + 100 * np.sin(xx / (17 + 10 * c) + yy / (29 + 7 * c) + c) for c in range(3)], -1
+    )
+    for _ in range(8):
+        cy, cx = rng.integers(0, height), rng.integers(0, width)
+        radius = int(
+            rng.integers(max(2, min(height, width) // 12), max(3, min(height, width) // 4))
+        )
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cv2.circle(image, (int(cx), int(cy)), radius, colour, -1)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class BenchRecord:
+    """Latency statistics of one (target, size, threads, mode) configuration, in milliseconds."""
+
+    label: str
+    engine: str
+    size: int | None
+    threads: int
+    mode: str
+    runs: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    throughput_ips: float
+    gmacs: float | None = None
+    gflops: float | None = None
+    file_mb: float | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BenchResult:
+    """All records of one benchmark call, with the machine, settings and the call order."""
+
+    records: list[BenchRecord]
+    runs: int
+    warmup: int
+    order: list[str]
+    peak_rss_mb: float
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (schema ``atrous.benchmark/1``)."""
+        return {
+            "schema": SCHEMA,
+            "machine": self.machine,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "peak_rss_mb": self.peak_rss_mb,
+            "order": self.order,
+            "records": [asdict(r) for r in self.records],
+        }
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON; also write it (atomically) when ``path`` is given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            atomic_write_text(path, text + "\n")
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """One row per record (stages flattened as ``stage_<name>_ms``)."""
+        stage_names = sorted({k for r in self.records for k in r.stages_ms})
+        columns = [k for k in asdict(self.records[0]) if k != "stages_ms"] if self.records else []
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(columns + [f"stage_{s}" for s in stage_names])
+        for r in self.records:
+            row = asdict(r)
+            writer.writerow([row[c] for c in columns] + [r.stages_ms.get(s) for s in stage_names])
+        if path is not None:
+            atomic_write_text(path, buf.getvalue())
+        return buf.getvalue()
+
+    def find(self, label: str, mode: str = "end_to_end", size=None, threads=None) -> BenchRecord:
+        """The record for ``label`` and ``mode`` (and size/threads when several were measured)."""
+        for r in self.records:
+            same = (r.label, r.mode) == (label, mode)
+            if same and size in (None, r.size) and threads in (None, r.threads):
+                return r
+        raise KeyError(f"no record for {label} {mode} size={size} threads={threads}")
+
+    def table_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """Columns and rows for a printed table."""
+        cols = ["model", "size", "threads", "mode", "median ms", "p90 ms", "p99 ms", "img/s"]
+        cols += ["GMACs", "GFLOP/s", "file MB"]
+        rows = [
+            [r.label, r.size or "-", r.threads, r.mode, r.median_ms, r.p90_ms, r.p99_ms]
+            + [r.throughput_ips, r.gmacs or "-", r.gflops or "-", r.file_mb or "-"]
+            for r in self.records
+        ]
+        return cols, rows
+
+
+def _machine() -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+_COST_CACHE: dict[tuple[str, int, int], float] = {}
+
+
+def network_gmacs(card: ModelCard, height: int, width: int) -> float | None:
+    """Multiply-adds (1e9) of the card's architecture at ``height`` x ``width``; None if unknown."""
+    if card.model is None:
+        return None
+    key = (card.model.model_dump_json(), height, width)
+    if key not in _COST_CACHE:
+        from atrous.bench.cost import measure_cost
+        from atrous.models import build_model
+
+        _COST_CACHE[key] = measure_cost(build_model(card.model), (height, width)).gmacs
+    return _COST_CACHE[key]
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    arr = np.asarray(times) * 1e3
+    median = float(np.median(arr))
+    return {
+        "median_ms": median,
+        "p90_ms": float(np.percentile(arr, 90)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "mean_ms": float(arr.mean()),
+        "min_ms": float(arr.min()),
+        "throughput_ips": 1e3 / median if median > 0 else float("inf"),
+    }
+
+
+@dataclass
+class _Config:
+    target: BenchTarget
+    segmenter: Segmenter
+    size: int | None
+    threads: int
+    batch: np.ndarray
+    image_file: Path
+    key: str
+    times: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+    stages: list[dict[str, float]] = field(default_factory=list)
+
+    def step(self, mode: str) -> float:
+        """Run once in ``mode``; return the wall time in seconds."""
+        engine: Engine = self.segmenter.engine
+        if mode == "network":
+            t0 = perf_counter()
+            engine.run(self.batch)
+            return perf_counter() - t0
+        t0 = perf_counter()
+        prediction = self.segmenter.predict(self.image_file)
+        elapsed = perf_counter() - t0
+        self.stages.append(prediction.timings)
+        return elapsed
+
+
+def benchmark(
+    models_or_engines: Sequence[Any],
+    *,
+    sizes: Sequence[int | None] = (None,),
+    threads: Sequence[int] = (2,),
+    runs: int = 30,
+    warmup: int = 5,
+    end_to_end: bool = True,
+    engine: str | Sequence[str] = "auto",
+    image_size: tuple[int, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> BenchResult:
+    """Measure latency of several models/engines, interleaved, at each size and thread count.
+
+    Args:
+        models_or_engines: model paths / zoo names (opened on each of ``engine``: a runtime
+            name, or 'fast' for the fast graph), Segmenters, (Engine, ModelCard) pairs or
+            BenchTargets.
+        sizes: network input sizes (the card's ``preprocessing.size``); None keeps the card's.
+        threads: thread counts; each target is opened once per count.
+        runs: timed runs per configuration; warmup: untimed runs before them.
+        end_to_end: also time image file -> mask at the original size.
+        image_size: (H, W) of the end-to-end test image; default: the network size.
+        progress: called with (done, total) after each round.
+
+    Returns:
+        BenchResult with one record per (target, size, threads, mode) and the call order.
+    """
+    if runs < 1 or warmup < 0:
+        raise InputError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
+    engines = [engine] if isinstance(engine, str) else list(engine)
+    targets = [as_target(item, e) for item in models_or_engines for e in engines]
+    modes = MODES if end_to_end else ("network",)
+    tmp = tempfile.TemporaryDirectory(prefix="atrous-bench-")
+    configs: list[_Config] = []
+    try:
+        for target in targets:
+            for t in threads:
+                base = target.open(t)
+                for size in sizes:
+                    seg = with_input_size(base, size)
+                    h, w = image_size or (size or seg.card.preprocessing.size or 513,) * 2
+                    image = synthetic_photo(h, w)
+                    image_file = Path(tmp.name) / f"photo_{h}x{w}.jpg"
+                    if not image_file.exists():
+                        cv2.imwrite(
+                            str(image_file), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]
+                        )
+                    batch, _ = seg.preprocess([image])
+                    key = f"{target.label}@{size or 'card'}/t{t}"
+                    configs.append(_Config(target, seg, size, t, batch, image_file, key))
+        order: list[str] = []
+        total = warmup + runs
+        for i in range(total):
+            for cfg in configs:
+                for mode in modes:
+                    try:
+                        elapsed = cfg.step(mode)
+                    except AtrousError:
+                        raise
+                    except Exception as exc:  # runtime errors name the target
+                        raise InputError(f"{cfg.key}: {mode} run failed: {exc}") from None
+                    if i >= warmup:
+                        cfg.times[mode].append(elapsed)
+                        order.append(f"{cfg.key}:{mode}")
+            if progress is not None:
+                progress(i + 1, total)
+        records = [_record(cfg, mode, warmup) for cfg in configs for mode in modes]
+    finally:
+        tmp.cleanup()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return BenchResult(records, runs, warmup, order, round(peak, 1), _machine())
+
+
+def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
+    seg = cfg.segmenter
+    h, w = cfg.batch.shape[1:3] if seg.card.preprocessing.layout == "NHWC" else cfg.batch.shape[2:]
+    stats = _stats(cfg.times[mode])
+    gmacs = network_gmacs(seg.card, int(h), int(w))
+    gflops = 2 * gmacs / (stats["median_ms"] / 1e3) if gmacs and mode == "network" else None
+    stages: dict[str, float] = {}
+    if mode == "end_to_end" and cfg.stages:
+        timed = cfg.stages[warmup:] or cfg.stages
+        for name in timed[0]:
+            stages[name] = float(np.median([s[name] for s in timed]))
+    file = cfg.target.model_file
+    return BenchRecord(
+        label=cfg.target.label,
+        engine=seg.engine.name,
+        size=cfg.size,
+        threads=cfg.threads,
+        mode=mode,
+        runs=len(cfg.times[mode]),
+        gmacs=round(gmacs, 4) if gmacs else None,
+        gflops=round(gflops, 2) if gflops else None,
+        file_mb=round(file.stat().st_size / 2**20, 3) if file and file.is_file() else None,
+        stages_ms=stages,
+        **{k: round(v, 6) for k, v in stats.items()},
+    )

@@ -1,0 +1,371 @@
+"""Pick a deployment configuration: measure candidates, keep the Pareto frontier, recommend one.
+
+Each candidate (model x input size x precision x engine x threads x label stride) is measured on
+this machine: mIoU with the one evaluator on the validation data, end-to-end median latency with
+the benchmark. Measurements are cached on disk (keyed by the candidate and the model file's
+size and modification time), so a second search only measures what is new.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from atrous._atomic import atomic_write_text
+from atrous.errors import InputError
+from atrous.fastpath import DEFAULT_LABEL_STRIDE
+
+__all__ = [
+    "Candidate",
+    "Measured",
+    "OptimizeResult",
+    "SEARCH_KEYS",
+    "candidates",
+    "pareto_frontier",
+    "recommend",
+    "open_candidate",
+    "optimize",
+    "parse_search",
+]
+
+SEARCH_KEYS = ("model", "size", "precision", "engine", "threads", "label_stride")
+ENGINES = ("fast", "onnxruntime", "torch")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to measure.
+
+    ``engine``: 'fast' (the uint8-in, labels-out ONNX Runtime graph), 'onnxruntime' (plain
+    export) or 'torch' (eager). ``precision`` 'int8' applies to the fast engine only.
+    """
+
+    model: str
+    size: int = 513
+    precision: str = "fp32"
+    engine: str = "fast"
+    threads: int = 2
+    label_stride: int = DEFAULT_LABEL_STRIDE
+
+    @property
+    def key(self) -> str:
+        """A stable text key (cache and table label)."""
+        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+@dataclass
+class Measured:
+    """A candidate with its measured mIoU (%) and end-to-end median latency (ms)."""
+
+    candidate: Candidate
+    miou: float
+    latency_ms: float
+    cached: bool = False
+
+    def dominates(self, other: Measured) -> bool:
+        """At least as fast and as accurate, and strictly better in one of the two."""
+        no_worse = self.latency_ms <= other.latency_ms and self.miou >= other.miou
+        better = self.latency_ms < other.latency_ms or self.miou > other.miou
+        return no_worse and better
+
+
+def pareto_frontier(points: Sequence[Measured]) -> list[Measured]:
+    """The non-dominated points, fastest first."""
+    front = [p for p in points if not any(q.dominates(p) for q in points)]
+    return sorted(front, key=lambda p: (p.latency_ms, -p.miou))
+
+
+def recommend(frontier: Sequence[Measured], budget_ms: float) -> Measured | None:
+    """The most accurate frontier point within the latency budget (None if none fits)."""
+    fitting = [p for p in frontier if p.latency_ms <= budget_ms]
+    return max(fitting, key=lambda p: (p.miou, -p.latency_ms)) if fitting else None
+
+
+def parse_search(text: str | None) -> dict[str, list[Any]]:
+    """'size=257,513;precision=fp32,int8' -> {'size': [257, 513], 'precision': [...]}.
+
+    A bare list of keys ('size,precision') searches those keys over their default values.
+    """
+    defaults: dict[str, list[Any]] = {
+        "size": [257, 385, 513],
+        "precision": ["fp32", "int8"],
+        "engine": ["fast", "onnxruntime"],
+        "threads": [1, 2],
+        "label_stride": [1, 2, 4],
+    }
+    if not text:
+        return {}
+    space: dict[str, list[Any]] = {}
+    if "=" not in text:
+        for key in (k.strip() for k in text.split(",") if k.strip()):
+            if key not in defaults:
+                raise InputError(f"--search: unknown key '{key}'; use {', '.join(defaults)}")
+            space[key] = defaults[key]
+        return space
+    for part in (p for p in text.split(";") if p.strip()):
+        key, _, values = part.partition("=")
+        key = key.strip()
+        if key not in SEARCH_KEYS:
+            raise InputError(f"--search: unknown key '{key}'; use {', '.join(SEARCH_KEYS)}")
+        items = [v.strip() for v in values.split(",") if v.strip()]
+        if not items:
+            raise InputError(f"--search: no values for '{key}'")
+        try:
+            space[key] = (
+                [int(v) for v in items] if key in ("size", "threads", "label_stride") else items
+            )
+        except ValueError:
+            raise InputError(f"--search: '{key}' takes integers, got '{values}'") from None
+    return space
+
+
+def candidates(models: Sequence[str], search: dict[str, list[Any]]) -> list[Candidate]:
+    """Every combination of the searched values (others at their defaults), invalid ones dropped."""
+    space = {"model": list(models), **{k: v for k, v in search.items() if k != "model"}}
+    if "model" in search:
+        space["model"] = list(search["model"])
+    keys = list(space)
+    out = []
+    for values in itertools.product(*(space[k] for k in keys)):
+        cand = Candidate(**dict(zip(keys, values, strict=True)))
+        if cand.engine not in ENGINES:
+            raise InputError(f"unknown engine '{cand.engine}' in the search; use {ENGINES}")
+        if cand.precision == "int8" and cand.engine != "fast":
+            continue  # int8 is built for the fast graph only
+        if cand.engine != "fast" and cand.label_stride != 1 and "label_stride" in search:
+            continue  # label stride is a fast-graph setting
+        out.append(cand)
+    return list(dict.fromkeys(out))
+
+
+def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = None):
+    """A Segmenter for the candidate (exports and quantizes into ``work_dir`` as needed)."""
+    from atrous.bench.latency import with_input_size
+    from atrous.export.pipeline import load_source
+    from atrous.fastpath import export_fast_onnx, fast_card, fast_segmenter, quantize_fast_onnx
+    from atrous.runtimes import TorchEngine, load_engine
+    from atrous.segmenter import Segmenter
+
+    net, card = load_source(cand.model)
+    if cand.engine == "torch":
+        seg = Segmenter(TorchEngine(net, cand.threads), card)
+    elif cand.engine == "onnxruntime":
+        from atrous.export.onnx import export_onnx
+
+        path = work_dir / f"{Path(cand.model).stem}-plain.onnx"
+        if not path.exists():
+            export_onnx(net, card, path)
+        engine, loaded = load_engine(path, "onnxruntime", cand.threads)
+        seg = Segmenter(engine, loaded)
+    elif cand.precision == "int8":
+        fp32 = work_dir / f"{Path(cand.model).stem}-fast-s{cand.label_stride}.onnx"
+        int8 = fp32.with_name(fp32.stem + "-int8.onnx")
+        fcard = fast_card(card, cand.label_stride)
+        if not fp32.exists():
+            export_fast_onnx(net, card, fp32, label_stride=cand.label_stride)
+        if not int8.exists():
+            calib = [Segmenter(None, fcard).preprocess([im])[0] for im in (calibration or [])]
+            quantize_fast_onnx(fp32, int8, calib, fcard)
+        engine, loaded = load_engine(int8, "onnxruntime", cand.threads)
+        seg = Segmenter(engine, loaded)
+    else:
+        seg = fast_segmenter(
+            (net, card), threads=cand.threads, label_stride=cand.label_stride, cache_dir=work_dir
+        )
+    return with_input_size(seg, cand.size)
+
+
+@dataclass
+class OptimizeResult:
+    """All measured candidates, the Pareto frontier and the recommendation under the budget."""
+
+    measured: list[Measured]
+    frontier: list[Measured]
+    recommended: Measured | None
+    budget_ms: float
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+
+        def row(m: Measured) -> dict[str, Any]:
+            return {**asdict(m.candidate), "miou": m.miou, "latency_ms": m.latency_ms}
+
+        return {
+            "budget_ms": self.budget_ms,
+            "measured": [row(m) for m in self.measured],
+            "frontier": [row(m) for m in self.frontier],
+            "recommended": row(self.recommended) if self.recommended else None,
+            "notes": self.notes,
+        }
+
+    def table_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """Columns and rows (frontier marked, recommendation starred)."""
+        cols = ["model", "size", "precision", "engine", "threads", "labels", "mIoU", "ms", ""]
+        front = {id(m) for m in self.frontier}
+        rows = []
+        for m in sorted(self.measured, key=lambda m: m.latency_ms):
+            c = m.candidate
+            mark = "*" if m is self.recommended else ("frontier" if id(m) in front else "")
+            rows.append(
+                [Path(c.model).name, c.size, c.precision, c.engine, c.threads]
+                + [f"1/{c.label_stride}", m.miou, m.latency_ms, mark]
+            )
+        return cols, rows
+
+    def figure(self):
+        """Latency against mIoU: all candidates, the frontier and the budget."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.scatter(
+            [m.latency_ms for m in self.measured],
+            [m.miou for m in self.measured],
+            color="#999999",
+            label="candidates",
+        )
+        ax.plot(
+            [m.latency_ms for m in self.frontier],
+            [m.miou for m in self.frontier],
+            "o-",
+            color="#4477aa",
+            label="Pareto frontier",
+        )
+        if self.recommended:
+            ax.scatter(
+                [self.recommended.latency_ms],
+                [self.recommended.miou],
+                s=160,
+                marker="*",
+                color="#ee6677",
+                label="recommended",
+                zorder=3,
+            )
+        ax.axvline(self.budget_ms, linestyle="--", color="k", label="latency budget")
+        ax.set_xlabel("end-to-end median latency (ms)")
+        ax.set_ylabel("mIoU (%)")
+        ax.legend(loc="lower right")
+        return fig
+
+
+class _Cache:
+    """Measurements on disk: a JSON object of key -> {miou, latency_ms}."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, dict[str, float]] = {}
+        if path is not None and path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except ValueError:
+                self.data = {}
+
+    def get(self, key: str) -> dict[str, float] | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: dict[str, float]) -> None:
+        self.data[key] = value
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+
+
+def _identity(cand: Candidate, data_id: str) -> str:
+    """Cache key: the candidate, the model file's size and mtime, and the data's identity."""
+    path = Path(cand.model)
+    stamp = f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else "zoo"
+    return f"{cand.key}|{stamp}|{data_id}"
+
+
+def optimize(
+    val_data: Any,
+    latency_budget_ms: float,
+    *,
+    models: Sequence[str],
+    search: dict[str, list[Any]] | None = None,
+    cache: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    runs: int = 20,
+    limit: int | None = None,
+    measure: Callable[[Candidate], tuple[float, float]] | None = None,
+    progress: Callable[[Candidate, Measured], None] | None = None,
+) -> OptimizeResult:
+    """Measure every candidate of ``search`` over ``models``; return frontier and recommendation.
+
+    Args:
+        val_data: a validation dataset for :func:`atrous.evaluate.evaluate` (unused if ``measure``).
+        latency_budget_ms: end-to-end median latency the recommendation must meet.
+        models: checkpoints or zoo names (the 'model' search dimension).
+        search: {key: values} over SEARCH_KEYS; see :func:`parse_search`.
+        cache: JSON file of earlier measurements (read and updated).
+        work_dir: where exported/quantized graphs go (default: next to the cache or a temp dir).
+        runs: timed runs per latency measurement; limit: evaluate only the first N samples.
+        measure: replaces the real measurement with ``candidate -> (miou, latency_ms)``.
+    """
+    import tempfile
+
+    if latency_budget_ms <= 0:
+        raise InputError(f"latency budget must be positive, got {latency_budget_ms} ms")
+    cands = candidates(models, search or {})
+    if not cands:
+        raise InputError("the search has no valid candidates")
+    store = _Cache(Path(cache) if cache else None)
+    tmp = None
+    if work_dir is None:
+        if cache:
+            work_dir = Path(cache).with_suffix(".models")
+        else:
+            tmp = tempfile.TemporaryDirectory(prefix="atrous-opt-")
+            work_dir = tmp.name
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    data_id = getattr(val_data, "name", type(val_data).__name__) + f":{limit}"
+    measure = measure or _real_measure(val_data, work, runs, limit)
+    measured = []
+    try:
+        for cand in cands:
+            key = _identity(cand, data_id)
+            hit = store.get(key)
+            if hit is not None:
+                point = Measured(cand, hit["miou"], hit["latency_ms"], cached=True)
+            else:
+                miou, latency = measure(cand)
+                store.put(key, {"miou": miou, "latency_ms": latency})
+                point = Measured(cand, miou, latency)
+            measured.append(point)
+            if progress is not None:
+                progress(cand, point)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    frontier = pareto_frontier(measured)
+    best = recommend(frontier, latency_budget_ms)
+    notes = {} if best else {"warning": "no candidate meets the budget; the fastest is shown"}
+    if best is None:
+        best = frontier[0]
+    return OptimizeResult(measured, frontier, best, latency_budget_ms, notes)
+
+
+def _real_measure(val_data: Any, work: Path, runs: int, limit: int | None):
+    """candidate -> (mIoU from the evaluator, end-to-end median ms from the benchmark)."""
+
+    def measure(cand: Candidate) -> tuple[float, float]:
+        from atrous.bench.latency import benchmark
+        from atrous.evaluate import evaluate
+
+        calibration = [val_data[i].image for i in range(min(8, len(val_data)))]
+        seg = open_candidate(cand, work, calibration)
+        miou = 100 * float(evaluate(seg, val_data, limit=limit, progress=False).miou)
+        image_size = tuple(calibration[0].shape[:2]) if calibration else None
+        result = benchmark(
+            [seg], threads=[cand.threads], runs=runs, warmup=3, image_size=image_size
+        )
+        return miou, result.find(result.records[0].label, "end_to_end").median_ms
+
+    return measure

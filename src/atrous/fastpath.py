@@ -1,0 +1,284 @@
+"""The fast CPU path: one ONNX graph from uint8 pixels to uint8 labels, run by ONNX Runtime.
+
+What it removes from the plain path (network in PyTorch eager, float NCHW input, 21-channel logits
+upsampled to full resolution, argmax in Python):
+
+- eager PyTorch: ONNX Runtime with all graph optimizations folds BatchNorm, fuses Conv+ReLU6 and
+  runs blocked (NCHWc) AVX2 kernels;
+- float preprocessing in Python: the graph takes uint8 RGB pixels in NHWC (what the decoder
+  returns) and does layout change and mean/std in its first nodes;
+- the full-resolution logit upsample: the logits are upsampled bilinearly only to
+  ``label_stride`` (default 1/2 of the input), the argmax is taken there inside the graph, and
+  the uint8 label map is enlarged with nearest neighbour (an exact integer repeat) afterwards,
+  which moves a 21-channel float resize and argmax (about 5.5 M values at 513x513) to a fraction of
+  the pixels (1/4 at the default 1/2). ``label_stride=1`` keeps the exact full-resolution
+  result.
+
+``export_fast_onnx`` writes the graph with its model card; ``fast_segmenter`` builds (and caches)
+it for a checkpoint or zoo name and returns a ready Segmenter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atrous._atomic import atomic_path
+from atrous.card import ModelCard
+from atrous.errors import ModelError
+from atrous.runtimes import CARD_KEY
+
+__all__ = [
+    "FastGraph",
+    "Normalize",
+    "fast_card",
+    "export_fast_onnx",
+    "quantize_fast_onnx",
+    "fast_segmenter",
+    "LABEL_STRIDES",
+    "DEFAULT_LABEL_STRIDE",
+]
+
+LABEL_STRIDES = (1, 2, 4, 8)
+# labels at 1/2: a quarter of the full-resolution resize+argmax work for ~0.2 mIoU on ideal OS16
+# logits (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
+DEFAULT_LABEL_STRIDE = 2
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "labels"
+
+
+class Normalize(nn.Module):
+    """uint8 NHWC RGB pixels -> float NCHW in the card's channel order, mean and std."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__()
+        pre = card.preprocessing
+        std = 255.0 * np.asarray(pre.std, np.float32)
+        mean = 255.0 * np.asarray(pre.mean, np.float32)
+        self.order = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]
+        shift = -mean[self.order] / std[self.order]
+        self.register_buffer("scale", torch.from_numpy(1.0 / std[self.order]).reshape(1, 3, 1, 1))
+        self.register_buffer("shift", torch.from_numpy(shift).reshape(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2)
+        if self.order != [0, 1, 2]:
+            x = x[:, self.order]
+        return x.float() * self.scale + self.shift
+
+
+class FastGraph(nn.Module):
+    """uint8 NHWC RGB pixels -> normalise -> DeepLab -> logits at 1/``label_stride`` -> argmax.
+
+    Args:
+        model: a DeepLab (backbone, head, optional decoder, classifier).
+        card: its card; mean/std and channel order move into the graph.
+        label_stride: resolution of the label map relative to the input (1 = full, exact).
+    """
+
+    def __init__(
+        self, model: nn.Module, card: ModelCard, label_stride: int = DEFAULT_LABEL_STRIDE
+    ) -> None:
+        super().__init__()
+        if label_stride not in LABEL_STRIDES:
+            raise ModelError(f"label_stride must be one of {LABEL_STRIDES}, got {label_stride}")
+        self.model = model.eval()
+        self.label_stride = label_stride
+        self.normalize = Normalize(card)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(pixels)
+        height, width = x.shape[-2:]
+        m = self.model
+        low, _, out = m.backbone(x)
+        y = m.head(out)
+        if m.decoder is not None:
+            y = m.decoder(y, low)
+        logits = m.classifier(y)
+        size = (height // self.label_stride, width // self.label_stride)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits.argmax(1).to(torch.uint8)
+
+
+def fast_card(card: ModelCard, label_stride: int, precision: str = "fp32") -> ModelCard:
+    """The card of a fast graph: raw uint8 RGB NHWC input, labels out, the settings in notes.
+
+    Identity normalisation (mean 0, std 1/255) tells the Segmenter to pass pixels through; the
+    padding value becomes the pixel closest to the original mean, which normalises to about 0.
+    """
+    pre = card.preprocessing
+    pad_pixel = float(
+        np.clip(
+            np.rint(255.0 * np.asarray(pre.mean) + 255.0 * np.asarray(pre.std) * pre.pad_value),
+            0,
+            255,
+        ).mean()
+    )
+    new = card.model_copy(deep=True)
+    new.preprocessing = pre.model_copy(
+        update={
+            "mean": (0.0, 0.0, 0.0),
+            "std": (1 / 255, 1 / 255, 1 / 255),
+            "channel_order": "RGB",
+            "layout": "NHWC",
+            "pad_value": pad_pixel,
+            "pad_multiple": int(np.lcm(pre.pad_multiple, label_stride)),
+        }
+    )
+    new.output = "labels"
+    new.provenance.notes = {
+        **new.provenance.notes,
+        "fast_path": {
+            "label_stride": label_stride,
+            "precision": precision,
+            "input": "uint8 RGB NHWC pixels",
+            "normalisation": {"mean": list(pre.mean), "std": list(pre.std)},
+        },
+    }
+    return new
+
+
+def export_fast_onnx(
+    model: nn.Module,
+    card: ModelCard,
+    path: str | Path,
+    *,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
+    opset: int = 17,
+    sample_size: tuple[int, int] = (129, 129),
+) -> Path:
+    """Write the fast graph of ``model`` to ``path`` (dynamic batch/height/width) with its card."""
+    from atrous.export.onnx import set_metadata
+
+    path = Path(path)
+    graph = FastGraph(model, card, label_stride).eval()
+    m = int(np.lcm(card.preprocessing.pad_multiple, label_stride))
+    h, w = (-(-s // m) * m for s in sample_size)
+    sample = torch.zeros(1, h, w, 3, dtype=torch.uint8)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                graph,
+                (sample,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={
+                    INPUT_NAME: {0: "batch", 1: "height", 2: "width"},
+                    OUTPUT_NAME: {0: "batch", 1: "label_height", 2: "label_width"},
+                },
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"{path}: fast-path export failed: {str(exc).splitlines()[0]}"
+            ) from exc
+        proto = onnx.load(str(tmp))
+        set_metadata(proto, {CARD_KEY: fast_card(card, label_stride).to_json()})
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def quantize_fast_onnx(
+    source: str | Path, path: str | Path, calibration: list[np.ndarray], card: ModelCard
+) -> Path:
+    """Static int8 (QDQ, uint8 activations, per-channel int8 weights) of a fast graph.
+
+    The input normalisation stays float (a quantized broadcast Mul/Add is slower than the whole
+    float version). ``calibration``: preprocessed uint8 NHWC batches.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{INPUT_NAME: b} for b in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    proto = onnx.load(str(source))
+    float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        quantize_static(
+            str(source),
+            str(tmp),
+            _Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=float_nodes,
+        )
+        out = onnx.load(str(tmp))
+        from atrous.export.onnx import set_metadata
+
+        stride = int(
+            card.provenance.notes.get("fast_path", {}).get("label_stride", DEFAULT_LABEL_STRIDE)
+        )
+        int8_card = card.model_copy(deep=True)
+        int8_card.provenance.notes["fast_path"] = {
+            **card.provenance.notes.get("fast_path", {}),
+            "precision": "int8",
+            "label_stride": stride,
+        }
+        set_metadata(out, {CARD_KEY: int8_card.to_json()})
+        onnx.save(out, str(tmp))
+    return path
+
+
+def _cache_key(model: nn.Module, card: ModelCard, label_stride: int) -> str:
+    digest = hashlib.sha256(card.to_json().encode())
+    digest.update(str(label_stride).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fast_segmenter(
+    model: str | Path | tuple[nn.Module, ModelCard],
+    *,
+    threads: int | None = None,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
+    cache_dir: str | Path | None = None,
+):
+    """A Segmenter on the fast graph of a checkpoint, zoo name or (model, card) pair.
+
+    The graph is exported once into ``cache_dir`` (default ``~/.cache/atrous/fast``), keyed by the
+    weights, card and label stride; OpenCV is limited to one thread so that pre/postprocessing
+    does not compete with ONNX Runtime's intra-op threads.
+    """
+    import cv2
+
+    from atrous.runtimes.onnxruntime_engine import OrtEngine
+    from atrous.segmenter import Segmenter
+
+    if isinstance(model, tuple):
+        net, card = model
+    else:
+        from atrous.export.pipeline import load_source
+
+        net, card = load_source(model)
+    cache = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "atrous" / "fast"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{card.name}-s{label_stride}-{_cache_key(net, card, label_stride)}.onnx"
+    if not path.exists():
+        export_fast_onnx(net, card, path, label_stride=label_stride)
+    cv2.setNumThreads(1)
+    engine = OrtEngine(path, threads)
+    return Segmenter(engine, fast_card(card, label_stride))

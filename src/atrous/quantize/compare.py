@@ -1,0 +1,139 @@
+"""The side-by-side table every compression command ends with.
+
+Each variant is opened on the same engine and scored by the one evaluator on the same data, so
+float, int8, mixed, QAT and pruned models differ only in the model file: file size, multiply-adds
+(measured on the torch graph the file came from), mIoU and network latency.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atrous.errors import InputError
+
+__all__ = [
+    "Variant",
+    "ComparisonRow",
+    "file_size_mb",
+    "network_latency_ms",
+    "miou_scorer",
+    "compare",
+    "COLUMNS",
+    "markdown_table",
+]
+
+COLUMNS = ["variant", "size MB", "GMACs", "mIoU", "latency ms"]
+
+
+@dataclass
+class Variant:
+    """A model file to compare; ``macs`` from the torch model it was exported from."""
+
+    name: str
+    path: Path
+    macs: int | None = None
+
+
+@dataclass
+class ComparisonRow:
+    """One line of the table (mIoU in points, latency in ms, size in MB)."""
+
+    variant: str
+    size_mb: float
+    gmacs: float | None
+    miou: float | None
+    latency_ms: float | None
+
+    def cells(self) -> list[Any]:
+        """Values in COLUMNS order, '-' for what was not measured."""
+        return [
+            self.variant,
+            round(self.size_mb, 2),
+            "-" if self.gmacs is None else round(self.gmacs, 3),
+            "-" if self.miou is None else round(self.miou, 2),
+            "-" if self.latency_ms is None else round(self.latency_ms, 1),
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def file_size_mb(path: str | Path) -> float:
+    """Size on disk in MB, counting an OpenVINO .xml's .bin weights."""
+    path = Path(path)
+    total = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
+        total += path.with_suffix(".bin").stat().st_size
+    return total / 1e6
+
+
+def network_latency_ms(
+    engine: Any, size: tuple[int, int], runs: int = 20, warmup: int = 3
+) -> float:
+    """Median wall time (ms) of ``engine.run`` on one zero batch at ``size`` (network only)."""
+    batch = np.zeros((1, 3, *size), np.float32)
+    for _ in range(warmup):
+        engine.run(batch)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        engine.run(batch)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def miou_scorer(
+    dataset: Any, *, engine: str = "onnxruntime", threads: int = 2, limit: int | None = None
+) -> Callable[[Path], float]:
+    """A Scorer: mean IoU in points of a model file on ``dataset`` (the one evaluator)."""
+    from atrous.evaluate import evaluate
+    from atrous.segmenter import Segmenter
+
+    def score(path: Path) -> float:
+        segmenter = Segmenter.from_file(path, engine, threads)
+        return 100.0 * evaluate(segmenter, dataset, limit=limit, progress=False).miou
+
+    return score
+
+
+def compare(
+    variants: list[Variant],
+    dataset: Any | None,
+    *,
+    engine: str = "onnxruntime",
+    threads: int = 2,
+    size: tuple[int, int] = (513, 513),
+    runs: int = 20,
+    limit: int | None = None,
+    latency: bool = True,
+) -> list[ComparisonRow]:
+    """Measure every variant: size, multiply-adds, mIoU on ``dataset`` (if given), latency."""
+    from atrous.runtimes import load_engine
+
+    if not variants:
+        raise InputError("compare: no variants")
+    score = miou_scorer(dataset, engine=engine, threads=threads, limit=limit) if dataset else None
+    rows = []
+    for v in variants:
+        miou = score(v.path) if score else None
+        ms = None
+        if latency:
+            eng, _ = load_engine(v.path, engine, threads)
+            ms = network_latency_ms(eng, size, runs)
+        gmacs = None if v.macs is None else v.macs / 1e9
+        rows.append(ComparisonRow(v.name, file_size_mb(v.path), gmacs, miou, ms))
+    return rows
+
+
+def markdown_table(rows: list[ComparisonRow]) -> str:
+    """The rows as a GitHub markdown table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(c) for c in r.cells()) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

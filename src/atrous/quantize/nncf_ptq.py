@@ -1,0 +1,75 @@
+"""Static int8 for OpenVINO with NNCF (optional: ``pip install atrous[openvino]``).
+
+The float ONNX model is converted to OpenVINO, quantized by NNCF on the same calibration batches
+as the ONNX Runtime path, and saved as IR (.xml + .bin) with the model card in its rt_info.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from atrous.errors import InputError, ModelError
+
+__all__ = ["nncf_available", "quantize_openvino"]
+
+
+def nncf_available() -> bool:
+    """True when NNCF and OpenVINO import."""
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def quantize_openvino(
+    model_path: Path,
+    batches: Sequence[np.ndarray],
+    out: Path,
+    granularity: str = "per-channel",
+    float_nodes: Sequence[str] = (),
+) -> Path:
+    """Quantize ``model_path`` (ONNX) with NNCF and save OpenVINO IR at ``out`` (.xml)."""
+    if out.suffix != ".xml":
+        raise InputError(f"{out}: OpenVINO output must be an .xml file")
+    if not nncf_available():
+        raise ModelError("engine 'openvino' needs NNCF: pip install 'atrous[openvino]'")
+    import nncf
+    import openvino as ov
+
+    from atrous.card import card_from_json
+    from atrous.export.onnx import read_onnx_card
+    from atrous.runtimes.openvino_engine import RT_INFO_CARD
+
+    if granularity != "per-channel":
+        # NNCF's CPU target always uses per-channel weight scales for convolutions
+        raise InputError("engine 'openvino' quantizes weights per channel only")
+    model = ov.convert_model(str(model_path))
+    ignored = nncf.IgnoredScope(names=list(float_nodes), validate=False) if float_nodes else None
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(list(batches)),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(batches),
+        ignored_scope=ignored,
+    )
+    card = read_onnx_card(model_path)
+    if card is not None:
+        card = card_from_json(card.to_json())
+        card.provenance.notes = {
+            **card.provenance.notes,
+            "quantization": {"engine": "openvino-nncf", "calibration_images": len(batches)},
+        }
+        quantized.set_rt_info(card.to_json(), RT_INFO_CARD)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
+        staged = Path(tmp) / out.name
+        ov.save_model(quantized, str(staged), compress_to_fp16=False)
+        staged.with_suffix(".bin").replace(out.with_suffix(".bin"))
+        staged.replace(out)
+    return out

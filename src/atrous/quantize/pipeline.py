@@ -1,0 +1,185 @@
+"""The int8 route from any model the project reads to a quantized file.
+
+Checkpoints and zoo names go through the torch-side preparation first (BN folding, cross-layer
+equalisation, bias correction), then ONNX export with the card, then static quantization; ONNX
+files are quantized as they are (ONNX Runtime folds BN in its own pre-pass).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from atrous.card import ModelCard
+from atrous.errors import InputError
+from atrous.quantize.bias_correction import bias_correct
+from atrous.quantize.equalize import equalize as equalize_model
+from atrous.quantize.fold import fold_batchnorm
+from atrous.quantize.ptq import (
+    CALIBRATION_METHODS,
+    calibration_batches,
+    check_settings,
+    quantize_onnx,
+)
+from atrous.quantize.sensitivity import MixedResult, Scorer, auto_mixed
+
+__all__ = [
+    "QuantizeResult",
+    "prepare_for_int8",
+    "export_float",
+    "choose_calibration",
+    "quantize_model",
+]
+
+
+@dataclass
+class QuantizeResult:
+    """What ``quantize_model`` wrote and how: the int8 file, the float ONNX it came from."""
+
+    path: Path
+    float_path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+    mixed: MixedResult | None = None
+
+
+def prepare_for_int8(
+    model: nn.Module,
+    batches: list[np.ndarray],
+    *,
+    granularity: str = "per-channel",
+    equalize: bool = True,
+    bias_correction: bool = True,
+    relu6: str = "cap",
+) -> nn.Module:
+    """Fold BN, equalise depthwise chains and correct biases, in place (float output unchanged
+    except for the bias correction, which anticipates int8 weight rounding)."""
+    fold_batchnorm(model)
+    if equalize:
+        equalize_model(model, relu6=relu6)  # type: ignore[arg-type]
+    if bias_correction:
+        bias_correct(model, batches, granularity)  # type: ignore[arg-type]
+    return model
+
+
+def export_float(model: nn.Module, card: ModelCard, path: Path) -> Path:
+    """Export the prepared float model to ONNX with its card (dynamic H/W)."""
+    from atrous.export.onnx import export_onnx
+
+    return export_onnx(model, card, path, opset=17, dynamic=True)
+
+
+def choose_calibration(
+    float_path: Path, calib: Any, score: Scorer, workdir: Path, **quant: Any
+) -> str:
+    """The calibration method (minmax, entropy, percentile) whose int8 model scores best."""
+    scores = {}
+    for method in CALIBRATION_METHODS:
+        candidate = quantize_onnx(
+            float_path, calib, workdir / f"calib_{method}.onnx", method=method, **quant
+        )
+        scores[method] = score(candidate)
+    return max(scores, key=lambda m: scores[m])
+
+
+def quantize_model(
+    model: str | Path,
+    calib: Any,
+    out: str | Path,
+    *,
+    num: int = 100,
+    granularity: str = "per-channel",
+    activations: str = "uint8",
+    method: str = "minmax",
+    engine: str = "onnxruntime",
+    equalize: bool | None = None,
+    bias_correction: bool = True,
+    relu6: str = "cap",
+    score: Callable[[Path], Scorer] | None = None,
+    mixed: bool = False,
+    max_drop: float = 0.5,
+    keep_float: Path | None = None,
+) -> QuantizeResult:
+    """Quantize a checkpoint, zoo name or float ONNX file to int8 at ``out``.
+
+    Args:
+        model: .pt checkpoint, zoo name or .onnx file.
+        calib: calibration dataset / images (preprocessed with the model's card).
+        equalize: cross-layer equalisation; default on for per-tensor weights (pitfall 1).
+        bias_correction: correct biases for int8 weight rounding (checkpoints only).
+        relu6: with equalisation, keep ReLU6 exact as per-channel caps ('cap') or turn it
+            into ReLU ('relu': faster int8, changes outputs only above 6).
+        method: minmax, entropy, percentile, or 'auto': try all three and keep the one that
+            scores best on held-out data (needs ``score``).
+        score: given the float ONNX path, returns the Scorer for held-out data (mIoU with
+            labels, or agreement with float); used by method 'auto' and ``mixed``.
+        mixed: automatic mixed precision (needs ``score``).
+        max_drop: mixed-precision budget in score points.
+        keep_float: also keep the prepared float ONNX at this path (for comparisons).
+    """
+    out = Path(out)
+    check_settings(granularity, activations, "minmax" if method == "auto" else method, engine)
+    if (mixed or method == "auto") and score is None:
+        raise InputError("automatic calibration choice and mixed precision need held-out data")
+    equalize = granularity == "per-tensor" if equalize is None else equalize
+    settings: dict[str, Any] = {
+        "granularity": granularity,
+        "activations": activations,
+        "calibration": method,
+        "engine": engine,
+    }
+    with tempfile.TemporaryDirectory(prefix="atrous-quant-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        src = Path(str(model))
+        if src.suffix == ".onnx":
+            if not src.is_file():
+                raise InputError(f"{src}: file not found")
+            float_path = src
+        else:
+            from atrous.runtimes import load_engine
+
+            torch_engine, card = load_engine(str(model), "torch")
+            net = torch_engine.model  # type: ignore[attr-defined]
+            batches = calibration_batches(calib, card, num)
+            prepare_for_int8(
+                net,
+                batches,
+                granularity=granularity,
+                equalize=equalize,
+                bias_correction=bias_correction,
+                relu6=relu6,
+            )
+            export_float(net, card, float_path)
+            calib = batches
+            settings.update(equalize=equalize, bias_correction=bias_correction)
+            if equalize:
+                settings["relu6"] = relu6
+        scorer = score(float_path) if score is not None else None
+        if method == "auto":
+            method = choose_calibration(
+                float_path,
+                calib,
+                scorer,
+                Path(tmp),
+                num=num,
+                granularity=granularity,
+                activations=activations,
+            )
+            settings["calibration"] = f"{method} (auto)"
+        quant = dict(num=num, granularity=granularity, activations=activations, method=method)
+        mixed_result = None
+        if mixed:
+            mixed_result = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
+        else:
+            quantize_onnx(float_path, calib, out, engine=engine, **quant)
+        kept = float_path
+        if keep_float is not None and float_path != src:
+            keep_float.parent.mkdir(parents=True, exist_ok=True)
+            kept = Path(keep_float)
+            kept.write_bytes(float_path.read_bytes())
+        return QuantizeResult(out, kept, settings, mixed_result)

@@ -1,0 +1,117 @@
+"""Fast path: uint8 NHWC graph with in-graph normalisation, reduced-resolution argmax."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from atrous.export.parity import diversify, synthetic_image
+from atrous.fastpath import FastGraph, export_fast_onnx, fast_card, fast_segmenter
+from atrous.models import default_card, get_model
+from atrous.runtimes import CARD_KEY, TorchEngine, load_engine
+from atrous.segmenter import Segmenter
+
+NAME = "deeplabv3_mnv2_dm05_os16"
+
+
+@pytest.fixture(scope="module")
+def net():
+    model = get_model(NAME, num_classes=5).eval()
+    card = default_card(NAME, num_classes=5)
+    card.preprocessing = card.preprocessing.model_copy(update={"resize": "none"})
+    return diversify(model, card), card
+
+
+def test_fast_card_takes_raw_uint8_pixels(net):
+    _, card = net
+    seg = Segmenter(None, fast_card(card, 4))  # preprocess needs no engine
+    batch, metas = seg.preprocess([np.full((30, 41, 3), 7, np.uint8)])
+    assert batch.dtype == np.uint8 and batch.shape == (1, 32, 48, 3)
+    assert (batch[0, :30, :41] == 7).all() and (batch[0, 30:] == 128).all()
+    assert metas[0].padded == (32, 48)
+
+
+def test_full_resolution_fast_path_matches_torch(net, tmp_path):
+    model, card = net
+    fast = fast_segmenter((model, card), threads=2, label_stride=1, cache_dir=tmp_path)
+    ref = Segmenter(TorchEngine(model, 2), card)
+    image = synthetic_image(96, 128, seed=3)  # a multiple of 8: no padding, no resize
+    expected = ref.predict(image).mask
+    got = fast.predict(image).mask
+    assert got.shape == (96, 128) and got.dtype == np.uint8
+    assert (got == expected).mean() > 0.999
+    assert len(np.unique(expected)) >= 3  # diversified weights: the check is not trivial
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_reduced_label_stride_is_graph_argmax_repeated(net, tmp_path, stride):
+    model, card = net
+    path = export_fast_onnx(model, card, tmp_path / "f.onnx", label_stride=stride)
+    engine, loaded = load_engine(path, threads=2)
+    assert loaded.output == "labels" and loaded.preprocessing.layout == "NHWC"
+    meta = dict((p.key, p.value) for p in onnx.load(str(path)).metadata_props)
+    assert f'"label_stride":{stride}' in meta[CARD_KEY].replace(" ", "")
+    image = synthetic_image(90, 121, seed=1)  # padded to a multiple of 8 and cropped back
+    mask = Segmenter(engine, loaded).predict(image).mask
+    assert mask.shape == (90, 121)
+    padded = np.full((1, 96, 128, 3), 128, np.uint8)
+    padded[0, :90, :121] = image
+    with torch.inference_mode():
+        low = FastGraph(model, card, stride)(torch.from_numpy(padded))[0].numpy()
+    assert low.shape == (96 // stride, 128 // stride)
+    expected = np.repeat(np.repeat(low, stride, 0), stride, 1)[:90, :121]
+    assert (mask == expected).mean() > 0.999
+
+
+def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):
+    from PIL import Image
+
+    from atrous.data.io import read_image
+    from atrous.segmenter import fast_read_image
+
+    pixels = synthetic_image(40, 80, seed=2)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=95)
+    fast, reference = fast_read_image(path), read_image(path)
+    assert fast.shape == reference.shape == (80, 40, 3)
+    assert np.abs(fast.astype(int) - reference).max() <= 1
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(Exception, match="not an image"):
+        fast_read_image(bad)
+
+
+def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):
+    _, card = net
+    odd = fast_card(card, 2)
+    odd.preprocessing = odd.preprocessing.model_copy(update={"pad_multiple": 33})
+
+    class HalfResolution:
+        name, threads = "half", 1
+
+        def run(self, batch):  # 33 -> 16 labels: one row and column short of the image
+            return (batch[:, ::2, ::2, 0][:, :16, :16] > 100).astype(np.uint8)
+
+        def describe(self):
+            return {}
+
+    image = np.zeros((33, 33, 3), np.uint8)
+    image[:, 20:] = 200
+    mask = Segmenter(HalfResolution(), odd).predict(image).mask
+    assert mask.shape == (33, 33)
+    assert (mask[:, :20] == 0).all() and (mask[:, 20:] == 1).all()
+
+
+def test_from_file_fast_engine_opens_the_cached_fast_graph(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path, *_ = tiny_checkpoint
+    seg = Segmenter.from_file(path, engine="fast", threads=1)
+    assert seg.engine.name == "onnxruntime" and seg.card.output == "labels"
+    assert len(list((tmp_path / ".cache" / "atrous" / "fast").glob("*.onnx"))) == 1
+    assert seg.predict(synthetic_image(50, 70)).mask.shape == (50, 70)
+    Segmenter.from_file(path, engine="fast", threads=1)  # the second open reuses the export
+    assert len(list((tmp_path / ".cache" / "atrous" / "fast").glob("*.onnx"))) == 1

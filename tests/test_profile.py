@@ -1,0 +1,72 @@
+"""Profiler: per-block times account for the measured total; ops land in the right blocks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from atrous.bench.profile import block_labels, block_of, profile_segmenter
+from atrous.cli import app
+from atrous.export.onnx import export_onnx
+from atrous.models import default_card, get_model
+from atrous.runtimes import TorchEngine, load_engine
+from atrous.segmenter import Segmenter
+
+NAME = "deeplabv3_mnv2_dm05_os16"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = get_model(NAME, num_classes=4).eval()
+    card = default_card(NAME, num_classes=4)
+    card.preprocessing = card.preprocessing.model_copy(update={"pad_multiple": 1})
+    return model, card
+
+
+def test_block_labels_follow_output_stride(tiny):
+    model, _ = tiny
+    labels = block_labels(model, (129, 129))
+    assert labels["backbone.features.0"] == "backbone 1/2"
+    assert labels["backbone.features.17"] == "backbone 1/16"  # OS16: the last stages stay dilated
+    assert labels["head"] == "head" and labels["classifier"] == "classifier"
+    name = "/backbone/features.17/conv/conv.2/Conv_output_0_nchwc"
+    assert block_of(name, "Conv", labels) == "backbone 1/16"
+    assert block_of("/net/backbone/features.1/conv/Conv", "Conv", labels) == "backbone 1/2"
+    assert block_of("/Resize", "Resize", labels) == "upsample"
+    assert block_of("ReorderOutput_token_3", "ReorderOutput", labels) == "layout"
+
+
+def _check_sum(prof):
+    assert prof.blocks["decode"] > 0 and prof.blocks["postprocess"] > 0
+    assert abs(prof.blocks_sum_ms - prof.total_ms) <= 0.10 * prof.total_ms, prof.blocks
+    stages = [b for b in prof.blocks if b.startswith("backbone")]
+    assert {"backbone 1/2", "backbone 1/16"} <= set(stages)
+
+
+def test_torch_profile_blocks_sum_to_total(tiny):
+    model, card = tiny
+    prof = profile_segmenter(Segmenter(TorchEngine(model, 2), card), size=65, runs=3, warmup=1)
+    _check_sum(prof)
+    assert prof.blocks["upsample"] > 0 and prof.engine == "torch"
+    assert prof.top(3)[0].ms >= prof.top(3)[-1].ms
+
+
+def test_onnxruntime_profile_blocks_sum_to_total(tiny, tmp_path):
+    model, card = tiny
+    path = export_onnx(model, card, tmp_path / "m.onnx")
+    engine, loaded = load_engine(path, "onnxruntime", threads=2)
+    prof = profile_segmenter(Segmenter(engine, card), model_file=path, size=97, runs=5)
+    _check_sum(prof)
+    assert prof.engine == "onnxruntime" and "Conv" in prof.by_op_type()
+    assert prof.blocks["upsample"] > 0
+
+
+def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint):
+    path, *_ = tiny_checkpoint
+    args = ["profile", str(path), "--size", "65", "--runs", "2", "--json", str(tmp_path / "p.json")]
+    result = CliRunner().invoke(app, args + ["--report", str(tmp_path / "p.html")])
+    assert result.exit_code == 0, result.output
+    assert "backbone 1/16" in result.output
+    assert (tmp_path / "p.html").read_text().count("data:image/png;base64,") == 1
