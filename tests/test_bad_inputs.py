@@ -576,6 +576,90 @@ def test_train_on_dataset_with_truncated_image_fails_cleanly(tmp_path):
     assert_clean_folder(out)
 
 
+# -- quantize, prune, benchmark, profile, optimize -------------------------------------------
+def _quantize_cases(bad_models: Path, tmp: Path, model: Path) -> dict[str, tuple[list, str]]:
+    empty = tmp / "empty"
+    empty.mkdir(exist_ok=True)
+    out = ["--out", tmp / "q" / "m.int8.onnx", "--num", "2", "--limit", "2", "--runs", "1"]
+    return {
+        "quantize truncated checkpoint": (
+            ["quantize", bad_models / "truncated.pt", "--calib", "synthetic", *out],
+            "truncated.pt",
+        ),
+        "quantize classifier onnx": (
+            ["quantize", bad_models / "classifier.onnx", "--calib", "synthetic", *out],
+            "classifier.onnx",
+        ),
+        "quantize empty calibration folder": (
+            ["quantize", model, "--calib", empty, *out],
+            "empty",
+        ),
+        "quantize missing calibration folder": (
+            ["quantize", model, "--calib", tmp / "nowhere", *out],
+            "nowhere",
+        ),
+        "quantize unknown granularity": (
+            ["quantize", model, "--calib", "synthetic", "--granularity", "per-row", *out],
+            "per-row",
+        ),
+        "quantize bad mixed": (
+            ["quantize", model, "--calib", "synthetic", "--mixed", "most", *out],
+            "most",
+        ),
+        "prune truncated checkpoint": (
+            ["prune", bad_models / "truncated.pt", "--out", tmp / "q" / "p.onnx", "--runs", "1"],
+            "truncated.pt",
+        ),
+        "prune ratio out of range": (
+            ["prune", model, "--ratio", "1.5", "--out", tmp / "q" / "p.onnx", "--runs", "1"],
+            "1.5",
+        ),
+        "benchmark truncated checkpoint": (
+            ["benchmark", bad_models / "truncated.pt", "--runs", "1", "--warmup", "0"],
+            "truncated.pt",
+        ),
+        "benchmark bad threads": (
+            ["benchmark", model, "--threads", "two", "--runs", "1"],
+            "--threads",
+        ),
+        "profile classifier onnx": (
+            ["profile", bad_models / "classifier.onnx", "--runs", "1"],
+            "classifier.onnx",
+        ),
+        "optimize empty data folder": (
+            ["optimize", model, "--data", empty, "--runs", "1", "--cache", tmp / "c.json"],
+            "empty",
+        ),
+    }
+
+
+QUANTIZE_CASES = _count(
+    "quantize / prune / bench",
+    [
+        "quantize truncated checkpoint",
+        "quantize classifier onnx",
+        "quantize empty calibration folder",
+        "quantize missing calibration folder",
+        "quantize unknown granularity",
+        "quantize bad mixed",
+        "prune truncated checkpoint",
+        "prune ratio out of range",
+        "benchmark truncated checkpoint",
+        "benchmark bad threads",
+        "profile classifier onnx",
+        "optimize empty data folder",
+    ],
+)
+
+
+@pytest.mark.parametrize("case", QUANTIZE_CASES)
+def test_compression_and_measurement_refuse_bad_inputs(bad_models, model, tmp_path, case):
+    args, needle = _quantize_cases(bad_models, tmp_path, model)[case]
+    expect_error(args, needle)
+    assert_clean_folder(tmp_path / "q")
+    assert not (tmp_path / "q").exists() or not any((tmp_path / "q").iterdir())
+
+
 # -- serve -------------------------------------------------------------------------------------
 SERVE_CASES = [
     ("text.jpg", 415),
