@@ -387,6 +387,7 @@ BAD_CONFIGS = [
     ("binary.yaml", "\udcff", "not a text file"),
     ("empty.yaml", "", "missing required key 'model'"),
     ("unknown.yaml", {**TINY_EXPERIMENT, "trian": {}}, "unknown key 'trian'"),
+    ("newline_key.yaml", {**TINY_EXPERIMENT, "tr\nain": {}}, "unknown key 'tr\\nain'"),
     (
         "mistyped.yaml",
         {**TINY_EXPERIMENT, "train": {**TINY_EXPERIMENT["train"], "epochs": "many"}},

@@ -130,7 +130,7 @@ def near_valid(draw) -> dict:
         if not isinstance(data[section], dict) or draw(st.integers(0, 5)) == 0:
             data[section] = draw(trees)
             continue
-        keys = sorted(data[section]) + ["extra"]
+        keys = sorted(data[section], key=str) + ["extra"]
         data[section][draw(st.sampled_from(keys))] = draw(trees)
     return data
 
