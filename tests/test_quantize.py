@@ -68,8 +68,12 @@ def trained(request):
     cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
     cached = cache.mkdir("atrous-quant") / f"voronoi-{STEPS}.pt" if cache else None
     if cached is not None and cached.is_file():
-        model.load_state_dict(torch.load(cached, weights_only=True))
-        return model.eval(), card
+        try:
+            model.load_state_dict(torch.load(cached, weights_only=True))
+            return model.eval(), card
+        except (RuntimeError, OSError):  # stale cache (model code changed): train again
+            torch.manual_seed(0)
+            model = get_model("deeplabv3_mnv2_dm05_os16", num_classes=NUM_CLASSES)
     for block in model.backbone.features:
         if getattr(block, "use_residual", False):
             nn.init.zeros_(block.conv[-1].weight)
