@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from atrous.errors import ConfigError
+from atrous.errors import AtrousError, ConfigError
 
 __all__ = [
     "StrictModel",
@@ -133,12 +133,17 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     kind = first["type"]
     if kind == "extra_forbidden":
-        return f"{source}: unknown key '{key}'"
+        return _one_line(f"{source}: unknown key '{key}'")
     if kind == "missing":
-        return f"{source}: missing required key '{key}'"
+        return _one_line(f"{source}: missing required key '{key}'")
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {len(error.errors()) - 1} more)" if len(error.errors()) > 1 else ""
-    return f"{source}: key '{key}': {message}{more}"
+    return _one_line(f"{source}: key '{key}': {message}{more}")
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks (from keys or values in the user's file) so a message stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def parse_config(schema: type[T], data: dict[str, Any], source: str = "<config>") -> T:
@@ -153,7 +158,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested mapping, in place."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}': expected key=value")
+            raise ConfigError(f"override {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
@@ -164,7 +169,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
             node = child
         node[parts[-1]] = value
     return data
@@ -252,6 +257,20 @@ class ModelSection(StrictModel):
     name: str
     overrides: dict[str, Any] = {}
     input_size: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSection:
+        from atrous.models.zoo import default_card  # here: the zoo imports this module
+
+        try:
+            default_card(self.name, **self.overrides)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, "overrides")) from None
+        except AtrousError as exc:  # unknown model name
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class ExperimentConfig(StrictModel):

@@ -271,7 +271,7 @@ def evaluate(
                 image, label = _resize_pair(image, label, seg.target_size(*label.shape))
                 label = np.where(label == dataset.ignore_index, 0, label).astype(np.uint8)
             prediction = _predict(seg, image, scales, flip)
-            cm.update(prediction, label, sample.name)
+            cm.update(prediction, label, sample.source or sample.name)
             if protocol == "per-image":
                 image_ious.append(_image_iou(prediction, label, num_classes))
             bar.advance(task)

@@ -7,7 +7,7 @@ from typing import Any
 
 from atrous.bench.cost import measure_cost
 from atrous.card import card_from_json
-from atrous.checkpoint import read_checkpoint
+from atrous.checkpoint import load_state_dict_checked, read_checkpoint
 from atrous.config import ModelConfig
 from atrous.errors import ModelError
 from atrous.models.deeplab import DeepLab
@@ -57,6 +57,8 @@ def inspect_model(
         if "card" in data:
             card = card_from_json(data["card"], text)
             config = card.model
+            if config is not None:
+                load_state_dict_checked(DeepLab(config), data.get("state_dict", {}), text)
             info["origin"] = "checkpoint with model card"
         else:
             config = config_from_state_dict(data.get("state_dict", data), text)

@@ -20,8 +20,11 @@ from atrous.card import ModelCard
 from atrous.data.io import MAX_PIXELS, read_image
 from atrous.errors import InputError, ModelError
 from atrous.runtimes import Engine, load_engine
+from atrous.upsample import upsample_argmax
 
-__all__ = ["Segmenter", "Prediction", "PreprocessMeta"]
+__all__ = ["Segmenter", "Prediction", "PreprocessMeta", "MAX_INPUT_PIXELS"]
+
+MAX_INPUT_PIXELS = 1 << 24  # network input (after the card's resize); activations grow with it
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,12 @@ class Segmenter:
             if min(h, w) < 2:
                 raise InputError(f"image of {w}x{h} is too small to segment (at least 2x2)")
             th, tw = self.target_size(h, w, scale)
+            if th * tw > MAX_INPUT_PIXELS:
+                raise InputError(
+                    f"image of {w}x{h} would enter the network at {tw}x{th} (resize "
+                    f"'{pre.resize}'), over the {MAX_INPUT_PIXELS / 1e6:.0f} megapixel limit; "
+                    "downscale it first"
+                )
             if (th, tw) != (h, w):
                 interp = cv2.INTER_AREA if th < h else cv2.INTER_LINEAR
                 image = cv2.resize(image, (tw, th), interpolation=interp)
@@ -191,6 +200,8 @@ class Segmenter:
             # no resize: NumPy's argmax over classes is about 2x torch's on a strided crop
             return output[:, :rh, :rw].argmax(0).astype(np.uint8), None
         logits = torch.from_numpy(np.ascontiguousarray(output[:, :rh, :rw]))[None]
+        if kind == "logits" and not probabilities:
+            return upsample_argmax(logits[0], (oh, ow)), None
         if (rh, rw) != (oh, ow):
             logits = F.interpolate(logits, size=(oh, ow), mode="bilinear", align_corners=False)
         logits = logits[0]

@@ -61,7 +61,10 @@ def predict(
         task = progress.add_task("segmenting", total=len(files))
         for path in files:
             image = read_image(path)
-            result = segmenter.predict(image)
+            try:
+                result = segmenter.predict(image)
+            except InputError as exc:  # the segmenter does not know the file name
+                raise InputError(f"{path}: {exc}") from None
             write_mask_png(out / f"{path.stem}.png", result.mask, card.palette)
             if overlay:
                 save_overlay(

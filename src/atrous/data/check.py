@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from atrous.data.dataset import IGNORE_INDEX, FileDataset
-from atrous.data.io import read_mask
+from atrous.data.io import read_image, read_mask
 from atrous.errors import InputError
 
 __all__ = ["CheckReport", "check_dataset", "detect_kind"]
@@ -90,15 +89,6 @@ def _open_dataset(root: Path, kind: str, split: str | None) -> FileDataset:
     return FolderDataset(root, split)
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header only; InputError if the file is not an image."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable image ({type(exc).__name__})") from None
-
-
 def check_dataset(
     root: str | Path, kind: str | None = None, split: str | None = None, limit: int | None = None
 ) -> CheckReport:
@@ -112,7 +102,7 @@ def check_dataset(
     pairs = dataset.pairs[:limit] if limit else dataset.pairs
     for image_path, mask_path in pairs:
         try:
-            width, height = _image_size(image_path)
+            height, width = read_image(image_path).shape[:2]  # decoded as training reads it
             mask = read_mask(mask_path)
         except InputError as exc:
             problems.append(str(exc))

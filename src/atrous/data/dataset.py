@@ -27,6 +27,7 @@ class Sample:
     image: np.ndarray
     mask: np.ndarray
     name: str
+    source: str = ""  # the mask file, for error messages (empty for generated samples)
 
 
 class SegmentationDataset:
@@ -103,4 +104,4 @@ class FileDataset(SegmentationDataset):
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                 f"{image.shape[1]}x{image.shape[0]}"
             )
-        return Sample(image=image, mask=mask, name=image_path.stem)
+        return Sample(image=image, mask=mask, name=image_path.stem, source=str(mask_path))

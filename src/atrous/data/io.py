@@ -43,7 +43,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def decode_image(data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -73,7 +73,7 @@ def _open(fp, source: str, max_pixels: int) -> np.ndarray:
                 if width < 1 or height < 1:
                     raise InputError(f"{source}: empty image")
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)  # no copy: 50 MP photos are big
                 return _to_rgb(image)
     except InputError:
         raise

@@ -73,7 +73,10 @@ def calibration_batches(
 
                 card = read_onnx_card(card_source)
             if card is None:
-                raise ModelError("calibration from images needs the model card (preprocessing)")
+                raise ModelError(
+                    f"{card_source or 'model'}: no model card (preprocessing) to calibrate from "
+                    "images; is it an atrous segmentation model?"
+                )
             from atrous.segmenter import Segmenter
 
             segmenter = Segmenter(cast(Any, None), card)  # preprocessing only, no engine needed

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from atrous._atomic import atomic_write_text
+from atrous._atomic import atomic_write_text, remove_stale_temporaries
 from atrous.card import ModelCard
 from atrous.checkpoint import read_checkpoint, save_checkpoint
 from atrous.config import ExperimentConfig, TrainConfig
@@ -549,6 +549,8 @@ def _train(config, out_dir, resume, dist, console, progress, on_epoch_end) -> Tr
         run.model = DistributedDataParallel(model)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(out):
+            say(f"removed {stale.name}, left half-written by a killed run")
         atomic_write_text(
             out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
         )
