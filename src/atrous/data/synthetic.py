@@ -1,9 +1,10 @@
 """A built-in synthetic dataset: textured, overlapping shapes on textured, cluttered backgrounds.
 
-Every shape and the background draw their colours and textures from the same distribution, so
-colour says nothing about the class: a model has to use shape (and the context of occlusion)
-to label pixels. Scenes are generated from (seed, split, index), so the set is deterministic and
-needs no files.
+Every object class draws its colours and textures from the same distribution, so colour says
+nothing about the class: a model has to use shape (and the context of occlusion) to label
+pixels. Backgrounds are muted (tinted greys) with clutter in object colours, as real scenes
+are. Scenes are generated from (seed, split, index), so the set is deterministic and needs no
+files.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ _SPLIT_KEYS = {"train": 0, "val": 1, "test": 2}
 
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
-    """A random RGB colour, the same distribution for every class."""
+    """A random RGB colour, the same distribution for every object class."""
     return rng.integers(0, 256, size=3).astype(np.float32)
+
+
+def _muted(rng: np.random.Generator) -> np.ndarray:
+    """A low-saturation colour for the background (a tinted grey), as scenes behind objects are."""
+    grey = rng.uniform(50, 200)
+    return np.clip(grey + rng.normal(0.0, 12.0, 3), 0, 255).astype(np.float32)
 
 
 def _contrasting_colour(rng: np.random.Generator, avoid: np.ndarray | None) -> np.ndarray:
@@ -40,14 +47,18 @@ def _contrasting_colour(rng: np.random.Generator, avoid: np.ndarray | None) -> n
 
 
 def _texture(
-    rng: np.random.Generator, h: int, w: int, avoid: np.ndarray | None = None
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    avoid: np.ndarray | None = None,
+    muted: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random H x W x 3 float texture (flat, stripes, checks or 2-colour blotches) and its base.
 
     The second colour is near the first, so a texture's inner edges are weaker than the edges
     between objects, while any colour can still belong to any class.
     """
-    a = _contrasting_colour(rng, avoid)
+    a = _muted(rng) if muted else _contrasting_colour(rng, avoid)
     b = np.clip(a + rng.normal(0.0, 40.0, 3), 0, 255).astype(np.float32)
     kind = rng.integers(0, 4)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -116,7 +127,7 @@ def make_scene(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: textured background, 2..max_shapes overlapping textured shapes, clutter, noise."""
     h = w = size
-    image, background = _texture(rng, h, w)
+    image, background = _texture(rng, h, w, muted=True)
     mask = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(2, max_shapes + 1))):
         kind = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
