@@ -1,0 +1,43 @@
+"""Assemble BENCHMARKS.md from the per-topic results in benchmarks/results/*.md.
+
+Each topic's script writes its own results file (with the command that produced it); this script
+puts them under one index. Run: ``python benchmarks/assemble.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from atrous._atomic import atomic_write_text
+
+ROOT = Path(__file__).resolve().parent
+ORDER = ["foundation", "training", "engines", "fast_path", "compression", "serve", "hardening"]
+
+HEADER = """# Benchmarks
+
+Every table below comes from a script in `benchmarks/` (the command is given with each table) run
+on this project's 2-core AMD EPYC (AVX2, no VNNI) machine. Systems are compared as ratios within
+one interleaved run; tests never assert on wall time. Tables marked with a load average above 2
+were taken while other jobs shared the two cores: compare their ratios, not their milliseconds.
+
+SUMMARY
+"""
+
+
+def main(summary: str = "") -> None:
+    parts = [HEADER.replace("SUMMARY", summary)]
+    for name in ORDER:
+        path = ROOT / "results" / f"{name}.md"
+        if not path.exists():
+            continue
+        text = path.read_text(encoding="utf-8").strip()
+        # demote the topic's headings one level under this document's title
+        lines = [("#" + line) if line.startswith("#") else line for line in text.splitlines()]
+        parts.append("\n".join(lines))
+    atomic_write_text(ROOT.parent / "BENCHMARKS.md", "\n\n".join(parts) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(Path(sys.argv[1]).read_text(encoding="utf-8") if len(sys.argv) > 1 else "")
