@@ -33,14 +33,7 @@ def train_transform(
             mask_interpolation=cv2.INTER_NEAREST,
             p=1.0,
         ),
-        A.PadIfNeeded(
-            min_height=crop_size,
-            min_width=crop_size,
-            position="top_left",
-            border_mode=cv2.BORDER_CONSTANT,
-            fill=0,
-            fill_mask=ignore_index,
-        ),
+        _pad_with_ignore(crop_size, ignore_index),
         A.RandomCrop(crop_size, crop_size),
     ]
     if flip:
@@ -65,14 +58,7 @@ def val_transform(crop_size: int | None, ignore_index: int = IGNORE_INDEX) -> A.
         return A.Compose([])
     return A.Compose(
         [
-            A.PadIfNeeded(
-                min_height=crop_size,
-                min_width=crop_size,
-                position="top_left",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=ignore_index,
-            ),
+            _pad_with_ignore(crop_size, ignore_index),
             A.CenterCrop(crop_size, crop_size),
         ],
         mask_interpolation=cv2.INTER_NEAREST,
@@ -125,3 +111,15 @@ class TransformedDataset(torch.utils.data.Dataset):
         out = self.transform(image=sample.image, mask=sample.mask)
         mask = torch.from_numpy(np.ascontiguousarray(out["mask"], dtype=np.int64))
         return self.normalize(out["image"]), mask
+
+
+def _pad_with_ignore(crop_size: int, ignore_index: int) -> A.PadIfNeeded:
+    """Pad bottom/right to ``crop_size``: black in the image, ``ignore_index`` in the mask."""
+    return A.PadIfNeeded(
+        min_height=crop_size,
+        min_width=crop_size,
+        position="top_left",
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=ignore_index,
+    )

@@ -7,8 +7,6 @@ float, int8, mixed, QAT and pruned models differ only in the model file: file si
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import InputError
+from atrous.runtimes.auto import time_engine
 
 __all__ = [
     "Variant",
@@ -79,14 +78,7 @@ def network_latency_ms(
 ) -> float:
     """Median wall time (ms) of ``engine.run`` on one zero batch at ``size`` (network only)."""
     batch = np.zeros((1, 3, *size), np.float32)
-    for _ in range(warmup):
-        engine.run(batch)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        engine.run(batch)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return time_engine(engine, batch, warmup=warmup, runs=runs)
 
 
 def miou_scorer(
