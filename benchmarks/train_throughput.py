@@ -27,7 +27,9 @@ from atrous.train import train
 from atrous.train.loop import build_card
 
 
-def experiment(size: int, batch: int, images: int, epochs: int, threads: int) -> ExperimentConfig:
+def experiment(
+    size: int, batch: int, images: int, epochs: int, threads: int, channels_last: bool = True
+) -> ExperimentConfig:
     """The demo model on synthetic data; validation limited to one image, no TensorBoard."""
     return parse_config(
         ExperimentConfig,
@@ -49,6 +51,7 @@ def experiment(size: int, batch: int, images: int, epochs: int, threads: int) ->
                 "threads": threads,
                 "tensorboard": False,
                 "val_every": 1000,
+                "channels_last": channels_last,
             },
         },
     )
@@ -105,11 +108,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = experiment(args.size, args.batch, args.images, args.epochs, args.threads)
-    plain, ours = [], []
+    nchw = experiment(args.size, args.batch, args.images, args.epochs, args.threads, False)
+    plain, ours, ours_nchw = [], [], []
     for _ in range(args.rounds):
         plain += plain_loop(config, args.epochs)
         ours += atrous_loop(config)
-    p, a = statistics.median(plain), statistics.median(ours)
+        ours_nchw += atrous_loop(nchw)
+    p, a, n = statistics.median(plain), statistics.median(ours), statistics.median(ours_nchw)
     lines = [
         f"Training throughput, deeplabv3_mnv2_dm05_os16, {args.size}x{args.size} crops, "
         f"batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds, "
@@ -120,9 +125,14 @@ def main() -> None:
         f"| plain PyTorch (torchvision reference style) | {p:.1f} | "
         + ", ".join(f"{v:.1f}" for v in plain)
         + " |",
-        f"| atrous train | {a:.1f} | " + ", ".join(f"{v:.1f}" for v in ours) + " |",
+        f"| atrous train (default: channels_last, fused optimizer) | {a:.1f} | "
+        + ", ".join(f"{v:.1f}" for v in ours)
+        + " |",
+        f"| atrous train, train.channels_last=false | {n:.1f} | "
+        + ", ".join(f"{v:.1f}" for v in ours_nchw)
+        + " |",
         "",
-        f"atrous / plain = {a / p:.3f}",
+        f"atrous / plain = {a / p:.3f}; with NCHW activations {n / p:.3f}",
     ]
     text = "\n".join(lines)
     print(text)

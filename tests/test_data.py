@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from atrous.config import DataConfig
-from atrous.data import build_dataset
+from atrous.data import build_dataset, open_dataset
 from atrous.data.check import check_dataset
 from atrous.data.cityscapes import CityscapesSegmentation, label_to_train_id_table
 from atrous.data.folder import FolderDataset
@@ -61,6 +61,31 @@ def test_synthetic_is_deterministic_and_needs_shape():
     spread = {c: np.std(np.asarray(v), 0).mean() for c, v in means.items()}
     assert all(v > 30 for v in spread.values()), spread
     assert set(means) == set(range(5)) and all(means.values())
+
+
+def test_synthetic_object_scale_sets_shape_size():
+    def foreground(scale):
+        data = SyntheticShapes("val", length=20, size=96, object_scale=scale, max_shapes=2)
+        return np.mean([(s.mask > 0).mean() for s in data])
+
+    small, large = foreground((0.08, 0.1)), foreground((0.3, 0.35))
+    assert large > 3 * small  # radius x3.5: area grows ~10x (less with overlap and clipping)
+    with pytest.raises(ValueError, match="object_scale"):
+        SyntheticShapes("val", 1, 32, object_scale=(0.3, 0.1))
+    syn = build_dataset(
+        DataConfig(kind="synthetic", val_size=2, image_size=32, object_scale=(0.1, 0.2)), "val"
+    )
+    assert syn.object_scale == (0.1, 0.2)
+
+
+def test_open_dataset_reads_cli_forms(folder, tmp_path):
+    assert open_dataset("synthetic", "val").name == "synthetic"
+    assert len(open_dataset(str(folder), "train")) == 3
+    config = tmp_path / "exp.yaml"
+    config.write_text("data: {kind: synthetic, val_size: 3, image_size: 32}\n")
+    assert len(open_dataset(str(config), "val")) == 3
+    with pytest.raises(InputError, match="not found"):
+        open_dataset(str(tmp_path / "missing"))
 
 
 def test_build_dataset_kinds(folder):

@@ -143,3 +143,17 @@ def test_bad_config_values_are_rejected():
         ModelConfig(backbone="resnet50", output_stride=12)
     with pytest.raises(ValueError, match="width_mult applies to mobilenet_v2"):
         ModelConfig(backbone="resnet50", width_mult=0.5)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet50"])
+def test_zero_init_residuals_makes_blocks_identity(backbone):
+    from atrous.models.backbones import zero_init_residuals
+
+    model = build_model(ModelConfig(backbone=backbone, num_classes=3)).eval()
+    blocks = [m for m in model.modules() if getattr(m, "residual_norm", None) is not None]
+    assert zero_init_residuals(model) == len(blocks) > 0
+    for block in blocks:
+        assert not block.residual_norm.weight.any()
+        if backbone == "mobilenet_v2":  # a fresh BN's shift is zero: the block is the identity
+            x = torch.randn(1, block.conv[0][0].in_channels, 8, 8)
+            torch.testing.assert_close(block(x), x)

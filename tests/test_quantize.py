@@ -305,3 +305,36 @@ def test_choose_calibration_picks_the_best_scoring_method(float_onnx, calib, tmp
         "calib_minmax.onnx",
         "calib_percentile.onnx",
     ]
+
+
+def _as_pixels(batch: np.ndarray, card) -> np.ndarray:
+    """A normalised (3, H, W) scene back to the uint8 RGB image the card would normalise to it."""
+    pre = card.preprocessing
+    std = np.asarray(pre.std, np.float32)[:, None, None]
+    mean = np.asarray(pre.mean, np.float32)[:, None, None]
+    rgb = np.clip(np.rint((batch * std + mean) * 255), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def test_fast_int8_graph_agrees_with_fast_fp32(trained, tmp_path):
+    from atrous.fastpath import export_fast_int8, export_fast_onnx
+    from atrous.segmenter import Segmenter
+
+    model, card = trained
+    card = card.model_copy(deep=True)
+    card.preprocessing = card.preprocessing.model_copy(update={"resize": "none"})
+    calib_images = [_as_pixels(b, card) for b in voronoi_scenes(16, seed=1)[0]]
+    held = [_as_pixels(b, card) for b in voronoi_scenes(12, seed=2)[0]]
+    int8 = export_fast_int8(model, card, tmp_path / "f8.onnx", calib_images, label_stride=1)
+    fp32 = export_fast_onnx(model, card, tmp_path / "f32.onnx", label_stride=1)
+    seg8 = Segmenter.from_file(int8, engine="onnxruntime", threads=1)
+    seg32 = Segmenter.from_file(fp32, engine="onnxruntime", threads=1)
+    masks32 = [seg32.predict(im).mask for im in held]
+    pairs = zip(held, masks32, strict=True)
+    agreement = np.mean([(seg8.predict(im).mask == m).mean() for im, m in pairs])
+    assert agreement >= 0.98
+    assert len(np.unique(np.concatenate([m.ravel() for m in masks32]))) == NUM_CLASSES
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert "QuantizeLinear" in ops and "BatchNormalization" not in ops
+    notes = read_onnx_card(int8).provenance.notes["fast_path"]
+    assert notes["precision"] == "int8" and notes["label_stride"] == 1

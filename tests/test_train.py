@@ -155,6 +155,21 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert len(rows) == 3 and rows[0].startswith("epoch,train_loss,lr")
 
 
+def test_time_budget_shortens_run_and_schedule(tmp_path):
+    data = {**TINY, "train": {**TINY["train"], "epochs": 5, "val_every": 5, "max_minutes": 1e-4}}
+    config = parse_config(ExperimentConfig, data)
+    result = train(config, tmp_path / "run", progress=False)
+    assert result.epochs_run == 1 and not result.interrupted
+    assert result.history[0]["planned_epochs"] == 1
+    assert "val_miou" in result.history[0]  # the last epoch is validated: best.pt exists
+    assert result.best_checkpoint is not None
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["train_state"]
+    # the poly horizon moved to the end of the shortened run (2 iterations of batch 8)
+    assert state["scheduler"]["lr_lambdas"][0]["total_iters"] == 2
+    resumed = train(config, tmp_path / "run", resume=True, progress=False)
+    assert resumed.epochs_run == 1 and state["epoch"] == 1  # nothing left to run
+
+
 def test_train_then_evaluate_end_to_end(tmp_path):
     from atrous.data import build_dataset
     from atrous.evaluate import evaluate

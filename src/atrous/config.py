@@ -198,6 +198,7 @@ class DataConfig(StrictModel):
     image_size: int = 128
     max_shapes: int = 4
     noise: float = 8.0
+    object_scale: tuple[float, float] = (0.16, 0.3)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -235,6 +236,12 @@ class TrainConfig(StrictModel):
     val_every: int = 1
     val_limit: int | None = None
     tensorboard: bool = True
+    # NHWC activations: oneDNN's CPU convolutions (and their backward) run ~1.3x faster
+    channels_last: bool = True
+    # from scratch: every residual block starts as the identity (shorter initial plateau)
+    zero_init_residual: bool = False
+    # wall-clock budget: after each epoch, the run (and its LR schedule) is shortened to fit
+    max_minutes: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -242,6 +249,8 @@ class TrainConfig(StrictModel):
             raise ValueError("epochs and batch_size must be at least 1")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.ohem_thresh is not None and not 0 < self.ohem_thresh < 1:
             raise ValueError(f"ohem_thresh is a probability in (0, 1), got {self.ohem_thresh}")
         return self

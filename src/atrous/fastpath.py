@@ -21,8 +21,12 @@ it for a checkpoint or zoo name and returns a ready Segmenter.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -41,6 +45,9 @@ __all__ = [
     "fast_card",
     "export_fast_onnx",
     "quantize_fast_onnx",
+    "export_fast_int8",
+    "export_fast",
+    "FastExport",
     "fast_segmenter",
     "LABEL_STRIDES",
     "DEFAULT_LABEL_STRIDE",
@@ -189,56 +196,160 @@ def export_fast_onnx(
 
 
 def quantize_fast_onnx(
-    source: str | Path, path: str | Path, calibration: list[np.ndarray], card: ModelCard
+    source: str | Path,
+    path: str | Path,
+    calibration: list[np.ndarray],
+    card: ModelCard,
+    *,
+    preprocess: bool = True,
 ) -> Path:
     """Static int8 (QDQ, uint8 activations, per-channel int8 weights) of a fast graph.
 
     The input normalisation stays float (a quantized broadcast Mul/Add is slower than the whole
-    float version). ``calibration``: preprocessed uint8 NHWC batches.
+    float version). ``calibration``: preprocessed uint8 NHWC batches. ``preprocess`` runs ONNX
+    Runtime's pre-pass first (BN folding, shape inference), without which BatchNorm and its
+    Quantize/Dequantize pairs stay in the graph and int8 runs slower than float.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{INPUT_NAME: b} for b in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
+    from atrous.quantize.ptq import quantize_onnx
 
     proto = onnx.load(str(source))
     float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        quantize_static(
-            str(source),
-            str(tmp),
-            _Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=float_nodes,
-        )
-        out = onnx.load(str(tmp))
-        from atrous.export.onnx import set_metadata
+    # the logits stay float: uint8 logits tie between classes near boundaries, which flips the
+    # argmax; the classifier is a tiny 1x1 convolution and the upsample runs at reduced size
+    float_nodes += [n.name for n in proto.graph.node if n.name.startswith("/classifier/")]
+    float_nodes += [n.name for n in proto.graph.node if n.op_type in ("Resize", "ArgMax")]
+    stride = int(
+        card.provenance.notes.get("fast_path", {}).get("label_stride", DEFAULT_LABEL_STRIDE)
+    )
+    int8_card = card.model_copy(deep=True)
+    int8_card.provenance.notes["fast_path"] = {
+        **card.provenance.notes.get("fast_path", {}),
+        "precision": "int8",
+        "label_stride": stride,
+    }
+    path = quantize_onnx(
+        source,
+        calibration,
+        path,
+        num=len(calibration),
+        nodes_to_exclude=float_nodes,
+        card=int8_card,
+        preprocess=preprocess,
+    )
+    from atrous.export.onnx import read_onnx_card, set_metadata
 
-        stride = int(
-            card.provenance.notes.get("fast_path", {}).get("label_stride", DEFAULT_LABEL_STRIDE)
-        )
-        int8_card = card.model_copy(deep=True)
-        int8_card.provenance.notes["fast_path"] = {
-            **card.provenance.notes.get("fast_path", {}),
-            "precision": "int8",
-            "label_stride": stride,
-        }
-        set_metadata(out, {CARD_KEY: int8_card.to_json()})
-        onnx.save(out, str(tmp))
+    written = read_onnx_card(path) or int8_card
+    written.provenance.notes["fast_path"] = int8_card.provenance.notes["fast_path"]
+    proto = onnx.load(str(path))
+    set_metadata(proto, {CARD_KEY: written.to_json()})
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
     return path
+
+
+def export_fast_int8(
+    model: nn.Module,
+    card: ModelCard,
+    path: str | Path,
+    images: Iterable[Any],
+    *,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
+    num: int = 32,
+    bias_correction: bool = True,
+) -> Path:
+    """Write the int8 fast graph of ``model``: BN folded and biases corrected for int8 weight
+    rounding in PyTorch, exported as a fast graph, then statically quantized with ``num``
+    calibration images (dataset samples or RGB arrays) preprocessed as at inference.
+
+    ``model`` is not modified (a copy is prepared).
+    """
+    import copy
+    import tempfile
+
+    from atrous.quantize.pipeline import prepare_for_int8
+    from atrous.quantize.ptq import calibration_batches
+    from atrous.segmenter import Segmenter
+
+    images = list(itertools.islice(iter(images), num))
+    float_batches = calibration_batches(images, card, num)
+    net = prepare_for_int8(
+        copy.deepcopy(model).eval(),
+        float_batches,
+        granularity="per-channel",
+        equalize=False,
+        bias_correction=bias_correction,
+    )
+    fcard = fast_card(card, label_stride)
+    pixels = Segmenter(cast(Any, None), fcard)  # preprocessing only
+    pixel_batches = [pixels.preprocess([_rgb(item)])[0] for item in images]
+    with tempfile.TemporaryDirectory(prefix="atrous-fast-int8-") as tmp:
+        float_path = export_fast_onnx(
+            net, card, Path(tmp) / "fast_fp32.onnx", label_stride=label_stride
+        )
+        return quantize_fast_onnx(float_path, path, pixel_batches, fcard)
+
+
+def _rgb(item: Any) -> np.ndarray:
+    """The RGB image of a dataset sample, (image, mask) pair or bare array."""
+    image = getattr(item, "image", None)
+    if image is None:
+        image = item[0] if isinstance(item, tuple | list) else item
+    return np.asarray(image)
+
+
+@dataclass
+class FastExport:
+    """What ``export_fast`` wrote and how faithful it is to the float PyTorch path."""
+
+    path: Path
+    card: ModelCard
+    precision: str
+    label_stride: int
+    agreement: float  # pixel agreement with the float PyTorch Segmenter on held-out images
+    images_checked: int
+
+
+def export_fast(
+    source: str | Path,
+    out: str | Path,
+    *,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
+    precision: str = "fp32",
+    calibration: Sequence[Any] = (),
+    num: int = 32,
+    check: int = 8,
+    threads: int | None = None,
+) -> FastExport:
+    """Export the fast graph of a checkpoint or zoo model (fp32, or int8 calibrated on
+    ``calibration``) and measure its pixel agreement with the float PyTorch path on ``check``
+    held-out images (the calibration items after the first ``num``, else synthetic images)."""
+    from atrous.export.onnx import read_onnx_card
+    from atrous.export.parity import synthetic_image
+    from atrous.export.pipeline import load_source
+    from atrous.runtimes.torch_engine import TorchEngine
+    from atrous.segmenter import Segmenter
+
+    if precision not in ("fp32", "int8"):
+        raise ModelError(f"precision must be fp32 or int8, got '{precision}'")
+    if precision == "int8" and not calibration:
+        raise ModelError("an int8 fast graph needs calibration images (--calib DATA)")
+    net, card = load_source(source)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if precision == "int8":
+        export_fast_int8(net, card, out, calibration[:num], label_stride=label_stride, num=num)
+    else:
+        export_fast_onnx(net, card, out, label_stride=label_stride)
+    held = [_rgb(item) for item in calibration[num : num + check]]
+    size = card.preprocessing.size or 257
+    held = held or [synthetic_image(size, size, seed=i) for i in range(check)]
+    from atrous.runtimes.onnxruntime_engine import OrtEngine
+
+    written = read_onnx_card(out) or fast_card(card, label_stride, precision)
+    fast = Segmenter(OrtEngine(out, threads), written)
+    ref = Segmenter(TorchEngine(net, threads), card)
+    agree = [float((fast.predict(im).mask == ref.predict(im).mask).mean()) for im in held]
+    return FastExport(out, written, precision, label_stride, float(np.mean(agree)), len(held))
 
 
 def _cache_key(model: nn.Module, card: ModelCard, label_stride: int) -> str:

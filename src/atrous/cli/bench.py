@@ -9,6 +9,7 @@ import typer
 from rich.progress import Progress
 
 from atrous.cli._app import app, console, print_json, print_table
+from atrous.data import open_dataset
 from atrous.errors import InputError
 
 
@@ -113,20 +114,6 @@ def parse_ms(text: str) -> float:
         return float(value.removesuffix("ms").removesuffix("s")) * factor
     except ValueError:
         raise InputError(f"--latency-budget: expected e.g. 40ms, got '{text}'") from None
-
-
-def open_dataset(data: str, split: str = "val"):
-    """DATA is 'synthetic' or a dataset folder (VOC, Cityscapes or images/masks)."""
-    from atrous.config import DataConfig
-    from atrous.data import build_dataset
-
-    if data == "synthetic":
-        return build_dataset(DataConfig(kind="synthetic"), split)
-    if not Path(data).exists():
-        raise InputError(f"{data}: dataset folder not found")
-    from atrous.data.check import detect_kind
-
-    return build_dataset(DataConfig(kind=detect_kind(data), root=data), split)
 
 
 @app.command()

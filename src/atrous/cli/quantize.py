@@ -12,9 +12,9 @@ from atrous.errors import InputError
 
 def _open_data(data: str, split: str):
     """DATA as the evaluate command reads it: folder, experiment YAML or 'synthetic'."""
-    from atrous.cli.train import _dataset_for
+    from atrous.data import open_dataset
 
-    return _dataset_for(data, split, None)
+    return open_dataset(data, split)
 
 
 def _macs(model: str, size: tuple[int, int]) -> int | None:

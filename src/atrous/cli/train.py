@@ -9,9 +9,8 @@ import typer
 
 from atrous._atomic import atomic_write_text
 from atrous.cli._app import app, console, print_json, print_table
-from atrous.config import DataConfig, load_experiment
-from atrous.data import build_dataset
-from atrous.errors import InputError
+from atrous.config import load_experiment
+from atrous.data import open_dataset
 
 
 def _config_path(config: str) -> Path:
@@ -54,20 +53,6 @@ def train_command(
         )
 
 
-def _dataset_for(data: str, split: str, kind: str | None):
-    """DATA may be an experiment YAML (its data section), 'synthetic', or a dataset folder."""
-    from atrous.data.check import detect_kind
-
-    if data.endswith((".yaml", ".yml")):
-        return build_dataset(load_experiment(data).data, split)
-    if data == "synthetic":
-        return build_dataset(DataConfig(kind="synthetic"), split)
-    if not Path(data).exists():
-        raise InputError(f"{data}: dataset folder not found")
-    kind = kind or detect_kind(data)
-    return build_dataset(DataConfig(kind=kind, root=data), split)
-
-
 @app.command("evaluate")
 def evaluate_command(
     model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
@@ -88,7 +73,7 @@ def evaluate_command(
     from atrous.evaluate import evaluate, parse_scales, plot_confusion
     from atrous.segmenter import Segmenter
 
-    dataset = _dataset_for(data, split, kind)
+    dataset = open_dataset(data, split, kind)
     segmenter = Segmenter.from_file(model, engine=engine, threads=threads)
     result = evaluate(
         segmenter,

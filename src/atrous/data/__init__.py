@@ -5,7 +5,13 @@ from __future__ import annotations
 from atrous.config import DataConfig
 from atrous.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
 
-__all__ = ["Sample", "SegmentationDataset", "IGNORE_INDEX", "build_dataset"]
+__all__ = [
+    "Sample",
+    "SegmentationDataset",
+    "IGNORE_INDEX",
+    "build_dataset",
+    "open_dataset",
+]
 
 
 def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
@@ -25,6 +31,7 @@ def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
             seed=config.seed,
             max_shapes=config.max_shapes,
             noise=config.noise,
+            object_scale=config.object_scale,
         )
     if config.kind == "voc":
         from atrous.data.voc import VOCSegmentation
@@ -37,3 +44,22 @@ def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
     from atrous.data.folder import FolderDataset
 
     return FolderDataset(config.root, name)
+
+
+def open_dataset(data: str, split: str = "val", kind: str | None = None) -> SegmentationDataset:
+    """DATA as the CLI takes it: an experiment YAML (its data section), 'synthetic', or a
+    dataset folder whose layout (voc, cityscapes, folder) is ``kind`` or detected."""
+    from pathlib import Path
+
+    from atrous.config import load_experiment
+    from atrous.errors import InputError
+
+    if data.endswith((".yaml", ".yml")):
+        return build_dataset(load_experiment(data).data, split)
+    if data == "synthetic":
+        return build_dataset(DataConfig(kind="synthetic"), split)
+    if not Path(data).exists():
+        raise InputError(f"{data}: dataset folder not found")
+    from atrous.data.check import detect_kind
+
+    return build_dataset(DataConfig(kind=kind or detect_kind(data), root=data), split)  # type: ignore[arg-type]

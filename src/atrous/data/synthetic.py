@@ -19,6 +19,8 @@ __all__ = ["SyntheticShapes", "SYNTHETIC_CLASSES"]
 
 SYNTHETIC_CLASSES = ("background", "circle", "triangle", "rectangle", "cross")
 _SPLIT_KEYS = {"train": 0, "val": 1, "test": 2}
+# shape radius as a fraction of the scene side: shapes span about 1/3 to 3/5 of the scene
+DEFAULT_OBJECT_SCALE = (0.16, 0.3)
 
 
 def _colour(rng: np.random.Generator) -> np.ndarray:
@@ -78,10 +80,20 @@ def _texture(
     return a * (1 - t) + b * t, a
 
 
-def _shape_mask(rng: np.random.Generator, kind: int, h: int, w: int, scale: float) -> np.ndarray:
-    """A filled binary mask of one shape of class ``kind`` at a random place, size and angle."""
+def _shape_mask(
+    rng: np.random.Generator,
+    kind: int,
+    h: int,
+    w: int,
+    scale: float,
+    object_scale: tuple[float, float] = DEFAULT_OBJECT_SCALE,
+) -> np.ndarray:
+    """A filled binary mask of one shape of class ``kind`` at a random place, size and angle.
+
+    The shape's radius is drawn from ``object_scale`` (fractions of ``scale``, the scene side).
+    """
     mask = np.zeros((h, w), np.uint8)
-    r = rng.uniform(0.16, 0.3) * scale
+    r = rng.uniform(*object_scale) * scale
     cx, cy = rng.uniform(0.1, 0.9) * w, rng.uniform(0.1, 0.9) * h
     angle = rng.uniform(0, 2 * np.pi)
     if kind == 1:  # circle
@@ -123,7 +135,11 @@ def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
 
 
 def make_scene(
-    rng: np.random.Generator, size: int, max_shapes: int = 4, noise: float = 8.0
+    rng: np.random.Generator,
+    size: int,
+    max_shapes: int = 4,
+    noise: float = 8.0,
+    object_scale: tuple[float, float] = DEFAULT_OBJECT_SCALE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One scene: textured background, 2..max_shapes overlapping textured shapes, clutter, noise."""
     h = w = size
@@ -131,12 +147,12 @@ def make_scene(
     mask = np.zeros((h, w), np.uint8)
     for _ in range(int(rng.integers(2, max_shapes + 1))):
         kind = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
-        region = _shape_mask(rng, kind, h, w, size).astype(bool)
+        region = _shape_mask(rng, kind, h, w, size, object_scale).astype(bool)
         # occlusion is allowed, but a shape that would hide most of an earlier one is redrawn
         for _ in range(5):
             if not region.any() or (mask[region] > 0).mean() <= 0.3:
                 break
-            region = _shape_mask(rng, kind, h, w, size).astype(bool)
+            region = _shape_mask(rng, kind, h, w, size, object_scale).astype(bool)
         if not region.any():
             continue
         texture, _ = _texture(rng, h, w, avoid=background)
@@ -159,6 +175,8 @@ class SyntheticShapes(SegmentationDataset):
         max_shapes: up to this many shapes per scene (at least 2).
         noise: standard deviation of the additive Gaussian noise, in grey levels.
         cache: keep generated scenes in memory (generation costs ~10 ms a scene).
+        object_scale: (min, max) shape radius as a fraction of ``size``; larger shapes are
+            easier at a coarse output stride (fewer boundary pixels per shape).
     """
 
     name = "synthetic"
@@ -172,11 +190,16 @@ class SyntheticShapes(SegmentationDataset):
         max_shapes: int = 4,
         noise: float = 8.0,
         cache: bool = True,
+        object_scale: tuple[float, float] = DEFAULT_OBJECT_SCALE,
     ) -> None:
         if split not in _SPLIT_KEYS:
             raise ValueError(f"split must be one of {', '.join(_SPLIT_KEYS)}, got {split!r}")
         self.split, self.length, self.size = split, length, size
         self.seed, self.max_shapes, self.noise = seed, max_shapes, noise
+        lo, hi = object_scale
+        if not 0 < lo <= hi <= 0.5:
+            raise ValueError(f"object_scale must satisfy 0 < min <= max <= 0.5, got {object_scale}")
+        self.object_scale = (float(lo), float(hi))
         self.classes = list(SYNTHETIC_CLASSES)
         self.palette = voc_palette(len(self.classes))
         self._cache: dict[int, Sample] | None = {} if cache else None
@@ -189,7 +212,7 @@ class SyntheticShapes(SegmentationDataset):
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         rng = np.random.default_rng((self.seed, _SPLIT_KEYS[self.split], index))
-        image, mask = make_scene(rng, self.size, self.max_shapes, self.noise)
+        image, mask = make_scene(rng, self.size, self.max_shapes, self.noise, self.object_scale)
         sample = Sample(image=image, mask=mask, name=f"{self.split}_{index:05d}")
         if self._cache is not None:
             self._cache[index] = sample

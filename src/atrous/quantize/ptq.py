@@ -65,7 +65,8 @@ def calibration_batches(
         if len(batches) >= num:
             break
         if isinstance(item, np.ndarray) and item.ndim == 4:
-            batches.append(item.astype(np.float32, copy=False))
+            # preprocessed: float batches, or uint8 pixel batches for graphs that take pixels
+            batches.append(item if item.dtype == np.uint8 else item.astype(np.float32, copy=False))
             continue
         if segmenter is None:
             if card is None and card_source is not None:

@@ -42,6 +42,7 @@ from atrous.data import SegmentationDataset, build_dataset
 from atrous.data.transforms import Normalize, TransformedDataset, train_transform
 from atrous.errors import ConfigError, ModelError
 from atrous.evaluate import EvalResult, evaluate
+from atrous.models.backbones import zero_init_residuals
 from atrous.models.deeplab import DeepLab
 from atrous.models.zoo import default_card
 from atrous.runtimes import TorchEngine, default_threads
@@ -146,9 +147,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    # fused kernels update every parameter in one pass (~10% of a CPU step for MobileNets)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+        return torch.optim.AdamW(groups, lr=config.lr, fused=True)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, fused=True)
 
 
 def _unwrap(model: nn.Module) -> DeepLab:
@@ -171,14 +173,18 @@ def train_one_epoch(
     grad_clip: float | None = None,
     freeze_backbone: bool = False,
     on_step: Callable[[float, float, int], None] | None = None,
+    channels_last: bool = False,
 ) -> EpochStats:
     """One pass over ``loader``; the scheduler steps every iteration.
 
     ``on_step(loss, lr, images)`` is called after each step (progress bars, TensorBoard).
+    ``channels_last`` feeds NHWC batches (the model should already be in that memory format).
     """
     _set_train_mode(model, freeze_backbone)
     total_loss, images, start = 0.0, 0, time.perf_counter()
     for batch, target in loader:
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         output = model(batch)
         loss = criterion(output, target)
         optimizer.zero_grad(set_to_none=True)
@@ -339,14 +345,15 @@ def fit(
     start, interrupted, epoch = time.perf_counter(), False, run.start_epoch
     global_step = run.start_epoch * len(run.loader)
     world = run.dist.world_size
+    planned = _planned_epochs(run)
     try:
         with _progress(console, progress and main) as bar:
-            for epoch in range(run.start_epoch, cfg.epochs):
+            while epoch < planned:
                 run.train_data.set_epoch(epoch)
                 if isinstance(run.loader.sampler, DistributedSampler):
                     run.loader.sampler.set_epoch(epoch)
                 task = bar.add_task(
-                    f"epoch {epoch + 1}/{cfg.epochs}",
+                    f"epoch {epoch + 1}/{planned}",
                     total=len(run.loader),
                     loss=0.0,
                     lr=run.optimizer.param_groups[0]["lr"],
@@ -373,6 +380,7 @@ def fit(
                     grad_clip=cfg.grad_clip,
                     freeze_backbone=cfg.freeze_backbone,
                     on_step=on_step,
+                    channels_last=cfg.channels_last,
                 )
                 average_buffers(net, run.dist)
                 row: dict[str, Any] = {
@@ -383,8 +391,11 @@ def fit(
                     "epoch_seconds": round(stats.seconds, 2),
                     "elapsed_seconds": round(time.perf_counter() - start, 2),
                 }
+                if cfg.max_minutes is not None:
+                    planned = _fit_time_budget(run, epoch + 1, time.perf_counter() - start, say)
+                    row["planned_epochs"] = planned
                 validating = run.val_data is not None and (
-                    (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+                    (epoch + 1) % cfg.val_every == 0 or epoch + 1 == planned
                 )
                 if main and validating:
                     result = validate(
@@ -412,7 +423,7 @@ def fit(
                 barrier(run.dist)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
-            epoch = cfg.epochs
+                epoch += 1
     except KeyboardInterrupt:
         interrupted = True
         if main:
@@ -434,6 +445,39 @@ def fit(
         seconds=time.perf_counter() - start,
         model=net,
     )
+
+
+def _planned_epochs(run: _Run) -> int:
+    """Epochs the schedule runs to: the config's, or fewer if a time budget shortened it."""
+    horizon = getattr(run.scheduler.lr_lambdas[0], "total_iters", None)  # type: ignore[attr-defined]
+    if horizon is None:
+        return run.config.train.epochs
+    return min(run.config.train.epochs, max(1, round(horizon / max(1, len(run.loader)))))
+
+
+def _fit_time_budget(run: _Run, done: int, elapsed: float, say: Callable[..., None]) -> int:
+    """Shorten the run (and its poly LR horizon) so it ends within ``train.max_minutes``.
+
+    Uses this run's own pace (seconds per epoch, validation included), so the same recipe
+    fits the budget on a slower machine instead of overrunning it; it never lengthens a run.
+    Returns the epochs now planned.
+    """
+    cfg = run.config.train
+    planned = _planned_epochs(run)
+    per_epoch = elapsed / max(1, done - run.start_epoch)
+    budget = 60.0 * float(cfg.max_minutes or 0)
+    fits = done + int(max(0.0, budget - elapsed) // per_epoch)
+    if fits >= planned:
+        return planned
+    fits = max(done, fits)
+    schedule = run.scheduler.lr_lambdas[0]  # type: ignore[attr-defined]
+    # the schedule's horizon only ever shrinks, and never below the iterations already run
+    schedule.total_iters = max(done * len(run.loader), fits * len(run.loader))
+    say(
+        f"time budget {cfg.max_minutes:g} min: {per_epoch:.0f} s per epoch, "
+        f"so {fits} epochs instead of {planned} (LR schedule shortened to match)"
+    )
+    return fits
 
 
 def _card_with_metrics(card: ModelCard, result: EvalResult, epoch: int) -> ModelCard:
@@ -503,7 +547,11 @@ def _train(config, out_dir, resume, dist, console, progress, on_epoch_end) -> Tr
     val_set = build_dataset(config.data, "val") if dist.is_main else None
     card = build_card(config, train_set)
     model = DeepLab(card.model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     say = console.print if (console is not None and dist.is_main) else (lambda *a, **k: None)
+    if cfg.zero_init_residual and not cfg.backbone_weights:
+        zero_init_residuals(model.backbone)
     if cfg.backbone_weights and not resume:
         say(load_backbone_weights(model, cfg.backbone_weights).summary())
     if cfg.freeze_backbone:

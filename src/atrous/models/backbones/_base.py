@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["FeatureInfo", "Backbone", "make_divisible", "StrideTracker", "init_weights"]
+__all__ = [
+    "FeatureInfo",
+    "Backbone",
+    "make_divisible",
+    "StrideTracker",
+    "init_weights",
+    "zero_init_residuals",
+]
 
 
 @dataclass(frozen=True)
@@ -73,3 +80,19 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def zero_init_residuals(model: nn.Module) -> int:
+    """Zero the last BatchNorm scale of every residual branch; return how many were zeroed.
+
+    Each residual block then starts as the identity, which shortens the from-scratch plateau
+    (Goyal et al. 2017; torchvision's ``zero_init_residual``). Blocks opt in by exposing the
+    norm as ``residual_norm``.
+    """
+    count = 0
+    for module in model.modules():
+        norm = getattr(module, "residual_norm", None)
+        if isinstance(norm, nn.BatchNorm2d):
+            nn.init.zeros_(norm.weight)
+            count += 1
+    return count

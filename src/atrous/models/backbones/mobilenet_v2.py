@@ -70,6 +70,11 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
 
+    @property
+    def residual_norm(self) -> nn.BatchNorm2d | None:
+        """The BatchNorm closing the residual branch (None without a shortcut)."""
+        return self.conv[-1] if self.use_residual else None  # type: ignore[return-value]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
         return x + out if self.use_residual else out

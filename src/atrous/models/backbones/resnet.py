@@ -39,6 +39,11 @@ class Bottleneck(nn.Module):
                 nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
             )
 
+    @property
+    def residual_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm closing the residual branch."""
+        return self.bn3
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))

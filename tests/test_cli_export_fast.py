@@ -1,0 +1,54 @@
+"""``atrous export --fast``: the fast graph from the CLI, its agreement table, int8 needs data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from atrous.cli import app
+from atrous.export.onnx import read_onnx_card
+from atrous.fastpath import export_fast
+from atrous.segmenter import Segmenter
+
+runner = CliRunner()
+
+
+def test_export_fast_fp32_from_cli(tmp_path):
+    out = tmp_path / "fast.onnx"
+    result = runner.invoke(
+        app,
+        ["export", "deeplabv3_mnv2_dm05_os16", "--fast", "--label-stride", "1", "-o", str(out)]
+        + ["--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["precision"] == "fp32" and report["label_stride"] == 1
+    assert report["agreement_with_float"] > 0.99  # fp32 at full resolution: the same network
+    card = read_onnx_card(out)
+    assert card.output == "labels" and card.preprocessing.layout == "NHWC"
+    mask = Segmenter.from_file(out, engine="onnxruntime").predict(np.zeros((40, 50, 3), np.uint8))
+    assert mask.mask.shape == (40, 50)
+
+
+def test_int8_fast_export_needs_calibration(tmp_path):
+    result = runner.invoke(
+        app, ["export", "deeplabv3_mnv2_dm05_os16", "--fast", "--precision", "int8"]
+    )
+    assert result.exit_code != 0
+    assert "calibration" in result.output and "Traceback" not in result.output
+
+
+def test_export_fast_int8_reports_agreement(tmp_path):
+    images = [np.random.default_rng(i).integers(0, 255, (48, 48, 3), np.uint8) for i in range(6)]
+    result = export_fast(
+        "deeplabv3_mnv2_dm05_os16",
+        tmp_path / "f8.onnx",
+        precision="int8",
+        calibration=images,
+        num=4,
+        threads=1,
+    )
+    assert result.images_checked == 2 and 0.0 <= result.agreement <= 1.0
+    assert read_onnx_card(result.path).provenance.notes["fast_path"]["precision"] == "int8"
