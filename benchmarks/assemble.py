@@ -15,10 +15,14 @@ ORDER = ["foundation", "training", "engines", "fast_path", "compression", "serve
 
 HEADER = """# Benchmarks
 
-Every table below comes from a script in `benchmarks/` (the command is given with each table) run
-on this project's 2-core AMD EPYC (AVX2, no VNNI) machine. Systems are compared as ratios within
-one interleaved run; tests never assert on wall time. Tables marked with a load average above 2
-were taken while other jobs shared the two cores: compare their ratios, not their milliseconds.
+Every table below comes from a script in `benchmarks/` (the command is given with each table),
+run on one of this project's 2-core machines; each table names its machine. The 2026-11-28
+tables (training, fast path, compression) ran on an Intel Xeon at 2.5 GHz with AVX-512 and
+AVX-512 VNNI (int8 dot products in hardware); the earlier ones (foundation, engines, serve,
+hardening) on an AMD EPYC (AVX2, no VNNI), where int8 pays far less. Systems are compared as
+ratios within one interleaved run; tests never assert on wall time. Tables marked with a load
+average above 2 were taken while other jobs shared the two cores: compare their ratios, not
+their milliseconds.
 
 SUMMARY
 """

@@ -118,9 +118,17 @@ def main() -> None:
         Variant(f"int8 auto mixed ({len(mixed.mixed.float_groups)} float)", mixed.path, macs)
     )
 
-    train_batches = dataset_batches(calib_set, card, batch_size=8, crop=card.preprocessing.size)
+    # the demo's own crops and scale range; QAT at ~1% of the training LR only adapts the
+    # weights to int8 rounding, pruning needs a larger LR to recover the removed channels
+    train_batches = dataset_batches(
+        calib_set,
+        card,
+        batch_size=8,
+        crop=experiment.data.crop_size,
+        scale_range=experiment.data.scale_range,
+    )
     qat_model, _ = load_checkpoint(checkpoint)
-    qat_finetune(qat_model, train_batches, steps=steps, lr=1e-4)
+    qat_finetune(qat_model, train_batches, steps=steps, lr=experiment.train.lr * 0.01)
     variants.append(
         Variant("int8 QAT", qat_export(qat_model, card, calib, work / "qat.onnx", num=num), macs)
     )

@@ -384,7 +384,8 @@ def main() -> None:
     post = postprocess_cost(sizes[0], 4 * args.images)
     command = "PYTHONPATH=src python benchmarks/fast_path.py " + " ".join(sys.argv[1:])
     load = f"Load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} on "
-    load += f"{os.cpu_count()} cores."
+    load += f"{os.cpu_count()} cores; CPU time stolen by the hypervisor during the timed runs: "
+    load += f"{result.machine.get('cpu_stolen_percent', 0.0)}%."
     parts = [
         "# The fast CPU path: deeplabv3_mnv2_dm05_os16",
         "",

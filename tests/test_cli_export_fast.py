@@ -8,6 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from atrous.cli import app
+from atrous.errors import ModelError
 from atrous.export.onnx import read_onnx_card
 from atrous.fastpath import export_fast
 from atrous.segmenter import Segmenter
@@ -36,8 +37,8 @@ def test_int8_fast_export_needs_calibration(tmp_path):
     result = runner.invoke(
         app, ["export", "deeplabv3_mnv2_dm05_os16", "--fast", "--precision", "int8"]
     )
-    assert result.exit_code != 0
-    assert "calibration" in result.output and "Traceback" not in result.output
+    assert isinstance(result.exception, ModelError)  # main() prints it as one line, exit 2
+    assert "calibration" in str(result.exception) and "\n" not in str(result.exception)
 
 
 def test_export_fast_int8_reports_agreement(tmp_path):

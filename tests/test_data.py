@@ -82,7 +82,9 @@ def test_open_dataset_reads_cli_forms(folder, tmp_path):
     assert open_dataset("synthetic", "val").name == "synthetic"
     assert len(open_dataset(str(folder), "train")) == 3
     config = tmp_path / "exp.yaml"
-    config.write_text("data: {kind: synthetic, val_size: 3, image_size: 32}\n")
+    config.write_text(
+        "model: {name: deeplabv3_mnv2_dm05_os16}\ndata: {kind: synthetic, val_size: 3}\n"
+    )
     assert len(open_dataset(str(config), "val")) == 3
     with pytest.raises(InputError, match="not found"):
         open_dataset(str(tmp_path / "missing"))

@@ -170,6 +170,16 @@ def test_time_budget_shortens_run_and_schedule(tmp_path):
     assert resumed.epochs_run == 1 and state["epoch"] == 1  # nothing left to run
 
 
+def test_train_spawns_local_processes_that_agree_on_a_budget(tmp_path):
+    train_cfg = {**TINY["train"], "epochs": 3, "max_minutes": 1e-4, "processes": 2}
+    config = parse_config(ExperimentConfig, {**TINY, "train": train_cfg})
+    result = train(config, tmp_path / "run", progress=False)
+    # both ranks stopped after one epoch (rank 0's plan is broadcast; a disagreement hangs)
+    assert result.epochs_run == 1 and len(result.history) == 1
+    assert result.best_checkpoint is not None and result.model is not None
+    assert result.history[0]["images_per_second"] > 0
+
+
 def test_train_then_evaluate_end_to_end(tmp_path):
     from atrous.data import build_dataset
     from atrous.evaluate import evaluate

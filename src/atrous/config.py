@@ -240,8 +240,11 @@ class TrainConfig(StrictModel):
     channels_last: bool = True
     # from scratch: every residual block starts as the identity (shorter initial plateau)
     zero_init_residual: bool = False
-    # wall-clock budget: after each epoch, the run (and its LR schedule) is shortened to fit
+    # wall-clock budget: after each epoch, the run (and its LR schedule) is re-planned to fit
     max_minutes: float | None = None
+    # local data-parallel processes (DDP, gloo) started by `train` itself; under torchrun the
+    # launcher's process count applies instead. batch_size is per process.
+    processes: int = 1
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -249,6 +252,8 @@ class TrainConfig(StrictModel):
             raise ValueError("epochs and batch_size must be at least 1")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.processes < 1:
+            raise ValueError(f"processes must be at least 1, got {self.processes}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.ohem_thresh is not None and not 0 < self.ohem_thresh < 1:

@@ -36,6 +36,8 @@ __all__ = [
     "as_target",
     "benchmark",
     "synthetic_photo",
+    "cpu_times",
+    "stolen_percent",
     "with_input_size",
     "SCHEMA",
 ]
@@ -190,13 +192,45 @@ class BenchResult:
         return cols, rows
 
 
+def cpu_times() -> tuple[float, float] | None:
+    """(stolen, total) CPU jiffies since boot from /proc/stat; None where there is none.
+
+    On a virtual machine the hypervisor's 'steal' is time this machine wanted to run but was
+    given to others: a run with a large stolen share measured the neighbours, not the code.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0.0), sum(fields[:8])
+
+
+def stolen_percent(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float:
+    """Percent of CPU time stolen by the hypervisor between two :func:`cpu_times` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return 0.0
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -289,6 +323,7 @@ def benchmark(
     """
     if runs < 1 or warmup < 0:
         raise InputError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
+    stolen_at_start = cpu_times()
     engines = [engine] if isinstance(engine, str) else list(engine)
     targets = [as_target(item, e) for item in models_or_engines for e in engines]
     modes = MODES if end_to_end else ("network",)
@@ -330,7 +365,8 @@ def benchmark(
     finally:
         tmp.cleanup()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return BenchResult(records, runs, warmup, order, round(peak, 1), _machine())
+    machine = {**_machine(), "cpu_stolen_percent": stolen_percent(stolen_at_start, cpu_times())}
+    return BenchResult(records, runs, warmup, order, round(peak, 1), machine)
 
 
 def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:

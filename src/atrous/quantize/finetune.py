@@ -60,12 +60,24 @@ def _repeat(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def dataset_batches(
-    dataset, card, *, batch_size: int = 8, crop: int = 257, seed: int = 0
+    dataset,
+    card,
+    *,
+    batch_size: int = 8,
+    crop: int = 257,
+    seed: int = 0,
+    scale_range: tuple[float, float] = (0.5, 2.0),
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Augmented, normalised training batches from a project dataset, per the card's contract."""
+    """Augmented, normalised training batches from a project dataset, per the card's contract.
+
+    Pass the model's own training ``crop`` and ``scale_range``: fine-tuning on another
+    distribution moves the model away from the one it was trained (and is evaluated) on.
+    """
     from atrous.data.transforms import Normalize, TransformedDataset, train_transform
 
-    data = TransformedDataset(dataset, train_transform(crop), Normalize(card.preprocessing))
+    data = TransformedDataset(
+        dataset, train_transform(crop, scale_range), Normalize(card.preprocessing)
+    )
     gen = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         data, batch_size=batch_size, shuffle=True, drop_last=True, generator=gen

@@ -124,7 +124,7 @@ def qat_train(
     out_dir: str | Path,
     *,
     steps: int | None = None,
-    lr_scale: float = 0.1,
+    lr_scale: float = 0.01,
     num: int = 100,
     progress: Callable[[int, float], None] | None = None,
 ) -> tuple[Path, Path]:
@@ -147,7 +147,12 @@ def qat_train(
     train_set = build_dataset(experiment.data, "train")
     cfg = experiment.train
     batches = dataset_batches(
-        train_set, card, batch_size=cfg.batch_size, crop=experiment.data.crop_size, seed=cfg.seed
+        train_set,
+        card,
+        batch_size=cfg.batch_size,
+        crop=experiment.data.crop_size,
+        seed=cfg.seed,
+        scale_range=experiment.data.scale_range,
     )
     steps = steps or max(1, len(train_set) // cfg.batch_size)
     qat_finetune(model, batches, steps=steps, lr=cfg.lr * lr_scale, progress=progress)

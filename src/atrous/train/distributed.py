@@ -7,13 +7,24 @@ RANK / WORLD_SIZE from the environment. Without those variables everything runs 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistInfo", "init_distributed", "shutdown_distributed", "average_buffers", "barrier"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "shutdown_distributed",
+    "average_buffers",
+    "barrier",
+    "broadcast_int",
+    "launched",
+    "spawn_local",
+]
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,47 @@ class DistInfo:
     def enabled(self) -> bool:
         """True when more than one process takes part."""
         return self.world_size > 1
+
+
+def launched() -> bool:
+    """True inside a multi-process job (torchrun or :func:`spawn_local`)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def broadcast_int(value: int, info: DistInfo) -> int:
+    """Rank 0's ``value`` on every rank (decisions that must agree, e.g. epochs planned)."""
+    if not info.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawned(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    fn(*args)
+
+
+def spawn_local(fn: Callable[..., Any], processes: int, *args: Any) -> None:
+    """Run ``fn(*args)`` in ``processes`` local processes joined into one gloo job, as torchrun
+    would start them; returns when all have finished (re-raising a worker's failure)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_spawned, args=(processes, _free_port(), fn, args), nprocs=processes, join=True)
 
 
 def init_distributed() -> DistInfo:

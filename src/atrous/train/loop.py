@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from atrous._atomic import atomic_write_text, remove_stale_temporaries
 from atrous.card import ModelCard
-from atrous.checkpoint import read_checkpoint, save_checkpoint
+from atrous.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from atrous.config import ExperimentConfig, TrainConfig
 from atrous.data import SegmentationDataset, build_dataset
 from atrous.data.transforms import Normalize, TransformedDataset, train_transform
@@ -51,8 +51,11 @@ from atrous.train.distributed import (
     DistInfo,
     average_buffers,
     barrier,
+    broadcast_int,
     init_distributed,
+    launched,
     shutdown_distributed,
+    spawn_local,
 )
 from atrous.train.losses import SegmentationLoss
 from atrous.train.pretrained import load_backbone_weights
@@ -346,6 +349,7 @@ def fit(
     global_step = run.start_epoch * len(run.loader)
     world = run.dist.world_size
     planned = _planned_epochs(run)
+    durations: list[float] = []  # wall seconds of each finished epoch (train, validate, save)
     try:
         with _progress(console, progress and main) as bar:
             while epoch < planned:
@@ -360,6 +364,7 @@ def fit(
                     ips=0.0,
                 )
                 t0, seen = time.perf_counter(), 0
+                epoch_start = t0
 
                 def on_step(loss: float, lr: float, n: int, task=task, t0=t0) -> None:
                     nonlocal seen, global_step
@@ -392,7 +397,16 @@ def fit(
                     "elapsed_seconds": round(time.perf_counter() - start, 2),
                 }
                 if cfg.max_minutes is not None:
-                    planned = _fit_time_budget(run, epoch + 1, time.perf_counter() - start, say)
+                    now = time.perf_counter()
+                    # the first epoch also pays one-off costs (caches, warm-up): once others
+                    # are measured, they alone give the pace
+                    pace = durations[1:] or durations or [now - epoch_start]
+                    planned = _fit_time_budget(
+                        run, epoch + 1, now - start, sum(pace) / len(pace), say
+                    )
+                    if run.dist.enabled:  # every rank must run the same epochs: rank 0 decides
+                        planned = broadcast_int(planned, run.dist)
+                        run.scheduler.lr_lambdas[0].total_iters = planned * len(run.loader)  # type: ignore[attr-defined]
                     row["planned_epochs"] = planned
                 validating = run.val_data is not None and (
                     (epoch + 1) % cfg.val_every == 0 or epoch + 1 == planned
@@ -423,6 +437,7 @@ def fit(
                 barrier(run.dist)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch + 1, row)
+                durations.append(time.perf_counter() - epoch_start)
                 epoch += 1
     except KeyboardInterrupt:
         interrupted = True
@@ -455,28 +470,26 @@ def _planned_epochs(run: _Run) -> int:
     return min(run.config.train.epochs, max(1, round(horizon / max(1, len(run.loader)))))
 
 
-def _fit_time_budget(run: _Run, done: int, elapsed: float, say: Callable[..., None]) -> int:
-    """Shorten the run (and its poly LR horizon) so it ends within ``train.max_minutes``.
+def _fit_time_budget(
+    run: _Run, done: int, elapsed: float, per_epoch: float, say: Callable[..., None]
+) -> int:
+    """Re-plan the run (and its poly LR horizon) to end within ``train.max_minutes``.
 
-    Uses this run's own pace (seconds per epoch, validation included), so the same recipe
-    fits the budget on a slower machine instead of overrunning it; it never lengthens a run.
+    ``per_epoch`` is this run's own pace, so the same recipe fits the budget on a slower machine
+    instead of overrunning it; the plan stays between the epochs done and ``train.epochs``.
     Returns the epochs now planned.
     """
     cfg = run.config.train
     planned = _planned_epochs(run)
-    per_epoch = elapsed / max(1, done - run.start_epoch)
     budget = 60.0 * float(cfg.max_minutes or 0)
-    fits = done + int(max(0.0, budget - elapsed) // per_epoch)
-    if fits >= planned:
-        return planned
-    fits = max(done, fits)
-    schedule = run.scheduler.lr_lambdas[0]  # type: ignore[attr-defined]
-    # the schedule's horizon only ever shrinks, and never below the iterations already run
-    schedule.total_iters = max(done * len(run.loader), fits * len(run.loader))
-    say(
-        f"time budget {cfg.max_minutes:g} min: {per_epoch:.0f} s per epoch, "
-        f"so {fits} epochs instead of {planned} (LR schedule shortened to match)"
-    )
+    fits = done + int(max(0.0, budget - elapsed) // max(per_epoch, 1e-6))
+    fits = min(cfg.epochs, max(done, fits))
+    if fits != planned:
+        run.scheduler.lr_lambdas[0].total_iters = fits * len(run.loader)  # type: ignore[attr-defined]
+        say(
+            f"time budget {cfg.max_minutes:g} min at {per_epoch:.0f} s per epoch: "
+            f"{fits} epochs planned (of {cfg.epochs}); LR schedule re-planned to match"
+        )
     return fits
 
 
@@ -527,11 +540,43 @@ def train(
     ``out_dir/last.pt`` and training continues the same schedule. Under torchrun each rank calls
     this; rank 0 alone validates and writes.
     """
+    if config.train.processes > 1 and not launched():
+        return _train_spawned(config, Path(out_dir or config.out_dir), resume, progress)
     dist = init_distributed()
     try:
         return _train(config, out_dir, resume, dist, console, progress, on_epoch_end)
     finally:
         shutdown_distributed(dist)
+
+
+def _spawned_worker(config: ExperimentConfig, out_dir: Path, resume: bool, progress: bool) -> None:
+    train(config, out_dir, resume=resume, console=Console(), progress=progress)
+
+
+def _train_spawned(
+    config: ExperimentConfig, out_dir: Path, resume: bool, progress: bool
+) -> TrainResult:
+    """``train.processes`` > 1 without torchrun: start the ranks here (one thread each by
+    default), wait, and rebuild the result from what rank 0 wrote."""
+    start = time.perf_counter()
+    spawn_local(_spawned_worker, config.train.processes, config, out_dir, resume, progress)
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    interrupted = out_dir / "interrupted.pt"
+    final = interrupted if interrupted.exists() and not last.exists() else last
+    state = read_checkpoint(final).get("train_state") or {}
+    model, _ = load_checkpoint(final)
+    return TrainResult(
+        out_dir=out_dir,
+        best_checkpoint=best if best.exists() else None,
+        last_checkpoint=last if last.exists() else None,
+        best_miou=float(state.get("best_miou", -1.0)),
+        best_epoch=int(state.get("best_epoch", -1)),
+        epochs_run=int(state.get("epoch", 0)),
+        history=list(state.get("history", [])),
+        interrupted=interrupted.exists(),
+        seconds=time.perf_counter() - start,
+        model=model,
+    )
 
 
 def _train(config, out_dir, resume, dist, console, progress, on_epoch_end) -> TrainResult:
