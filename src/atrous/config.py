@@ -240,7 +240,8 @@ class TrainConfig(StrictModel):
     channels_last: bool = True
     # from scratch: every residual block starts as the identity (shorter initial plateau)
     zero_init_residual: bool = False
-    # wall-clock budget: after each epoch, the run (and its LR schedule) is re-planned to fit
+    # wall-clock budget: after each epoch the run (and its LR schedule) is re-planned to fit;
+    # a hard limit too: an epoch still running when it is spent ends early and is the last
     max_minutes: float | None = None
     # local data-parallel processes (DDP, gloo) started by `train` itself; under torchrun the
     # launcher's process count applies instead. batch_size is per process.

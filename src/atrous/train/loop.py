@@ -177,15 +177,20 @@ def train_one_epoch(
     freeze_backbone: bool = False,
     on_step: Callable[[float, float, int], None] | None = None,
     channels_last: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``; the scheduler steps every iteration.
 
     ``on_step(loss, lr, images)`` is called after each step (progress bars, TensorBoard).
     ``channels_last`` feeds NHWC batches (the model should already be in that memory format).
+    ``stop()`` is asked before each step after the first; True ends the epoch early (a time
+    budget ran out).
     """
     _set_train_mode(model, freeze_backbone)
     total_loss, images, start = 0.0, 0, time.perf_counter()
     for batch, target in loader:
+        if stop is not None and images and stop():  # at least one step per epoch
+            break
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         output = model(batch)
@@ -350,6 +355,14 @@ def fit(
     world = run.dist.world_size
     planned = _planned_epochs(run)
     durations: list[float] = []  # wall seconds of each finished epoch (train, validate, save)
+    out_of_time = None
+    if cfg.max_minutes is not None:
+        deadline = start + 60.0 * cfg.max_minutes
+
+        def out_of_time() -> bool:
+            """Past the budget (the ranks agree: rank 0's clock decides)."""
+            return bool(broadcast_int(int(time.perf_counter() > deadline), run.dist))
+
     try:
         with _progress(console, progress and main) as bar:
             while epoch < planned:
@@ -386,6 +399,7 @@ def fit(
                     freeze_backbone=cfg.freeze_backbone,
                     on_step=on_step,
                     channels_last=cfg.channels_last,
+                    stop=out_of_time,
                 )
                 average_buffers(net, run.dist)
                 row: dict[str, Any] = {
@@ -396,7 +410,12 @@ def fit(
                     "epoch_seconds": round(stats.seconds, 2),
                     "elapsed_seconds": round(time.perf_counter() - start, 2),
                 }
-                if cfg.max_minutes is not None:
+                if out_of_time is not None and out_of_time():
+                    planned = epoch + 1  # the budget ran out inside this epoch: it is the last
+                    run.scheduler.lr_lambdas[0].total_iters = planned * len(run.loader)  # type: ignore[attr-defined]
+                    row["planned_epochs"] = planned
+                    say(f"time budget {cfg.max_minutes:g} min reached: stopping after this epoch")
+                elif cfg.max_minutes is not None:
                     now = time.perf_counter()
                     # the first epoch also pays one-off costs (caches, warm-up): once others
                     # are measured, they alone give the pace
