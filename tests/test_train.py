@@ -263,3 +263,11 @@ def test_ddp_longer_run_matches_across_ranks(tmp_path):
     _check_ranks_agree(tmp_path)
     history = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert len(history) == 3 and history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_shipped_recipe_name_wins_over_an_output_folder(tmp_path, monkeypatch):
+    from atrous.cli.train import _config_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # what `make demo` leaves behind
+    assert _config_path("demo").name == "demo.yaml" and _config_path("demo").is_file()

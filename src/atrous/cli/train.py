@@ -18,7 +18,7 @@ def _config_path(config: str) -> Path:
     from atrous.demo import packaged_config
 
     path = Path(config)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
+    if path.is_file() or path.suffix in (".yaml", ".yml"):  # not the demo/ output folder
         return path
     shipped = packaged_config(config)
     return shipped if shipped.is_file() else path
