@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,6 +159,10 @@ def main() -> None:
     pc = next(r for r in rows if r.variant == "int8 per-channel, minmax")
     text = [
         "# Compression on the demo model",
+        "",
+        "Command: `PYTHONPATH=src python benchmarks/compression.py "
+        + " ".join(sys.argv[1:])
+        + "`.",
         "",
         f"Model: `{card.name}` trained on synthetic shapes ({checkpoint}). mIoU: the one "
         f"evaluator (dataset-level confusion matrix) on the synthetic val split "
