@@ -115,3 +115,17 @@ def test_from_file_fast_engine_opens_the_cached_fast_graph(tmp_path, tiny_checkp
     assert seg.predict(synthetic_image(50, 70)).mask.shape == (50, 70)
     Segmenter.from_file(path, engine="fast", threads=1)  # the second open reuses the export
     assert len(list((tmp_path / ".cache" / "atrous" / "fast").glob("*.onnx"))) == 1
+
+
+def test_narrow_high_resolution_convs_are_found_from_shapes(net, tmp_path):
+    from atrous.fastpath import narrow_high_resolution_convs
+
+    model, card = net
+    path = export_fast_onnx(model, card, tmp_path / "f.onnx", label_stride=2)
+    sample = np.zeros((1, 64, 64, 3), np.uint8)
+    names = narrow_high_resolution_convs(path, sample)
+    # MobileNetV2 dm0.5: the input normalisation, the 16-channel stem at 1/2 and the first
+    # block (depthwise 16, projection 8); the 48-channel expansion at 1/2 is wide enough for int8
+    assert any("features.0" in n for n in names) and any("features.1/" in n for n in names)
+    assert not any("features.2/" in n for n in names)
+    assert not any("features.3/" in n or "classifier" in n for n in names)
