@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import onnx
@@ -210,10 +210,9 @@ def quantize_fast_onnx(
 ) -> Path:
     """Static int8 (QDQ, uint8 activations, per-channel int8 weights) of a fast graph.
 
-    The input normalisation stays float (a quantized broadcast Mul/Add is slower than the whole
-    float version). ``calibration``: preprocessed uint8 NHWC batches. ``preprocess`` runs ONNX
-    Runtime's pre-pass first (BN folding, shape inference), without which BatchNorm and its
-    Quantize/Dequantize pairs stay in the graph and int8 runs slower than float.
+    ``calibration``: preprocessed uint8 NHWC batches; ``card``: the fast graph's card (its
+    label stride is recorded with precision int8). ``preprocess`` runs ONNX Runtime's
+    optimisation and shape-inference pre-pass first.
     """
     from atrous.quantize.ptq import quantize_onnx
 
@@ -227,33 +226,17 @@ def quantize_fast_onnx(
     # pixels, where ONNX Runtime's int8 kernels lose to its float ones (~10% of the network
     # at 513x513, measured; wider 1/2-resolution layers still gain from int8)
     float_nodes += narrow_high_resolution_convs(source, calibration[0])
-    stride = int(
-        card.provenance.notes.get("fast_path", {}).get("label_stride", DEFAULT_LABEL_STRIDE)
-    )
-    int8_card = card.model_copy(deep=True)
-    int8_card.provenance.notes["fast_path"] = {
-        **card.provenance.notes.get("fast_path", {}),
-        "precision": "int8",
-        "label_stride": stride,
-    }
-    path = quantize_onnx(
+    fast_notes = card.provenance.notes.get("fast_path", {})
+    stride = int(fast_notes.get("label_stride", DEFAULT_LABEL_STRIDE))
+    return quantize_onnx(
         source,
         calibration,
         path,
         num=len(calibration),
         nodes_to_exclude=float_nodes,
-        card=int8_card,
         preprocess=preprocess,
+        notes={"fast_path": {**fast_notes, "precision": "int8", "label_stride": stride}},
     )
-    from atrous.export.onnx import read_onnx_card, set_metadata
-
-    written = read_onnx_card(path) or int8_card
-    written.provenance.notes["fast_path"] = int8_card.provenance.notes["fast_path"]
-    proto = onnx.load(str(path))
-    set_metadata(proto, {CARD_KEY: written.to_json()})
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return path
 
 
 def narrow_high_resolution_convs(
@@ -303,7 +286,6 @@ def export_fast_int8(
 
     from atrous.quantize.pipeline import prepare_for_int8
     from atrous.quantize.ptq import calibration_batches
-    from atrous.segmenter import Segmenter
 
     images = list(itertools.islice(iter(images), num))
     float_batches = calibration_batches(images, card, num)
@@ -315,21 +297,12 @@ def export_fast_int8(
         bias_correction=bias_correction,
     )
     fcard = fast_card(card, label_stride)
-    pixels = Segmenter(cast(Any, None), fcard)  # preprocessing only
-    pixel_batches = [pixels.preprocess([_rgb(item)])[0] for item in images]
+    pixel_batches = calibration_batches(images, fcard, num)  # uint8 NHWC, as the graph takes
     with tempfile.TemporaryDirectory(prefix="atrous-fast-int8-") as tmp:
         float_path = export_fast_onnx(
             net, card, Path(tmp) / "fast_fp32.onnx", label_stride=label_stride
         )
         return quantize_fast_onnx(float_path, path, pixel_batches, fcard)
-
-
-def _rgb(item: Any) -> np.ndarray:
-    """The RGB image of a dataset sample, (image, mask) pair or bare array."""
-    image = getattr(item, "image", None)
-    if image is None:
-        image = item[0] if isinstance(item, tuple | list) else item
-    return np.asarray(image)
 
 
 @dataclass
@@ -361,6 +334,7 @@ def export_fast(
     from atrous.export.onnx import read_onnx_card
     from atrous.export.parity import synthetic_image
     from atrous.export.pipeline import load_source
+    from atrous.quantize.ptq import image_of
     from atrous.runtimes.torch_engine import TorchEngine
     from atrous.segmenter import Segmenter
 
@@ -375,7 +349,7 @@ def export_fast(
         export_fast_int8(net, card, out, calibration[:num], label_stride=label_stride, num=num)
     else:
         export_fast_onnx(net, card, out, label_stride=label_stride)
-    held = [_rgb(item) for item in calibration[num : num + check]]
+    held = [image_of(item) for item in calibration[num : num + check]]
     size = card.preprocessing.size or 257
     held = held or [synthetic_image(size, size, seed=i) for i in range(check)]
     from atrous.runtimes.onnxruntime_engine import OrtEngine

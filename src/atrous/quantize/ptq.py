@@ -24,6 +24,7 @@ __all__ = [
     "CALIBRATION_METHODS",
     "BatchReader",
     "calibration_batches",
+    "image_of",
     "quantize_onnx",
     "quantizable_nodes",
     "copy_metadata",
@@ -37,7 +38,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def _image_of(item: Any) -> np.ndarray:
+def image_of(item: Any) -> np.ndarray:
     """An RGB uint8 image from a dataset sample, a (image, mask) pair or a bare array."""
     image = getattr(item, "image", None)
     if image is None:
@@ -81,7 +82,7 @@ def calibration_batches(
             from atrous.segmenter import Segmenter
 
             segmenter = Segmenter(cast(Any, None), card)  # preprocessing only, no engine needed
-        batches.append(segmenter.preprocess([_image_of(item)])[0])
+        batches.append(segmenter.preprocess([image_of(item)])[0])
     if not batches:
         raise InputError("calibration data is empty")
     return batches
@@ -173,6 +174,7 @@ def quantize_onnx(
     engine: Literal["onnxruntime", "openvino"] = "onnxruntime",
     calibration_cache: str | Path | None = None,
     preprocess: bool = True,
+    notes: dict[str, Any] | None = None,
 ) -> Path:
     """Quantize a float ONNX model to static int8 and write it to ``out``; return ``out``.
 
@@ -190,6 +192,7 @@ def quantize_onnx(
         calibration_cache: JSON file of activation ranges; written on first use, reused after
             (sensitivity sweeps calibrate once).
         preprocess: run ORT's optimisation/shape-inference pre-pass (skip if already done).
+        notes: extra provenance notes for the written model card (merged over the source's).
     """
     model_path, out = Path(model_path), Path(out)
     if not model_path.is_file():
@@ -238,5 +241,9 @@ def quantize_onnx(
             calibration_providers=["CPUExecutionProvider"],
             calibration_cache_path=calibration_cache,
         )
-        copy_metadata(model_path, target, {"quantization": {"engine": "onnxruntime", **settings}})
+        copy_metadata(
+            model_path,
+            target,
+            {"quantization": {"engine": "onnxruntime", **settings}, **(notes or {})},
+        )
     return out

@@ -410,22 +410,28 @@ def fit(
                     "epoch_seconds": round(stats.seconds, 2),
                     "elapsed_seconds": round(time.perf_counter() - start, 2),
                 }
-                if out_of_time is not None and out_of_time():
-                    planned = epoch + 1  # the budget ran out inside this epoch: it is the last
-                    run.scheduler.lr_lambdas[0].total_iters = planned * len(run.loader)  # type: ignore[attr-defined]
-                    row["planned_epochs"] = planned
-                    say(f"time budget {cfg.max_minutes:g} min reached: stopping after this epoch")
-                elif cfg.max_minutes is not None:
-                    now = time.perf_counter()
-                    # the first epoch also pays one-off costs (caches, warm-up): once others
-                    # are measured, they alone give the pace
-                    pace = durations[1:] or durations or [now - epoch_start]
-                    planned = _fit_time_budget(
-                        run, epoch + 1, now - start, sum(pace) / len(pace), say
-                    )
-                    if run.dist.enabled:  # every rank must run the same epochs: rank 0 decides
-                        planned = broadcast_int(planned, run.dist)
-                        run.scheduler.lr_lambdas[0].total_iters = planned * len(run.loader)  # type: ignore[attr-defined]
+                if out_of_time is not None:
+                    if out_of_time():
+                        planned = epoch + 1  # the budget ran out inside this epoch: the last
+                        budget = f"time budget {cfg.max_minutes:g} min"
+                        say(f"{budget} reached: stopping after this epoch")
+                    else:
+                        now = time.perf_counter()
+                        # the first epoch also pays one-off costs (caches, warm-up): once others
+                        # are measured, they alone give the pace
+                        pace = durations[1:] or durations or [now - epoch_start]
+                        per_epoch = sum(pace) / len(pace)
+                        fits = _epochs_within_budget(run, epoch + 1, now - start, per_epoch)
+                        # every rank must run the same epochs: rank 0 decides
+                        fits = broadcast_int(fits, run.dist)
+                        if fits != planned:
+                            say(
+                                f"time budget {cfg.max_minutes:g} min at {per_epoch:.0f} s per "
+                                f"epoch: {fits} epochs planned (of {cfg.epochs}); LR schedule "
+                                "re-planned to match"
+                            )
+                        planned = fits
+                    _set_planned_epochs(run, planned)
                     row["planned_epochs"] = planned
                 validating = run.val_data is not None and (
                     (epoch + 1) % cfg.val_every == 0 or epoch + 1 == planned
@@ -489,27 +495,20 @@ def _planned_epochs(run: _Run) -> int:
     return min(run.config.train.epochs, max(1, round(horizon / max(1, len(run.loader)))))
 
 
-def _fit_time_budget(
-    run: _Run, done: int, elapsed: float, per_epoch: float, say: Callable[..., None]
-) -> int:
-    """Re-plan the run (and its poly LR horizon) to end within ``train.max_minutes``.
+def _set_planned_epochs(run: _Run, epochs: int) -> None:
+    """Move the poly LR horizon to the end of ``epochs`` (what :func:`_planned_epochs` reads,
+    so a resumed run keeps the plan)."""
+    run.scheduler.lr_lambdas[0].total_iters = epochs * len(run.loader)  # type: ignore[attr-defined]
 
-    ``per_epoch`` is this run's own pace, so the same recipe fits the budget on a slower machine
-    instead of overrunning it; the plan stays between the epochs done and ``train.epochs``.
-    Returns the epochs now planned.
-    """
+
+def _epochs_within_budget(run: _Run, done: int, elapsed: float, per_epoch: float) -> int:
+    """Epochs that fit ``train.max_minutes`` at this run's own pace (``per_epoch`` seconds),
+    between the epochs done and ``train.epochs``: the same recipe fits the budget on a slower
+    machine instead of overrunning it."""
     cfg = run.config.train
-    planned = _planned_epochs(run)
     budget = 60.0 * float(cfg.max_minutes or 0)
     fits = done + int(max(0.0, budget - elapsed) // max(per_epoch, 1e-6))
-    fits = min(cfg.epochs, max(done, fits))
-    if fits != planned:
-        run.scheduler.lr_lambdas[0].total_iters = fits * len(run.loader)  # type: ignore[attr-defined]
-        say(
-            f"time budget {cfg.max_minutes:g} min at {per_epoch:.0f} s per epoch: "
-            f"{fits} epochs planned (of {cfg.epochs}); LR schedule re-planned to match"
-        )
-    return fits
+    return min(cfg.epochs, max(done, fits))
 
 
 def _card_with_metrics(card: ModelCard, result: EvalResult, epoch: int) -> ModelCard:
