@@ -51,7 +51,11 @@ def test_reduced_label_stride_is_graph_argmax_repeated(net, tmp_path, stride):
     path = export_fast_onnx(model, card, tmp_path / "f.onnx", label_stride=stride)
     engine, loaded = load_engine(path, threads=2)
     assert loaded.output == "labels" and loaded.preprocessing.layout == "NHWC"
-    meta = dict((p.key, p.value) for p in onnx.load(str(path)).metadata_props)
+    proto = onnx.load(str(path))
+    argmax = next(n for n in proto.graph.node if n.op_type == "ArgMax")
+    axis = next(a.i for a in argmax.attribute if a.name == "axis")
+    assert axis == 3  # the NHWC tail: classes innermost
+    meta = dict((p.key, p.value) for p in proto.metadata_props)
     assert f'"label_stride":{stride}' in meta[CARD_KEY].replace(" ", "")
     image = synthetic_image(90, 121, seed=1)  # padded to a multiple of 8 and cropped back
     mask = Segmenter(engine, loaded).predict(image).mask
@@ -79,6 +83,15 @@ def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):
     fast, reference = fast_read_image(path), read_image(path)
     assert fast.shape == reference.shape == (80, 40, 3)
     assert np.abs(fast.astype(int) - reference).max() <= 1
+    for subsampling in (0, 2):  # 4:4:4 and 4:2:0 chroma, upright: the libjpeg-turbo route
+        upright = tmp_path / f"upright{subsampling}.jpg"
+        Image.fromarray(pixels).save(upright, quality=90, subsampling=subsampling)
+        fast, reference = fast_read_image(upright), read_image(upright)
+        assert fast.shape == reference.shape == (40, 80, 3) and fast.dtype == np.uint8
+        assert np.abs(fast.astype(int) - reference).max() <= 1
+    grey = tmp_path / "grey.jpg"
+    Image.fromarray(pixels[..., 0]).save(grey)
+    assert (fast_read_image(grey) == read_image(grey)).all()
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     with pytest.raises(Exception, match="not an image"):

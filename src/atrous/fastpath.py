@@ -12,7 +12,8 @@ upsampled to full resolution, argmax in Python):
   the uint8 label map is enlarged with nearest neighbour (an exact integer repeat) afterwards,
   which moves a 21-channel float resize and argmax (about 5.5 M values at 513x513) to a fraction of
   the pixels (1/4 at the default 1/2). ``label_stride=1`` keeps the exact full-resolution
-  result.
+  result. The Resize and ArgMax run in NHWC (``nhwc_label_tail``), where ONNX Runtime's kernels
+  are faster than in NCHW.
 
 ``export_fast_onnx`` writes the graph with its model card; ``fast_segmenter`` builds (and caches)
 it for a checkpoint or zoo name and returns a ready Segmenter.
@@ -48,6 +49,7 @@ __all__ = [
     "export_fast_int8",
     "export_fast",
     "narrow_high_resolution_convs",
+    "nhwc_label_tail",
     "FastExport",
     "fast_segmenter",
     "LABEL_STRIDES",
@@ -195,9 +197,46 @@ def export_fast_onnx(
                 f"{path}: fast-path export failed: {str(exc).splitlines()[0]}"
             ) from exc
         proto = onnx.load(str(tmp))
+        nhwc_label_tail(proto)
         set_metadata(proto, {CARD_KEY: fast_card(card, label_stride).to_json()})
         onnx.save(proto, str(tmp))
     return path
+
+
+def nhwc_label_tail(proto: onnx.ModelProto) -> bool:
+    """Run the logit Resize and the ArgMax in NHWC, in place; return whether it was rewritten.
+
+    The same result (bit for bit) about 1 ms sooner at 513x513: ONNX Runtime's NHWC bilinear
+    Resize and an ArgMax over the innermost (contiguous) axis beat their NCHW forms; the
+    transpose moves only the small 1/16-resolution logits.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    nodes = list(graph.node)
+    resize = next((n for n in nodes if n.op_type == "Resize"), None)
+    argmax = next((n for n in nodes if n.op_type == "ArgMax"), None)
+    if resize is None or argmax is None or len(resize.input) < 4 or not resize.input[3]:
+        return False
+    if argmax.input[0] != resize.output[0]:
+        return False
+    perm = "/tail/nhwc_perm"
+    graph.initializer.append(numpy_helper.from_array(np.array([0, 2, 3, 1], np.int64), perm))
+    logits, sizes = resize.input[0], resize.input[3]
+    to_nhwc = helper.make_node(
+        "Transpose", [logits], ["/tail/logits_nhwc"], perm=[0, 2, 3, 1], name="/tail/Transpose"
+    )
+    nhwc_sizes = helper.make_node(
+        "Gather", [sizes, perm], ["/tail/sizes_nhwc"], axis=0, name="/tail/Gather"
+    )
+    resize.input[0], resize.input[3] = "/tail/logits_nhwc", "/tail/sizes_nhwc"
+    for attribute in argmax.attribute:
+        if attribute.name == "axis":
+            attribute.i = 3
+    at = nodes.index(resize)
+    graph.node.insert(at, nhwc_sizes)
+    graph.node.insert(at, to_nhwc)
+    return True
 
 
 def quantize_fast_onnx(
@@ -217,7 +256,7 @@ def quantize_fast_onnx(
     from atrous.quantize.ptq import quantize_onnx
 
     proto = onnx.load(str(source))
-    float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
+    float_nodes = [n.name for n in proto.graph.node if n.name.startswith(("/normalize/", "/tail/"))]
     # the logits stay float: uint8 logits tie between classes near boundaries, which flips the
     # argmax; the classifier is a tiny 1x1 convolution and the upsample runs at reduced size
     float_nodes += [n.name for n in proto.graph.node if n.name.startswith("/classifier/")]

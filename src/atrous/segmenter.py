@@ -7,14 +7,17 @@ unless probabilities are asked for).
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from atrous.card import ModelCard
 from atrous.data.io import MAX_PIXELS, read_image
@@ -57,13 +60,38 @@ class Prediction:
 
 
 _JPEG = {".jpg", ".jpeg", ".jpe"}
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag of an encoded image (1, upright, when absent or unreadable)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only, not the pixels
+            return int(image.getexif().get(_ORIENTATION, 1))
+    except Exception:
+        return 1
 
 
 def fast_read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 pixels of an image file; JPEGs through OpenCV (about 2x faster than Pillow,
-    same pixels, EXIF orientation applied), everything else and any failure via ``read_image``."""
+    """RGB uint8 pixels of an image file, EXIF orientation applied.
+
+    Upright JPEGs go through libjpeg-turbo via simplejpeg (the same pixels as OpenCV and Pillow,
+    about 1.5x faster than OpenCV's decoder here); other JPEGs through OpenCV; everything else and
+    any failure via ``read_image``.
+    """
     if Path(path).suffix.lower() in _JPEG:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR_RGB)
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            return read_image(path)  # its one-line error names the file
+        if _exif_orientation(data) == 1:
+            try:
+                width, height, _, _ = simplejpeg.decode_jpeg_header(data)
+                if width * height <= MAX_PIXELS:
+                    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            except (ValueError, RuntimeError):  # e.g. CMYK or a damaged stream: OpenCV decides
+                pass
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
         if image is not None and image.shape[0] * image.shape[1] <= MAX_PIXELS:
             return image
     return read_image(path)
