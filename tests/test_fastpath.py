@@ -142,3 +142,39 @@ def test_narrow_high_resolution_convs_are_found_from_shapes(net, tmp_path):
     assert any("features.0" in n for n in names) and any("features.1/" in n for n in names)
     assert not any("features.2/" in n for n in names)
     assert not any("features.3/" in n or "classifier" in n for n in names)
+
+
+def test_folded_normalisation_is_exact_away_from_the_padding(net, tmp_path):
+    import onnxruntime as ort
+
+    from atrous.fastpath import Normalize, fold_input_normalization
+
+    _, card = net
+
+    class Stem(torch.nn.Module):
+        def __init__(self, padding: int) -> None:
+            super().__init__()
+            self.normalize = Normalize(card)
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=padding)
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.normalize(pixels))
+
+    pixels = synthetic_image(33, 41, seed=4)[None]
+    for padding in (0, 1):
+        path = tmp_path / f"stem{padding}.onnx"
+        stem = Stem(padding).eval()
+        torch.onnx.export(
+            stem, (torch.from_numpy(pixels),), str(path), input_names=["pixels"], dynamo=False
+        )
+        proto = onnx.load(str(path))
+        assert fold_input_normalization(proto)
+        assert not any(n.name.startswith("/normalize/Conv") for n in proto.graph.node)
+        before = ort.InferenceSession(str(path)).run(None, {"pixels": pixels})[0]
+        after = ort.InferenceSession(proto.SerializeToString()).run(None, {"pixels": pixels})[0]
+        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+        np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-4)
+        if padding == 0:  # no padding: exact everywhere
+            np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
+        else:  # the border sees black rather than mean-colour padding
+            assert np.abs(after[..., 0, :] - before[..., 0, :]).max() > 1e-2
