@@ -144,7 +144,7 @@ def test_narrow_high_resolution_convs_are_found_from_shapes(net, tmp_path):
     assert not any("features.3/" in n or "classifier" in n for n in names)
 
 
-def test_folded_normalisation_is_exact_away_from_the_padding(net, tmp_path):
+def test_folded_normalisation_matches_with_a_mean_colour_border(net, tmp_path):
     import onnxruntime as ort
 
     from atrous.fastpath import Normalize, fold_input_normalization
@@ -161,7 +161,7 @@ def test_folded_normalisation_is_exact_away_from_the_padding(net, tmp_path):
             return self.conv(self.normalize(pixels))
 
     pixels = synthetic_image(33, 41, seed=4)[None]
-    for padding in (0, 1):
+    for padding in (0, 1, 2):
         path = tmp_path / f"stem{padding}.onnx"
         stem = Stem(padding).eval()
         torch.onnx.export(
@@ -169,12 +169,11 @@ def test_folded_normalisation_is_exact_away_from_the_padding(net, tmp_path):
         )
         proto = onnx.load(str(path))
         assert fold_input_normalization(proto)
-        assert not any(n.name.startswith("/normalize/Conv") for n in proto.graph.node)
+        assert not any(n.name == "/normalize/Conv" for n in proto.graph.node)
         before = ort.InferenceSession(str(path)).run(None, {"pixels": pixels})[0]
         after = ort.InferenceSession(proto.SerializeToString()).run(None, {"pixels": pixels})[0]
-        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+        assert after.shape == before.shape
+        inner = (slice(None), slice(None), slice(padding, -1), slice(padding, -1))
         np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-4)
-        if padding == 0:  # no padding: exact everywhere
-            np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
-        else:  # the border sees black rather than mean-colour padding
-            assert np.abs(after[..., 0, :] - before[..., 0, :]).max() > 1e-2
+        # the border: the mean colour rounded to whole pixel values (black would be off by ~1)
+        assert np.abs(after - before).max() < 0.05

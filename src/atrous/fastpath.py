@@ -300,13 +300,13 @@ def _quantize_fast(
 
 def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     """Fold the input normalisation (``/normalize/Conv``: a per-channel scale and shift) into the
-    first convolution's weights and bias, in place; return whether it was folded.
+    first convolution, in place; return whether it was folded.
 
-    Saves a full-resolution float pass (~0.6 ms at 513x513). Exact except on the first
-    convolution's border: its zero padding now pads raw pixels with 0 (black) rather than
-    normalised pixels with 0 (the mean colour). The int8 graph uses it (its rounding already
-    exceeds that difference; the mIoU cost is measured in benchmarks/fast_path.py), the fp32
-    fast graph stays exact.
+    Saves a full-resolution float pass (~0.6 ms at 513x513). The first convolution's zero
+    padding meant "the mean colour" in normalised units; it becomes an explicit border of the
+    mean colour (rounded to whole pixel values, within 0.01 of the exact normalised 0) added to
+    the uint8 pixels, so borders stay right on small images too. Used by the int8 fast graph;
+    the fp32 fast graph stays bit-exact.
     """
     from onnx import numpy_helper
 
@@ -318,18 +318,27 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
         return None if found is None else numpy_helper.to_array(found).astype(np.float64)
 
     norm = next((n for n in graph.node if n.name == "/normalize/Conv"), None)
+    cast = next((n for n in graph.node if norm is not None and n.output[0] == norm.input[0]), None)
     users = [n for n in graph.node if norm is not None and norm.output[0] in n.input]
     convs = [n for n in users if n.op_type == "Conv"]
-    if norm is None or len(convs) != 1 or any(n.op_type not in ("Conv", "Shape") for n in users):
+    if cast is None or cast.op_type != "Cast" or len(convs) != 1:
+        return False
+    if any(n.op_type not in ("Conv", "Shape") for n in users):
         return False
     conv = convs[0]
+    attributes = {a.name: a for a in conv.attribute}
+    pads = list(attributes["pads"].ints) if "pads" in attributes else [0, 0, 0, 0]
     weight, scale, shift = array(conv.input[1]), array(norm.input[1]), array(norm.input[2])
-    grouped = any(a.name == "group" and a.i != 1 for a in conv.attribute)
-    if grouped or weight is None or scale is None or shift is None:
+    grouped = "group" in attributes and attributes["group"].i != 1
+    explicit = "auto_pad" not in attributes or attributes["auto_pad"].s in (b"", b"NOTSET")
+    if grouped or not explicit or len(pads) != 4 or weight is None or scale is None:
+        return False
+    if shift is None:
         return False
     bias = array(conv.input[2]) if len(conv.input) > 2 else np.zeros(weight.shape[0])
     if bias is None:
         return False
+    scale, shift = scale.reshape(-1), shift.reshape(-1)
     folded_bias = bias + (weight * shift.reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
     names = (f"{conv.name}/folded_weight", f"{conv.name}/folded_bias")
     graph.initializer.extend(
@@ -342,10 +351,74 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     )
     del conv.input[1:]
     conv.input.extend(names)
-    for node in users:  # the convolution and any shape queries read the unnormalised pixels
-        node.input[list(node.input).index(norm.output[0])] = norm.input[0]
+    pixels = cast.input[0]
+    colour = np.clip(np.rint(-shift / scale), 0, 255).astype(np.uint8)
+    if any(pads):
+        cast.input[0] = _add_border(graph, pixels, colour, pads)
+        del attributes["pads"].ints[:]
+        attributes["pads"].ints.extend([0, 0, 0, 0])
+    conv.input[0] = cast.output[0]
+    for node in users:  # shape queries read the unpadded pixels
+        if node.op_type == "Shape":
+            node.input[0] = pixels
     graph.node.remove(norm)
     return True
+
+
+def _add_border(graph: onnx.GraphProto, pixels: str, colour: np.ndarray, pads: list[int]) -> str:
+    """Nodes that surround uint8 NCHW ``pixels`` with a border of ``colour`` (one value per
+    channel), ``pads`` = [top, left, bottom, right] wide, for any input size; returns the
+    bordered tensor's name. Inserted at the start of ``graph``."""
+    from onnx import helper, numpy_helper
+
+    top, left, bottom, right = pads
+    p = "/normalize/border/"
+    constants = {
+        "colour": colour.reshape(1, -1, 1, 1),
+        "first3": np.array([3], np.int64),
+        "first2": np.array([2], np.int64),
+        "start0": np.array([0], np.int64),
+        "w_at": np.array([3], np.int64),
+        "w_end": np.array([4], np.int64),
+        **{f"n{k}": np.array([k], np.int64) for k in {top, left, bottom, right} if k},
+    }
+    graph.initializer.extend(numpy_helper.from_array(v, p + k) for k, v in constants.items())
+    nodes = [helper.make_node("Shape", [pixels], [p + "shape"])]
+    nodes.append(helper.make_node("Slice", [p + "shape", p + "start0", p + "first3"], [p + "nch"]))
+    row = [pixels]
+    for side, width in (("left", left), ("right", right)):
+        if width:
+            nodes.append(
+                helper.make_node(
+                    "Concat", [p + "nch", p + f"n{width}"], [p + side + "_shape"], axis=0
+                )
+            )
+            nodes.append(
+                helper.make_node("Expand", [p + "colour", p + side + "_shape"], [p + side])
+            )
+            row.insert(0 if side == "left" else len(row), p + side)
+    nodes.append(helper.make_node("Concat", row, [p + "wide"], axis=3))
+    nodes.append(helper.make_node("Shape", [p + "wide"], [p + "wide_shape"]))
+    nodes.append(
+        helper.make_node("Slice", [p + "wide_shape", p + "start0", p + "first2"], [p + "nc"])
+    )
+    nodes.append(helper.make_node("Slice", [p + "wide_shape", p + "w_at", p + "w_end"], [p + "w"]))
+    column = [p + "wide"]
+    for side, height in (("top", top), ("bottom", bottom)):
+        if height:
+            dims = [p + "nc", p + f"n{height}", p + "w"]
+            nodes.append(helper.make_node("Concat", dims, [p + side + "_shape"], axis=0))
+            nodes.append(
+                helper.make_node("Expand", [p + "colour", p + side + "_shape"], [p + side])
+            )
+            column.insert(0 if side == "top" else len(column), p + side)
+    nodes.append(helper.make_node("Concat", column, [p + "bordered"], axis=2))
+    for i, node in enumerate(nodes):
+        node.name = f"{p}{i}_{node.op_type}"
+    producer = next((i for i, n in enumerate(graph.node) if pixels in n.output), -1)
+    for offset, node in enumerate(nodes):
+        graph.node.insert(producer + 1 + offset, node)
+    return p + "bordered"
 
 
 def narrow_high_resolution_convs(

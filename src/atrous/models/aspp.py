@@ -1,7 +1,7 @@
 """Atrous Spatial Pyramid Pooling (DeepLabV3) and its image-pooling-only variant.
 
-The image-pooling branch averages over H and W and broadcasts back, so it exports to ONNX with
-dynamic input sizes (an AdaptiveAvgPool of fixed output size does not).
+The image-pooling branch averages globally and broadcasts back, so it exports to ONNX with
+dynamic input sizes (an AdaptiveAvgPool to a fixed size above 1x1 does not).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ASPP", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling"]
@@ -50,7 +51,9 @@ class ImagePooling(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.relu(self.bn(self.conv(x.mean(dim=(2, 3), keepdim=True))))
+        # global average pooling (ONNX GlobalAveragePool: any input size, and ONNX Runtime
+        # quantizes it, where a ReduceMean would run in float between int8 layers)
+        pooled = self.relu(self.bn(self.conv(F.adaptive_avg_pool2d(x, 1))))
         return pooled.expand(-1, -1, x.shape[2], x.shape[3])
 
 
