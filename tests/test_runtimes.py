@@ -34,6 +34,26 @@ def test_ort_engine_uses_requested_threads_sequentially(exported):
     assert engine.describe()["threads"] == 2 and engine.describe()["engine"] == "onnxruntime"
 
 
+def test_ort_engine_pins_repeated_shapes_in_sessions_of_their_own(exported):
+    from atrous.runtimes.onnxruntime_engine import OrtEngine
+
+    engine = OrtEngine(exported[0], threads=1, specialize=1)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    b = rng.standard_normal((1, 3, 32, 48)).astype(np.float32)
+    first = engine.run(a)  # first sight: the dynamic session
+    assert engine._fixed == {}
+    second = engine.run(a)  # seen again: a session with height and width pinned
+    fixed = engine._fixed[(1, 3, 64, 96)]
+    assert [d for d in fixed.get_inputs()[0].shape] == [1, 3, 64, 96]
+    np.testing.assert_allclose(second, first, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(engine.run(a), first, rtol=1e-5, atol=1e-5)
+    plain = OrtEngine(exported[0], threads=1, specialize=0)
+    for _ in range(3):  # the limit is reached: other sizes stay on the dynamic session
+        np.testing.assert_allclose(engine.run(b), plain.run(b), rtol=1e-5, atol=1e-5)
+    assert list(engine._fixed) == [(1, 3, 64, 96)] and plain._fixed == {}
+
+
 def test_segmenter_on_onnx_gives_the_torch_mask(exported):
     path, model, card = exported
     image = synthetic_image(70, 90, seed=4)

@@ -15,6 +15,10 @@ from atrous.runtimes.torch_engine import default_threads
 __all__ = ["OrtEngine", "ORT_DTYPES"]
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+# models up to this size also get a fixed-shape session for each of their first
+# SPECIALIZED_SHAPES repeated input shapes (each session holds its own copy of the weights)
+SPECIALIZE_MAX_BYTES = 64 << 20
+SPECIALIZED_SHAPES = 2
 
 
 class OrtEngine:
@@ -27,35 +31,71 @@ class OrtEngine:
     Args:
         path: the .onnx file.
         threads: intra-op threads; None uses every core this process may run on.
+        specialize: how many repeated input shapes get a session of their own with the
+            symbolic dimensions fixed (faster); None: 2 for files up to 64 MB, else 0.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+    def __init__(
+        self, path: str | Path, threads: int | None = None, specialize: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.threads = threads or default_threads()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:
-            raise ModelError(
-                f"{self.path}: ONNX Runtime cannot load it: {error_line(exc)}"
-            ) from None
+        if specialize is None:
+            small = self.path.stat().st_size <= SPECIALIZE_MAX_BYTES
+            specialize = SPECIALIZED_SHAPES if small else 0
+        self.specialize = specialize
+        self.session = self._open()
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
         self.input = inputs[0]
         self.input_dtype = ORT_DTYPES.get(self.input.type, np.float32)
         self.output_names = [o.name for o in self.session.get_outputs()[:1]]
+        self._fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its fixed-shape session
+        self._seen: dict[tuple[int, ...], int] = {}
+
+    def _open(self, fixed_dims: dict[str, int] | None = None) -> Any:
+        """A session on the file; ``fixed_dims`` pins symbolic input dimensions by name."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        for name, size in (fixed_dims or {}).items():
+            options.add_free_dimension_override_by_name(name, size)
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(
+                f"{self.path}: ONNX Runtime cannot load it: {error_line(exc)}"
+            ) from None
+
+    def _session_for(self, shape: tuple[int, ...]) -> Any:
+        """The session to run an input of ``shape`` on.
+
+        A shape seen for the second time gets its own session with the symbolic dimensions
+        pinned (up to ``specialize`` shapes): ONNX Runtime then folds the graph's shape
+        arithmetic away and plans memory for that size (~2% of the fast graph at 513x513).
+        """
+        found = self._fixed.get(shape)
+        if found is not None or len(self._fixed) >= self.specialize:
+            return found or self.session
+        names = [d if isinstance(d, str) else None for d in self.input.shape]
+        if not any(names) or len(names) != len(shape):
+            return self.session
+        if len(self._seen) > 64:  # many different sizes: keep the count bounded
+            self._seen.clear()
+        self._seen[shape] = self._seen.get(shape, 0) + 1
+        if self._seen[shape] < 2:
+            return self.session
+        fixed = {name: size for name, size in zip(names, shape, strict=True) if name}
+        self._fixed[shape] = self._open(fixed)
+        return self._fixed[shape]
 
     @property
     def card_json(self) -> str | None:
@@ -75,7 +115,8 @@ class OrtEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
-        return self.session.run(self.output_names, {self.input.name: x})[0]
+        session = self._session_for(x.shape) if self.specialize else self.session
+        return session.run(self.output_names, {self.input.name: x})[0]
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads and model file."""
