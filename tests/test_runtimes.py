@@ -31,6 +31,8 @@ def test_ort_engine_uses_requested_threads_sequentially(exported):
     engine = OrtEngine(exported[0], threads=2)
     options = engine.session.get_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    # no spinning after a run: idle workers would take the cores from whatever runs next
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     assert engine.describe()["threads"] == 2 and engine.describe()["engine"] == "onnxruntime"
 
 
