@@ -45,16 +45,14 @@ def test_full_resolution_fast_path_matches_torch(net, tmp_path):
     assert len(np.unique(expected)) >= 3  # diversified weights: the check is not trivial
 
 
-@pytest.mark.parametrize("stride", [2, 4])
-def test_reduced_label_stride_is_graph_argmax_repeated(net, tmp_path, stride):
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_labels_are_the_bilinear_argmax_at_the_label_stride(net, tmp_path, stride):
     model, card = net
     path = export_fast_onnx(model, card, tmp_path / "f.onnx", label_stride=stride)
     engine, loaded = load_engine(path, threads=2)
-    assert loaded.output == "labels" and loaded.preprocessing.layout == "NHWC"
+    assert loaded.output == "logits" and loaded.preprocessing.layout == "NHWC"
     proto = onnx.load(str(path))
-    argmax = next(n for n in proto.graph.node if n.op_type == "ArgMax")
-    axis = next(a.i for a in argmax.attribute if a.name == "axis")
-    assert axis == 3  # the NHWC tail: classes innermost
+    assert not {"Resize", "ArgMax"} & {n.op_type for n in proto.graph.node}  # tail on the host
     meta = dict((p.key, p.value) for p in proto.metadata_props)
     assert f'"label_stride":{stride}' in meta[CARD_KEY].replace(" ", "")
     image = synthetic_image(90, 121, seed=1)  # padded to a multiple of 8 and cropped back
@@ -63,10 +61,36 @@ def test_reduced_label_stride_is_graph_argmax_repeated(net, tmp_path, stride):
     padded = np.full((1, 96, 128, 3), 128, np.uint8)
     padded[0, :90, :121] = image
     with torch.inference_mode():
-        low = FastGraph(model, card, stride)(torch.from_numpy(padded))[0].numpy()
-    assert low.shape == (96 // stride, 128 // stride)
+        logits = FastGraph(model, card, stride)(torch.from_numpy(padded)).permute(0, 3, 1, 2)
+        size = (96 // stride, 128 // stride)
+        up = torch.nn.functional.interpolate(logits, size, mode="bilinear", align_corners=False)
+        low = up.argmax(1)[0].numpy()
     expected = np.repeat(np.repeat(low, stride, 0), stride, 1)[:90, :121]
     assert (mask == expected).mean() > 0.999
+    assert len(np.unique(expected)) >= 3  # diversified weights: several classes, boundaries
+
+
+def test_sparse_upsample_argmax_equals_full_bilinear_argmax():
+    from atrous.upsample import sparse_upsample_argmax
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:17, 0:23]
+    logits = np.zeros((6, 17, 23), np.float32)
+    for c in range(6):  # smooth blobs: large uniform areas and real boundaries
+        cy, cx, r = rng.uniform(0, 17), rng.uniform(0, 23), rng.uniform(2, 6)
+        logits[c] = 5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    logits += rng.normal(0, 0.05, logits.shape).astype(np.float32)
+    for size in [(130, 180), (257, 361), (17, 23), (9, 40)]:
+        full = torch.nn.functional.interpolate(
+            torch.from_numpy(logits)[None], size, mode="bilinear", align_corners=False
+        )
+        expected = full[0].argmax(0).numpy()
+        got = sparse_upsample_argmax(logits, size)
+        assert got.dtype == np.uint8 and got.shape == size
+        assert (got == expected).mean() > 0.9999
+        part = sparse_upsample_argmax(logits, size, (size[0] // 2, size[1] - 3))
+        assert (part == got[: size[0] // 2, : size[1] - 3]).all()
+    assert len(np.unique(expected)) >= 4
 
 
 def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):
@@ -106,8 +130,9 @@ def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):
     class HalfResolution:
         name, threads = "half", 1
 
-        def run(self, batch):  # 33 -> 16 labels: one row and column short of the image
-            return (batch[:, ::2, ::2, 0][:, :16, :16] > 100).astype(np.uint8)
+        def run(self, batch):  # 33 -> 16x16 logits: one row and column short of the image
+            bright = (batch[:, ::2, ::2, 0][:, :16, :16] > 100).astype(np.float32)
+            return np.stack([np.full_like(bright, 0.5), bright], axis=1)  # (N, 2, 16, 16)
 
         def describe(self):
             return {}
@@ -123,7 +148,7 @@ def test_from_file_fast_engine_opens_the_cached_fast_graph(tmp_path, tiny_checkp
     monkeypatch.setenv("HOME", str(tmp_path))
     path, *_ = tiny_checkpoint
     seg = Segmenter.from_file(path, engine="fast", threads=1)
-    assert seg.engine.name == "onnxruntime" and seg.card.output == "labels"
+    assert seg.engine.name == "onnxruntime" and seg.card.output == "logits"  # low resolution
     assert len(list((tmp_path / ".cache" / "atrous" / "fast").glob("*.onnx"))) == 1
     assert seg.predict(synthetic_image(50, 70)).mask.shape == (50, 70)
     Segmenter.from_file(path, engine="fast", threads=1)  # the second open reuses the export

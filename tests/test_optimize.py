@@ -108,7 +108,7 @@ def test_real_measurement_on_a_tiny_model_and_report(tmp_path, tiny_checkpoint):
 
     path, *_ = tiny_checkpoint
     seg = open_candidate(Candidate(str(path), size=65, label_stride=4), tmp_path)
-    assert seg.card.output == "labels" and seg.card.preprocessing.size == 65
+    assert seg.card.output == "logits" and seg.card.preprocessing.size == 65  # fast graph
     assert seg.predict(np.zeros((40, 50, 3), np.uint8)).mask.shape == (40, 50)
     result = optimize(
         None, 5.0, models=[str(path)], search={"size": [65, 97]}, measure=fake_measure([])

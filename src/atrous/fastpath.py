@@ -1,19 +1,19 @@
-"""The fast CPU path: one ONNX graph from uint8 pixels to uint8 labels, run by ONNX Runtime.
+"""The fast CPU path: one ONNX graph from uint8 pixels to low-resolution logits, run by ONNX
+Runtime, and a sparse upsample + argmax on the host.
 
 What it removes from the plain path (network in PyTorch eager, float NCHW input, 21-channel logits
 upsampled to full resolution, argmax in Python):
 
 - eager PyTorch: ONNX Runtime with all graph optimizations folds BatchNorm, fuses Conv+ReLU6 and
-  runs blocked (NCHWc) AVX2 kernels;
+  runs blocked (NCHWc) kernels; ``export_fast_int8`` quantizes the network statically;
 - float preprocessing in Python: the graph takes uint8 RGB pixels in NHWC (what the decoder
-  returns) and does layout change and mean/std in its first nodes;
-- the full-resolution logit upsample: the logits are upsampled bilinearly only to
-  ``label_stride`` (default 1/2 of the input), the argmax is taken there inside the graph, and
-  the uint8 label map is enlarged with nearest neighbour (an exact integer repeat) afterwards,
-  which moves a 21-channel float resize and argmax (about 5.5 M values at 513x513) to a fraction of
-  the pixels (1/4 at the default 1/2). ``label_stride=1`` keeps the exact full-resolution
-  result. The Resize and ArgMax run in NHWC (``nhwc_label_tail``), where ONNX Runtime's kernels
-  are faster than in NCHW.
+  returns); the int8 graph folds mean/std into its first convolution;
+- the full-resolution logit upsample: the graph ends at the logits (1/16 of the input for an
+  OS16 model); the Segmenter computes labels at 1/``label_stride`` of the input with
+  ``atrous.upsample.sparse_upsample_argmax``, which interpolates the class scores only where
+  the four low-resolution neighbours disagree (the same labels as a full bilinear resize and
+  argmax), and enlarges them by an exact integer repeat. ``label_stride=1`` gives the exact
+  full-resolution labels.
 
 ``export_fast_onnx`` writes the graph with its model card; ``fast_segmenter`` builds (and caches)
 it for a checkpoint or zoo name and returns a ready Segmenter.
@@ -49,7 +49,6 @@ __all__ = [
     "export_fast_int8",
     "export_fast",
     "narrow_high_resolution_convs",
-    "nhwc_label_tail",
     "fold_input_normalization",
     "FastExport",
     "fast_segmenter",
@@ -58,11 +57,11 @@ __all__ = [
 ]
 
 LABEL_STRIDES = (1, 2, 4, 8)
-# labels at 1/2: a quarter of the full-resolution resize+argmax work for ~0.2 mIoU on ideal OS16
-# logits (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
+# labels at 1/2: a quarter of the upsample+argmax work for ~0.2 mIoU on ideal OS16 logits
+# (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
 DEFAULT_LABEL_STRIDE = 2
 INPUT_NAME = "pixels"
-OUTPUT_NAME = "labels"
+OUTPUT_NAME = "logits"
 
 
 class Normalize(nn.Module):
@@ -90,12 +89,16 @@ class Normalize(nn.Module):
 
 
 class FastGraph(nn.Module):
-    """uint8 NHWC RGB pixels -> normalise -> DeepLab -> logits at 1/``label_stride`` -> argmax.
+    """uint8 NHWC RGB pixels -> normalise -> DeepLab -> NHWC logits at the network's resolution.
+
+    The upsample and argmax run on the host (``atrous.upsample.sparse_upsample_argmax``), which
+    interpolates the class scores only near class boundaries; ``label_stride`` is the
+    resolution the Segmenter computes labels at (1 = full, exact) and is recorded in the card.
 
     Args:
         model: a DeepLab (backbone, head, optional decoder, classifier).
         card: its card; mean/std and channel order move into the graph.
-        label_stride: resolution of the label map relative to the input (1 = full, exact).
+        label_stride: resolution of the label map relative to the input.
     """
 
     def __init__(
@@ -110,20 +113,17 @@ class FastGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.normalize(pixels)
-        height, width = x.shape[-2:]
         m = self.model
         low, _, out = m.backbone(x)
         y = m.head(out)
         if m.decoder is not None:
             y = m.decoder(y, low)
-        logits = m.classifier(y)
-        size = (height // self.label_stride, width // self.label_stride)
-        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits.argmax(1).to(torch.uint8)
+        return m.classifier(y).permute(0, 2, 3, 1)  # NHWC out, like the input
 
 
 def fast_card(card: ModelCard, label_stride: int, precision: str = "fp32") -> ModelCard:
-    """The card of a fast graph: raw uint8 RGB NHWC input, labels out, the settings in notes.
+    """The card of a fast graph: raw uint8 RGB NHWC input, low-resolution logits out, the
+    settings (label stride, precision, original normalisation) in its notes.
 
     Identity normalisation (mean 0, std 1/255) tells the Segmenter to pass pixels through; the
     padding value becomes the pixel closest to the original mean, which normalises to about 0.
@@ -147,11 +147,12 @@ def fast_card(card: ModelCard, label_stride: int, precision: str = "fp32") -> Mo
             "pad_multiple": int(np.lcm(pre.pad_multiple, label_stride)),
         }
     )
-    new.output = "labels"
+    new.output = "logits"  # at the network's resolution; the Segmenter upsamples sparsely
     new.provenance.notes = {
         **new.provenance.notes,
         "fast_path": {
             "label_stride": label_stride,
+            "tail": "host: sparse bilinear upsample + argmax (atrous.upsample)",
             "precision": precision,
             "input": "uint8 RGB NHWC pixels",
             "normalisation": {"mean": list(pre.mean), "std": list(pre.std)},
@@ -190,7 +191,7 @@ def export_fast_onnx(
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={
                     INPUT_NAME: {0: "batch", 1: "height", 2: "width"},
-                    OUTPUT_NAME: {0: "batch", 1: "label_height", 2: "label_width"},
+                    OUTPUT_NAME: {0: "batch", 1: "logit_height", 2: "logit_width"},
                 },
             )
         except Exception as exc:
@@ -198,46 +199,9 @@ def export_fast_onnx(
                 f"{path}: fast-path export failed: {str(exc).splitlines()[0]}"
             ) from exc
         proto = onnx.load(str(tmp))
-        nhwc_label_tail(proto)
         set_metadata(proto, {CARD_KEY: fast_card(card, label_stride).to_json()})
         onnx.save(proto, str(tmp))
     return path
-
-
-def nhwc_label_tail(proto: onnx.ModelProto) -> bool:
-    """Run the logit Resize and the ArgMax in NHWC, in place; return whether it was rewritten.
-
-    The same result (bit for bit) about 1 ms sooner at 513x513: ONNX Runtime's NHWC bilinear
-    Resize and an ArgMax over the innermost (contiguous) axis beat their NCHW forms; the
-    transpose moves only the small 1/16-resolution logits.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    nodes = list(graph.node)
-    resize = next((n for n in nodes if n.op_type == "Resize"), None)
-    argmax = next((n for n in nodes if n.op_type == "ArgMax"), None)
-    if resize is None or argmax is None or len(resize.input) < 4 or not resize.input[3]:
-        return False
-    if argmax.input[0] != resize.output[0]:
-        return False
-    perm = "/tail/nhwc_perm"
-    graph.initializer.append(numpy_helper.from_array(np.array([0, 2, 3, 1], np.int64), perm))
-    logits, sizes = resize.input[0], resize.input[3]
-    to_nhwc = helper.make_node(
-        "Transpose", [logits], ["/tail/logits_nhwc"], perm=[0, 2, 3, 1], name="/tail/Transpose"
-    )
-    nhwc_sizes = helper.make_node(
-        "Gather", [sizes, perm], ["/tail/sizes_nhwc"], axis=0, name="/tail/Gather"
-    )
-    resize.input[0], resize.input[3] = "/tail/logits_nhwc", "/tail/sizes_nhwc"
-    for attribute in argmax.attribute:
-        if attribute.name == "axis":
-            attribute.i = 3
-    at = nodes.index(resize)
-    graph.node.insert(at, nhwc_sizes)
-    graph.node.insert(at, to_nhwc)
-    return True
 
 
 def quantize_fast_onnx(
@@ -276,11 +240,10 @@ def _quantize_fast(
     input, the tail and the narrow high-resolution layers float."""
     from atrous.quantize.ptq import quantize_onnx
 
-    float_nodes = [n.name for n in proto.graph.node if n.name.startswith(("/normalize/", "/tail/"))]
+    float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
     # the logits stay float: uint8 logits tie between classes near boundaries, which flips the
-    # argmax; the classifier is a tiny 1x1 convolution and the upsample runs at reduced size
+    # argmax; the classifier is a tiny 1x1 convolution at the network's resolution
     float_nodes += [n.name for n in proto.graph.node if n.name.startswith("/classifier/")]
-    float_nodes += [n.name for n in proto.graph.node if n.op_type in ("Resize", "ArgMax")]
     # narrow layers at 1/2 resolution (the stem, the first block): few channels over many
     # pixels, where ONNX Runtime's int8 kernels lose to its float ones (~10% of the network
     # at 513x513, measured; wider 1/2-resolution layers still gain from int8)
@@ -513,7 +476,6 @@ def export_fast(
     """Export the fast graph of a checkpoint or zoo model (fp32, or int8 calibrated on
     ``calibration``) and measure its pixel agreement with the float PyTorch path on ``check``
     held-out images (the calibration items after the first ``num``, else synthetic images)."""
-    from atrous.export.onnx import read_onnx_card
     from atrous.export.parity import synthetic_image
     from atrous.export.pipeline import load_source
     from atrous.quantize.ptq import image_of
@@ -534,10 +496,10 @@ def export_fast(
     held = [image_of(item) for item in calibration[num : num + check]]
     size = card.preprocessing.size or 257
     held = held or [synthetic_image(size, size, seed=i) for i in range(check)]
-    from atrous.runtimes.onnxruntime_engine import OrtEngine
+    from atrous.runtimes import load_engine
 
-    written = read_onnx_card(out) or fast_card(card, label_stride, precision)
-    fast = Segmenter(OrtEngine(out, threads), written)
+    engine, written = load_engine(out, "onnxruntime", threads)  # NHWC logits made NCHW
+    fast = Segmenter(engine, written)
     ref = Segmenter(TorchEngine(net, threads), card)
     agree = [float((fast.predict(im).mask == ref.predict(im).mask).mean()) for im in held]
     return FastExport(out, written, precision, label_stride, float(np.mean(agree)), len(held))
@@ -567,7 +529,7 @@ def fast_segmenter(
     """
     import cv2
 
-    from atrous.runtimes.onnxruntime_engine import OrtEngine
+    from atrous.runtimes import load_engine
     from atrous.segmenter import Segmenter
 
     if isinstance(model, tuple):
@@ -582,5 +544,5 @@ def fast_segmenter(
     if not path.exists():
         export_fast_onnx(net, card, path, label_stride=label_stride)
     cv2.setNumThreads(1)
-    engine = OrtEngine(path, threads)
-    return Segmenter(engine, fast_card(card, label_stride))
+    engine, written = load_engine(path, "onnxruntime", threads)  # NHWC logits made NCHW
+    return Segmenter(engine, written)

@@ -21,7 +21,7 @@ from atrous.card import ModelCard
 from atrous.data.io import MAX_PIXELS, read_image
 from atrous.errors import InputError, ModelError
 from atrous.runtimes import Engine, load_engine
-from atrous.upsample import upsample_argmax
+from atrous.upsample import sparse_upsample_argmax, upsample_argmax
 
 __all__ = ["Segmenter", "Prediction", "PreprocessMeta", "MAX_INPUT_PIXELS"]
 
@@ -117,6 +117,12 @@ def fast_read_image(path: str | Path) -> np.ndarray:
         if image is not None and image.shape[0] * image.shape[1] <= MAX_PIXELS:
             return image
     return read_image(path)
+
+
+def _upsampled(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Low-resolution logits (C, h, w) resized bilinearly to ``size`` (half-pixel centres)."""
+    scores = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))[None]
+    return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)[0].numpy()
 
 
 class Segmenter:
@@ -229,23 +235,18 @@ class Segmenter:
             labels = np.asarray(output, dtype=np.uint8)
             stride = 1
             if meta.padded is not None and output.shape[0] < meta.padded[0]:
-                # a label map at 1/stride of the input: crop the valid part, repeat it exactly
-                stride = meta.padded[0] // output.shape[0]
-                # the whole (contiguous) map is repeated: faster than a strided crop of it
-                labels = cv2.resize(
-                    labels,
-                    (labels.shape[1] * stride, labels.shape[0] * stride),
-                    interpolation=cv2.INTER_NEAREST,
-                )
-                short_h, short_w = rh - labels.shape[0], rw - labels.shape[1]
-                if short_h > 0 or short_w > 0:  # padding not a multiple of the stride
-                    labels = cv2.copyMakeBorder(
-                        labels, 0, max(0, short_h), 0, max(0, short_w), cv2.BORDER_REPLICATE
-                    )
-            labels = labels[:rh, :rw]
-            if (rh, rw) != (oh, ow):
-                labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST_EXACT)
-            return np.ascontiguousarray(labels), None
+                stride = meta.padded[0] // output.shape[0]  # a label map at 1/stride
+            return self._finish_labels(labels, stride, meta), None
+        if kind == "logits" and meta.padded is not None and output.shape[-2] < meta.padded[0]:
+            # logits at the network's own resolution (the fast graph with the tail on the host)
+            if not probabilities:
+                stride = self.label_stride
+                size = (meta.padded[0] // stride, meta.padded[1] // stride)
+                region = (min(-(-rh // stride), size[0]), min(-(-rw // stride), size[1]))
+                threads = getattr(self.engine, "threads", 1) or 1
+                labels = sparse_upsample_argmax(output, size, region, threads)
+                return self._finish_labels(labels, stride, meta), None
+            output = _upsampled(output, meta.padded)
         if kind == "logits" and not probabilities and (rh, rw) == (oh, ow):
             # no resize: NumPy's argmax over classes is about 2x torch's on a strided crop
             return output[:, :rh, :rw].argmax(0).astype(np.uint8), None
@@ -262,6 +263,35 @@ class Segmenter:
         probs = torch.softmax(logits, 0).numpy() if probabilities else None
         return labels, probs
 
+    @property
+    def label_stride(self) -> int:
+        """Resolution of the label map relative to the input (1 = full) for models whose
+        labels or logits come out at reduced resolution (the fast graph's card says)."""
+        notes = self.card.provenance.notes.get("fast_path", {})
+        return int(notes.get("label_stride", 1)) if isinstance(notes, dict) else 1
+
+    @staticmethod
+    def _finish_labels(labels: np.ndarray, stride: int, meta: PreprocessMeta) -> np.ndarray:
+        """A label map at 1/``stride`` of the padded input -> labels at the original size: an
+        exact integer repeat, the padding cropped, then a nearest resize if the card resized."""
+        rh, rw = meta.resized
+        oh, ow = meta.original
+        if stride > 1:
+            labels = cv2.resize(
+                labels,
+                (labels.shape[1] * stride, labels.shape[0] * stride),
+                interpolation=cv2.INTER_NEAREST,
+            )
+            short_h, short_w = rh - labels.shape[0], rw - labels.shape[1]
+            if short_h > 0 or short_w > 0:  # padding not a multiple of the stride
+                labels = cv2.copyMakeBorder(
+                    labels, 0, max(0, short_h), 0, max(0, short_w), cv2.BORDER_REPLICATE
+                )
+        labels = labels[:rh, :rw]
+        if (rh, rw) != (oh, ow):
+            labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST_EXACT)
+        return np.ascontiguousarray(labels)
+
     def logits(self, image: np.ndarray, scale: float = 1.0, flip: bool = False) -> np.ndarray:
         """Class scores (C, H, W) at the image's original size; for multi-scale and flip testing.
 
@@ -272,7 +302,10 @@ class Segmenter:
         source = np.ascontiguousarray(image[:, ::-1]) if flip else image
         batch, metas = self.preprocess([source], scale)
         (rh, rw), (oh, ow) = metas[0].resized, metas[0].original
-        output = self.engine.run(batch)[0][:, :rh, :rw]
+        output = self.engine.run(batch)[0]
+        if metas[0].padded is not None and output.shape[-2] < metas[0].padded[0]:
+            output = _upsampled(output, metas[0].padded)  # logits at the network's resolution
+        output = output[:, :rh, :rw]
         scores = torch.from_numpy(np.ascontiguousarray(output))[None]
         scores = F.interpolate(scores, size=(oh, ow), mode="bilinear", align_corners=False)[0]
         return (scores.flip(-1) if flip else scores).numpy()
