@@ -45,11 +45,16 @@ Reading the tables:
   folded into the stem convolution (its zero padding replaced by an explicit border of the
   mean colour, so image borders stay right); the network statically quantized for ONNX Runtime
   (BN folded and biases corrected in PyTorch first; uint8 activations, per-channel int8
-  weights; ASPP image pooling as a quantized GlobalAveragePool); the logits, their Resize to
-  1/2 of the input and the ArgMax kept float and run in NHWC; the label map enlarged by an
-  exact integer repeat. `atrous export MODEL --fast --calib DATA` writes it. ONNX Runtime
-  runs it with a session whose input dimensions are pinned once a size repeats, and with
-  worker threads that stop spinning after each run.
+  weights; ASPP image pooling as a quantized GlobalAveragePool); float logits out at the
+  network's resolution. The host computes the labels at 1/2 of the input with
+  `atrous.upsample.sparse_upsample_argmax` (the labels of a bilinear upsample + argmax,
+  interpolating the 21 scores only where the four low-resolution neighbours disagree) and
+  enlarges them by an exact integer repeat. `atrous export MODEL --fast --calib DATA` writes
+  it. ONNX Runtime runs it with a session whose input dimensions are pinned once a size
+  repeats, and with worker threads that stop spinning after each run.
+- The tail's cost depends on the label map: the random weights timed here change class at
+  almost every low-resolution cell (98% of cells are boundaries: the kernel's worst case, ~2 ms
+  at 513), a trained model's maps have boundaries in ~10-20% of cells (~0.3-0.5 ms).
 - The first table interleaves every configuration run by run (A, B, C, ... A, B, C), so
   ratios hold on a noisy machine; each sample of a path then starts with caches that 27 other
   configurations have just used. "The default path alone" measures it back to back in the same
@@ -72,10 +77,11 @@ Where the time goes in the default path at 513x513 (the graph runs at 520x520, t
 to a multiple of 8; ONNX Runtime profile in a quiet minute, ms): int8 convolutions ~8.2 (the
 1/4-resolution depthwise layer alone 1.3: ONNX Runtime's int8 depthwise kernels are no faster
 than its float ones, but islands of float cost more in layout changes than they save), the
-float stem and first block ~2.2 (int8 there measured 3x slower), the tail (Resize to 1/2 and
-ArgMax over 21 classes) ~2.1, input layout + cast + border ~0.8, float/int8 boundaries ~0.7;
-outside the graph, JPEG decode ~1.1 (libjpeg-turbo through simplejpeg) and pre/postprocessing
-~0.6.
+float stem and first block ~2.2 (int8 there measured 3x slower), input layout + cast + border
+~0.8, float/int8 boundaries ~0.7; outside the graph, JPEG decode ~1.1 (libjpeg-turbo through
+simplejpeg), the sparse upsample + argmax (above) and pre/postprocessing ~0.6. The in-graph
+tail it replaced (ONNX Runtime Resize to 1/2 and ArgMax, even in NHWC) took ~2.1 ms whatever
+the weights.
 
 Tried this session and not kept (measured here): the stem in int8 on the raw pixels (3.0 ms vs
 1.0 float), float depthwise islands in the int8 graph (+15%), OpenVINO on the QDQ graph or on an
@@ -84,15 +90,12 @@ TopK instead of ArgMax (3x slower), a space-to-depth stem (slower), normalisatio
 per-channel DequantizeLinear (slower than Cast + 1x1 conv).
 
 What would buy more margin on these two cores:
-1. a fused upsample+argmax kernel for the tail (an ONNX Runtime custom op): only pixels whose
-   four low-resolution neighbours disagree need the 21-class interpolation, the rest copy the
-   class (exact);
-2. an NHWC depthwise+pointwise fused kernel library (XNNPACK; this ONNX Runtime wheel has no
+1. an NHWC depthwise+pointwise fused kernel library (XNNPACK; this ONNX Runtime wheel has no
    XNNPACK execution provider): keeps expanded activations in cache instead of a round trip to
    memory per layer;
-3. output stride 32 or a 385 input: 2-4x less work in the dominant stages, but each needs its
+2. output stride 32 or a 385 input: 2-4x less work in the dominant stages, but each needs its
    own accuracy check and usually costs more than 0.5 mIoU;
-4. for throughput rather than latency: decode the next image while the network runs.
+3. for throughput rather than latency: decode the next image while the network runs.
 """
 OUT = Path(__file__).parent / "results" / "fast_path.md"
 
