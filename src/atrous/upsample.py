@@ -60,7 +60,9 @@ def sparse_upsample_argmax(
     The same labels as ``F.interpolate(..., mode='bilinear', align_corners=False).argmax``, at a
     fraction of the work: an output pixel whose four low-resolution neighbours share their
     argmax takes that class (a convex combination of four score vectors keeps a common
-    maximum), so the C-class interpolation runs only near class boundaries. Compiled with
+    maximum), so the C-class interpolation runs only near class boundaries, and there only at
+    both ends of each run of pixels between the same two input columns when those agree
+    (each class's score is linear along the run). Compiled with
     numba on first use (cached on disk); ``threads`` bands of rows run in parallel.
     """
     kernel = _sparse_kernel()
@@ -103,6 +105,17 @@ def _sparse_kernel() -> Any:
     from numba import njit
 
     @njit(cache=True, nogil=True, fastmath=True)  # finite scores: no NaN/inf semantics needed
+    def mixed_argmax(row, lo, hi, wx, mixed):
+        """argmax over classes of row[lo] * (1 - wx) + row[hi] * wx."""
+        for c in range(mixed.shape[0]):  # a separate loop: vectorised
+            mixed[c] = row[lo, c] * (np.float32(1.0) - wx) + row[hi, c] * wx
+        best, top = 0, mixed[0]
+        for c in range(1, mixed.shape[0]):
+            if mixed[c] > top:
+                best, top = c, mixed[c]
+        return best
+
+    @njit(cache=True, nogil=True, fastmath=True)
     def kernel(scores, low, out_h, out_w, cols, labels, y0, y1):  # scores: (h, w, C) float32
         h, w, classes = scores.shape
         left = np.empty(cols, np.int64)
@@ -113,6 +126,9 @@ def _sparse_kernel() -> Any:
             left[x] = min(int(fx), w - 1)
             right[x] = min(left[x] + 1, w - 1)
             weight_x[x] = fx - left[x]
+        last = np.empty(cols, np.int64)  # last output column between the same two inputs
+        for x in range(cols - 1, -1, -1):
+            last[x] = x if x == cols - 1 or left[x + 1] != left[x] else last[x + 1]
         row = np.empty((w, classes), np.float32)  # scores interpolated between two rows
         filled = np.zeros(w, np.bool_)
         mixed = np.empty(classes, np.float32)
@@ -122,11 +138,13 @@ def _sparse_kernel() -> Any:
             b = min(t + 1, h - 1)
             wy = np.float32(fy - t)
             filled[:] = False
-            for x in range(cols):
-                lo, hi = left[x], right[x]
+            x = 0
+            while x < cols:  # one run of output columns between the same two input columns
+                end, lo, hi = last[x], left[x], right[x]
                 k = low[t, lo]
                 if low[t, hi] == k and low[b, lo] == k and low[b, hi] == k:
-                    labels[y, x] = k
+                    labels[y, x : end + 1] = k  # all four neighbours agree: k throughout
+                    x = end + 1
                     continue
                 for j in (lo, hi):
                     if not filled[j]:
@@ -134,14 +152,16 @@ def _sparse_kernel() -> Any:
                             a = scores[t, j, c]
                             row[j, c] = a + (scores[b, j, c] - a) * wy
                         filled[j] = True
-                wx = weight_x[x]
-                for c in range(classes):  # a separate loop: vectorised
-                    mixed[c] = row[lo, c] * (np.float32(1.0) - wx) + row[hi, c] * wx
-                best, top = 0, mixed[0]
-                for c in range(1, classes):
-                    if mixed[c] > top:
-                        best, top = c, mixed[c]
-                labels[y, x] = best
+                first = mixed_argmax(row, lo, hi, weight_x[x], mixed)
+                final = mixed_argmax(row, lo, hi, weight_x[end], mixed)
+                labels[y, x] = first
+                labels[y, end] = final
+                if first == final:  # scores are linear along the run: the same class between
+                    labels[y, x + 1 : end] = first
+                else:
+                    for xx in range(x + 1, end):
+                        labels[y, xx] = mixed_argmax(row, lo, hi, weight_x[xx], mixed)
+                x = end + 1
 
     _KERNEL.append(kernel)
     return kernel
