@@ -139,6 +139,7 @@ def quantize_naive(source: Path, path: Path, card, sizes: list[int]) -> Path:
 
 
 DEFAULT = f"atrous fast int8, labels 1/{DEFAULT_LABEL_STRIDE} (default)"
+TRAINED = "default path, trained weights (demo model widened to 21 classes)"
 
 
 def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, Any]:
@@ -176,6 +177,25 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
         onnx_target(DEFAULT, fast_int8),
     ]
     return targets, model, card
+
+
+def trained_at_21_classes(checkpoint: Path) -> torch.nn.Module:
+    """The zoo model (21 classes) carrying a trained checkpoint's weights: its classes keep
+    their classifier rows, the other 16 get a bias that never wins. Same network, same
+    cost, but the label maps of a trained model (the host-side tail's cost depends on them)."""
+    from atrous.export.pipeline import load_source
+
+    trained, _ = load_source(checkpoint)
+    model = get_model(NAME).eval()
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith("classifier.")}
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        n = trained.classifier.weight.shape[0]
+        model.classifier.weight.zero_()
+        model.classifier.bias.fill_(-30.0)
+        model.classifier.weight[:n] = trained.classifier.weight
+        model.classifier.bias[:n] = trained.classifier.bias
+    return model
 
 
 def trained_accuracy(checkpoint: Path, tmp: Path, calib_num: int = 32) -> list[list[Any]]:
@@ -340,6 +360,10 @@ def verdict(
     try:
         fast = result.find(DEFAULT, "end_to_end", size, 2)
         solo = alone.find(DEFAULT, "end_to_end", size, 2)
+        trained_solo = next(
+            (r for r in alone.records if r.label == TRAINED and r.mode == "end_to_end"), None
+        )
+        trained_solo = alone.find(TRAINED, "end_to_end", size, 2) if trained_solo else None
         eager = result.find("torch eager", "network", size, 2)
     except KeyError:
         return []
@@ -348,10 +372,16 @@ def verdict(
         f"## Targets ({size}x{size}, 2 threads, this run)",
         "",
         f"- end to end <= 15 ms: {solo.median_ms:.1f} ms median alone (back to back), "
-        f"{fast.median_ms:.1f} ms interleaved with the other paths -> {ok[solo.median_ms <= 15]}",
+        f"{fast.median_ms:.1f} ms interleaved with the other paths (random weights: the "
+        f"tail's worst case) -> {ok[solo.median_ms <= 15]}",
         f"- >= 4x faster than eager network: {eager.median_ms / fast.median_ms:.2f}x "
         f"-> {ok[eager.median_ms / fast.median_ms >= 4]}",
     ]
+    if trained_solo is not None:
+        lines.append(
+            f"- the same on trained weights: {trained_solo.median_ms:.1f} ms median alone -> "
+            f"{ok[trained_solo.median_ms <= 15]}"
+        )
     drop = next((-r[2] for r in trained if r[0] == DEFAULT), None)
     if drop is not None:
         lines.append(
@@ -392,9 +422,22 @@ def main() -> None:
         result.to_json(args.out.with_suffix(".json"))
         # the default path alone, back to back: what a process serving only this model sees
         # (in the interleaved run above, 4 x 7 - 1 other configurations run between two of its
-        # samples and take its weights and buffers out of the caches)
+        # samples and take its weights and buffers out of the caches); with --checkpoint also
+        # on trained weights, whose label maps set the cost of the host-side tail
+        alone_targets = [targets[6]]
+        if args.checkpoint:
+            photos = [synthetic_image(s, s, seed=i) for i, s in enumerate(sizes * 8)]
+            trained_path = export_fast_int8(
+                trained_at_21_classes(args.checkpoint), card, Path(tmp) / "t21.onnx", photos
+            )
+
+            def open_trained(threads: int) -> Segmenter:
+                engine, loaded = load_engine(trained_path, "onnxruntime", threads)
+                return Segmenter(engine, loaded)
+
+            alone_targets.append(BenchTarget(TRAINED, open_trained, trained_path))
         alone = benchmark(
-            [targets[6]], sizes=sizes, threads=[2], runs=args.runs, warmup=args.warmup
+            alone_targets, sizes=sizes, threads=[2], runs=args.runs, warmup=args.warmup
         )
         accuracy = [
             row for s in sizes for row in agreement_vs_float(targets, model, card, s, args.images)
