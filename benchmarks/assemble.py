@@ -22,7 +22,9 @@ AVX-512 VNNI (int8 dot products in hardware); the earlier ones (foundation, engi
 hardening) on an AMD EPYC (AVX2, no VNNI), where int8 pays far less. Systems are compared as
 ratios within one interleaved run; tests never assert on wall time. Tables marked with a load
 average above 2 were taken while other jobs shared the two cores: compare their ratios, not
-their milliseconds.
+their milliseconds. On 2026-11-28 the Xeon VM's speed also drifted by up to 1.5x from one
+minute to the next with no hypervisor steal (the same eager network took 73-112 ms): the eager
+row of each table is that run's speed reference.
 
 SUMMARY
 """
