@@ -361,9 +361,16 @@ def verdict(
         fast = result.find(DEFAULT, "end_to_end", size, 2)
         solo = alone.find(DEFAULT, "end_to_end", size, 2)
         trained_solo = next(
-            (r for r in alone.records if r.label == TRAINED and r.mode == "end_to_end"), None
+            (
+                r
+                for r in alone.records
+                if r.label == TRAINED
+                and r.mode == "end_to_end"
+                and r.size == size
+                and r.threads == 2
+            ),
+            None,
         )
-        trained_solo = alone.find(TRAINED, "end_to_end", size, 2) if trained_solo else None
         eager = result.find("torch eager", "network", size, 2)
     except KeyError:
         return []

@@ -92,23 +92,17 @@ class FastGraph(nn.Module):
     """uint8 NHWC RGB pixels -> normalise -> DeepLab -> NHWC logits at the network's resolution.
 
     The upsample and argmax run on the host (``atrous.upsample.sparse_upsample_argmax``), which
-    interpolates the class scores only near class boundaries; ``label_stride`` is the
-    resolution the Segmenter computes labels at (1 = full, exact) and is recorded in the card.
+    interpolates the class scores only near class boundaries, at the label stride the card
+    records (``fast_card``).
 
     Args:
         model: a DeepLab (backbone, head, optional decoder, classifier).
         card: its card; mean/std and channel order move into the graph.
-        label_stride: resolution of the label map relative to the input.
     """
 
-    def __init__(
-        self, model: nn.Module, card: ModelCard, label_stride: int = DEFAULT_LABEL_STRIDE
-    ) -> None:
+    def __init__(self, model: nn.Module, card: ModelCard) -> None:
         super().__init__()
-        if label_stride not in LABEL_STRIDES:
-            raise ModelError(f"label_stride must be one of {LABEL_STRIDES}, got {label_stride}")
         self.model = model.eval()
-        self.label_stride = label_stride
         self.normalize = Normalize(card)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -128,6 +122,8 @@ def fast_card(card: ModelCard, label_stride: int, precision: str = "fp32") -> Mo
     Identity normalisation (mean 0, std 1/255) tells the Segmenter to pass pixels through; the
     padding value becomes the pixel closest to the original mean, which normalises to about 0.
     """
+    if label_stride not in LABEL_STRIDES:
+        raise ModelError(f"label_stride must be one of {LABEL_STRIDES}, got {label_stride}")
     pre = card.preprocessing
     pad_pixel = float(
         np.clip(
@@ -174,8 +170,9 @@ def export_fast_onnx(
     from atrous.export.onnx import set_metadata
 
     path = Path(path)
-    graph = FastGraph(model, card, label_stride).eval()
-    m = int(np.lcm(card.preprocessing.pad_multiple, label_stride))
+    written = fast_card(card, label_stride)  # validates label_stride
+    graph = FastGraph(model, card).eval()
+    m = written.preprocessing.pad_multiple  # a multiple of the label stride
     h, w = (-(-s // m) * m for s in sample_size)
     sample = torch.zeros(1, h, w, 3, dtype=torch.uint8)
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -199,7 +196,7 @@ def export_fast_onnx(
                 f"{path}: fast-path export failed: {str(exc).splitlines()[0]}"
             ) from exc
         proto = onnx.load(str(tmp))
-        set_metadata(proto, {CARD_KEY: fast_card(card, label_stride).to_json()})
+        set_metadata(proto, {CARD_KEY: written.to_json()})
         onnx.save(proto, str(tmp))
     return path
 
@@ -294,12 +291,10 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     weight, scale, shift = array(conv.input[1]), array(norm.input[1]), array(norm.input[2])
     grouped = "group" in attributes and attributes["group"].i != 1
     explicit = "auto_pad" not in attributes or attributes["auto_pad"].s in (b"", b"NOTSET")
-    if grouped or not explicit or len(pads) != 4 or weight is None or scale is None:
-        return False
-    if shift is None:
+    if grouped or not explicit or len(pads) != 4 or weight is None:
         return False
     bias = array(conv.input[2]) if len(conv.input) > 2 else np.zeros(weight.shape[0])
-    if bias is None:
+    if scale is None or shift is None or bias is None:
         return False
     scale, shift = scale.reshape(-1), shift.reshape(-1)
     folded_bias = bias + (weight * shift.reshape(1, -1, 1, 1)).sum(axis=(1, 2, 3))
@@ -331,23 +326,22 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
 def _add_border(graph: onnx.GraphProto, pixels: str, colour: np.ndarray, pads: list[int]) -> str:
     """Nodes that surround uint8 NCHW ``pixels`` with a border of ``colour`` (one value per
     channel), ``pads`` = [top, left, bottom, right] wide, for any input size; returns the
-    bordered tensor's name. Inserted at the start of ``graph``."""
+    bordered tensor's name. The nodes go right after the node that produces ``pixels``."""
     from onnx import helper, numpy_helper
 
     top, left, bottom, right = pads
     p = "/normalize/border/"
     constants = {
         "colour": colour.reshape(1, -1, 1, 1),
-        "first3": np.array([3], np.int64),
-        "first2": np.array([2], np.int64),
-        "start0": np.array([0], np.int64),
-        "w_at": np.array([3], np.int64),
-        "w_end": np.array([4], np.int64),
+        "zero": np.array([0], np.int64),
+        "two": np.array([2], np.int64),
+        "three": np.array([3], np.int64),
+        "four": np.array([4], np.int64),
         **{f"n{k}": np.array([k], np.int64) for k in {top, left, bottom, right} if k},
     }
     graph.initializer.extend(numpy_helper.from_array(v, p + k) for k, v in constants.items())
     nodes = [helper.make_node("Shape", [pixels], [p + "shape"])]
-    nodes.append(helper.make_node("Slice", [p + "shape", p + "start0", p + "first3"], [p + "nch"]))
+    nodes.append(helper.make_node("Slice", [p + "shape", p + "zero", p + "three"], [p + "nch"]))
     row = [pixels]
     for side, width in (("left", left), ("right", right)):
         if width:
@@ -362,10 +356,8 @@ def _add_border(graph: onnx.GraphProto, pixels: str, colour: np.ndarray, pads: l
             row.insert(0 if side == "left" else len(row), p + side)
     nodes.append(helper.make_node("Concat", row, [p + "wide"], axis=3))
     nodes.append(helper.make_node("Shape", [p + "wide"], [p + "wide_shape"]))
-    nodes.append(
-        helper.make_node("Slice", [p + "wide_shape", p + "start0", p + "first2"], [p + "nc"])
-    )
-    nodes.append(helper.make_node("Slice", [p + "wide_shape", p + "w_at", p + "w_end"], [p + "w"]))
+    nodes.append(helper.make_node("Slice", [p + "wide_shape", p + "zero", p + "two"], [p + "nc"]))
+    nodes.append(helper.make_node("Slice", [p + "wide_shape", p + "three", p + "four"], [p + "w"]))
     column = [p + "wide"]
     for side, height in (("top", top), ("bottom", bottom)):
         if height:

@@ -88,8 +88,10 @@ class OrtEngine:
         arithmetic away and plans memory for that size (~2% of the fast graph at 513x513).
         """
         found = self._fixed.get(shape)
-        if found is not None or len(self._fixed) >= self.specialize:
-            return found or self.session
+        if found is not None:
+            return found
+        if len(self._fixed) >= self.specialize:
+            return self.session
         names = [d if isinstance(d, str) else None for d in self.input.shape]
         if not any(names) or len(names) != len(shape):
             return self.session
