@@ -12,7 +12,7 @@ from atrous.data import build_dataset, open_dataset
 from atrous.data.check import check_dataset
 from atrous.data.cityscapes import CityscapesSegmentation, label_to_train_id_table
 from atrous.data.folder import FolderDataset
-from atrous.data.synthetic import SYNTHETIC_CLASSES, SyntheticShapes
+from atrous.data.synthetic import SYNTHETIC_CLASSES, SyntheticShapes, _texture
 from atrous.data.transforms import Normalize, TransformedDataset, train_transform
 from atrous.data.voc import VOCSegmentation
 from atrous.errors import InputError
@@ -61,6 +61,15 @@ def test_synthetic_is_deterministic_and_needs_shape():
     spread = {c: np.std(np.asarray(v), 0).mean() for c, v in means.items()}
     assert all(v > 30 for v in spread.values()), spread
     assert set(means) == set(range(5)) and all(means.values())
+
+
+def test_synthetic_texture_window_matches_the_full_texture():
+    # shapes compute their texture only inside their bounding box: the same pixels, same draws
+    for seed in range(12):  # covers all four texture kinds
+        full, base = _texture(np.random.default_rng(seed), 40, 56)
+        window, base_w = _texture(np.random.default_rng(seed), 40, 56, box=(5, 33, 17, 50))
+        np.testing.assert_array_equal(window, full[5:33, 17:50])
+        np.testing.assert_array_equal(base, base_w)
 
 
 def test_synthetic_object_scale_sets_shape_size():
