@@ -161,6 +161,24 @@ def test_augmentation_keeps_mask_ids_and_pads_with_ignore():
     assert any(not torch.equal(m, y) for m in masks)
 
 
+def test_augmentation_without_scale_or_jitter_is_a_plain_crop():
+    # scale (1, 1) and no jitter leave those steps out: each crop is a window of the scene
+    sample = SyntheticShapes("train", length=1, size=48)[0]
+    transform = train_transform(32, (1.0, 1.0), flip=False, color_jitter=0.0)
+    assert [type(t).__name__ for t in transform.transforms] == ["PadIfNeeded", "RandomCrop"]
+    out = transform(image=sample.image, mask=sample.mask)
+    image, mask = out["image"], out["mask"]
+    windows = [
+        (y, x)
+        for y in range(17)
+        for x in range(17)
+        if np.array_equal(sample.image[y : y + 32, x : x + 32], image)
+    ]
+    assert len(windows) == 1
+    y, x = windows[0]
+    np.testing.assert_array_equal(sample.mask[y : y + 32, x : x + 32], mask)
+
+
 def test_check_clean_folder(folder):
     report = check_dataset(folder)
     assert report.ok and report.kind == "folder" and report.samples == 3

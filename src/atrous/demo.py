@@ -1,6 +1,6 @@
 """``atrous demo``: the whole pipeline in a few minutes on a laptop CPU.
 
-Builds the synthetic dataset, trains DeepLabV3 MobileNetV2 dm0.5 OS16 from scratch at 128x128,
+Builds the synthetic dataset, trains DeepLabV3 MobileNetV2 dm0.5 OS16 from scratch at 192x192,
 evaluates the best checkpoint with the one evaluator, writes overlays of validation images, a
 confusion-matrix plot, the mIoU-vs-minutes curve and a summary table (Markdown + JSON).
 """

@@ -24,18 +24,22 @@ def train_transform(
     color_jitter: float = 0.2,
     ignore_index: int = IGNORE_INDEX,
 ) -> A.Compose:
-    """Random scale, crop to ``crop_size`` (padding masks with ignore), h-flip, colour jitter."""
+    """Random scale, crop to ``crop_size`` (padding masks with ignore), h-flip, colour jitter.
+
+    A ``scale_range`` of (1, 1) or a ``color_jitter`` of 0 leaves that step out altogether.
+    """
     lo, hi = scale_range
-    steps: list[A.BasicTransform] = [
-        A.RandomScale(
-            scale_limit=(lo - 1.0, hi - 1.0),
-            interpolation=cv2.INTER_LINEAR,
-            mask_interpolation=cv2.INTER_NEAREST,
-            p=1.0,
-        ),
-        _pad_with_ignore(crop_size, ignore_index),
-        A.RandomCrop(crop_size, crop_size),
-    ]
+    steps: list[A.BasicTransform] = []
+    if (lo, hi) != (1.0, 1.0):
+        steps.append(
+            A.RandomScale(
+                scale_limit=(lo - 1.0, hi - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            )
+        )
+    steps += [_pad_with_ignore(crop_size, ignore_index), A.RandomCrop(crop_size, crop_size)]
     if flip:
         steps.append(A.HorizontalFlip(p=0.5))
     if color_jitter > 0:
