@@ -243,8 +243,7 @@ class Segmenter:
                 stride = self.label_stride
                 size = (meta.padded[0] // stride, meta.padded[1] // stride)
                 region = (min(-(-rh // stride), size[0]), min(-(-rw // stride), size[1]))
-                threads = getattr(self.engine, "threads", 1) or 1
-                labels = sparse_upsample_argmax(output, size, region, threads)
+                labels = sparse_upsample_argmax(output, size, region, self.engine.threads or 1)
                 return self._finish_labels(labels, stride, meta), None
             output = _upsampled(output, meta.padded)
         if kind == "logits" and not probabilities and (rh, rw) == (oh, ow):

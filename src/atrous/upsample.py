@@ -2,10 +2,13 @@
 
 Upsampling C x h x w logits to a 50-megapixel original at once needs 4 x C bytes per pixel
 (several GB); doing it band by band keeps the peak at ``budget`` floats whatever the image size.
+``sparse_upsample_argmax`` gives the same labels while interpolating only near class boundaries.
 """
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -84,24 +87,16 @@ def sparse_upsample_argmax(
     return labels
 
 
-_KERNEL: list[Any] = []
-_POOLS: dict[int, Any] = {}
-
-
-def _pool(workers: int) -> Any:
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
     """A shared thread pool of ``workers`` threads for the row bands."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="atrous-upsample")
-    return _POOLS[workers]
+    return ThreadPoolExecutor(workers, thread_name_prefix="atrous-upsample")
 
 
+@functools.cache
 def _sparse_kernel() -> Any:
     """The compiled row-band kernel of ``sparse_upsample_argmax`` (numba: compiled once per
     process, cached on disk between processes)."""
-    if _KERNEL:
-        return _KERNEL[0]
     from numba import njit
 
     @njit(cache=True, nogil=True, fastmath=True)  # finite scores: no NaN/inf semantics needed
@@ -163,5 +158,4 @@ def _sparse_kernel() -> Any:
                         labels[y, xx] = mixed_argmax(row, lo, hi, weight_x[xx], mixed)
                 x = end + 1
 
-    _KERNEL.append(kernel)
     return kernel
