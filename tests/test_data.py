@@ -179,6 +179,28 @@ def test_augmentation_without_scale_or_jitter_is_a_plain_crop():
     np.testing.assert_array_equal(sample.mask[y : y + 32, x : x + 32], mask)
 
 
+def test_rotate90_with_flip_draws_all_eight_symmetries_of_image_and_mask():
+    sample = SyntheticShapes("train", length=1, size=32)[0]
+    transform = train_transform(32, (1.0, 1.0), flip=True, color_jitter=0.0, rotate90=True)
+    # the eight symmetries of the square, as (quarter turns, then transposed?)
+    symmetries = [(k, t) for k in range(4) for t in (False, True)]
+
+    def apply(a: np.ndarray, k: int, t: bool) -> np.ndarray:
+        a = np.rot90(a, k)
+        return a.swapaxes(0, 1) if t else a
+
+    seen = []
+    for seed in range(200):
+        transform.set_random_seed(seed)
+        out = transform(image=sample.image, mask=sample.mask)
+        found = [s for s in symmetries if np.array_equal(out["image"], apply(sample.image, *s))]
+        assert len(found) == 1  # the synthetic scene has no symmetry of its own
+        np.testing.assert_array_equal(out["mask"], apply(sample.mask, *found[0]))
+        seen.append(found[0])
+    counts = [seen.count(s) for s in symmetries]
+    assert min(counts) >= 10  # each of the 8 drawn, none favoured (expected 25 each)
+
+
 def test_check_clean_folder(folder):
     report = check_dataset(folder)
     assert report.ok and report.kind == "folder" and report.samples == 3

@@ -190,6 +190,8 @@ class DataConfig(StrictModel):
     crop_size: int = 513
     scale_range: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
+    # quarter turns too (with flip: all 8 symmetries); only for data with no natural "up"
+    rotate90: bool = False
     color_jitter: float = 0.2
     workers: int = 0
     # synthetic only

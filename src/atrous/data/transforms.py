@@ -23,9 +23,12 @@ def train_transform(
     flip: bool = True,
     color_jitter: float = 0.2,
     ignore_index: int = IGNORE_INDEX,
+    rotate90: bool = False,
 ) -> A.Compose:
     """Random scale, crop to ``crop_size`` (padding masks with ignore), h-flip, colour jitter.
 
+    ``rotate90`` adds random quarter turns (with ``flip``: all eight symmetries of the square,
+    equally likely), for data without a natural "up" such as the synthetic set or aerial images.
     A ``scale_range`` of (1, 1) or a ``color_jitter`` of 0 leaves that step out altogether.
     """
     lo, hi = scale_range
@@ -40,7 +43,11 @@ def train_transform(
             )
         )
     steps += [_pad_with_ignore(crop_size, ignore_index), A.RandomCrop(crop_size, crop_size)]
-    if flip:
+    if flip and rotate90:
+        steps.append(A.D4(p=1.0))
+    elif rotate90:
+        steps.append(A.RandomRotate90(p=1.0))
+    elif flip:
         steps.append(A.HorizontalFlip(p=0.5))
     if color_jitter > 0:
         j = color_jitter

@@ -628,6 +628,7 @@ def _train(config, out_dir, resume, dist, console, progress, on_epoch_end) -> Tr
             config.data.flip,
             config.data.color_jitter,
             train_set.ignore_index,
+            config.data.rotate90,
         ),
         Normalize(card.preprocessing),
         seed=cfg.seed,
