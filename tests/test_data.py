@@ -246,3 +246,22 @@ def test_data_check_cli(folder):
 
     report = json.loads(bad.output)
     assert not report["ok"] and "label values 9" in report["problems"][0]
+
+
+def test_synthetic_means_the_set_the_model_was_trained_on():
+    import json
+
+    from atrous.models import default_card
+
+    default = DataConfig(kind="synthetic")
+    card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=5)
+    assert len(open_dataset("synthetic", "val", card=card)) == default.val_size  # no record
+    trained = DataConfig(kind="synthetic", image_size=64, val_size=7, object_scale=(0.2, 0.3))
+    card.provenance.notes["config"] = {"data": json.loads(trained.model_dump_json())}
+    data = open_dataset("synthetic", "val", card=card)
+    assert len(data) == 7 and data[0].image.shape == (64, 64, 3)
+    np.testing.assert_array_equal(data[3].mask, build_dataset(trained, "val")[3].mask)
+    # a model trained on another dataset is scored on the default synthetic set
+    card.provenance.notes["config"] = {"data": {"kind": "voc", "root": "VOC2012"}}
+    data = open_dataset("synthetic", "val", card=card)
+    assert len(data) == default.val_size and data[0].image.shape[0] == default.image_size

@@ -10,11 +10,12 @@ from atrous.cli._app import app, console, print_json, print_table
 from atrous.errors import InputError
 
 
-def _open_data(data: str, split: str):
-    """DATA as the evaluate command reads it: folder, experiment YAML or 'synthetic'."""
+def _open_data(data: str, split: str, card=None):
+    """DATA as the evaluate command reads it: folder, experiment YAML or 'synthetic' (the
+    model's own synthetic set when ``card`` records one)."""
     from atrous.data import open_dataset
 
-    return open_dataset(data, split)
+    return open_dataset(data, split, card=card)
 
 
 def _macs(model: str, size: tuple[int, int]) -> int | None:
@@ -146,14 +147,14 @@ def prune_command(
     engine, card = load_engine(model, "torch")
     net = engine.model  # type: ignore[attr-defined]
     result = prune(net, ratio, method=method, input_size=(size, size))  # type: ignore[arg-type]
-    held = _open_data(data, "val") if data else None
+    held = _open_data(data, "val", card) if data else None
     if finetune_steps:
         if held is None:
             raise InputError("--finetune-steps needs --data")
         from atrous.quantize.finetune import dataset_batches, finetune
 
         crop = card.preprocessing.size or 257
-        batches = dataset_batches(_open_data(data, "train"), card, crop=crop)
+        batches = dataset_batches(_open_data(data, "train", card), card, crop=crop)
         finetune(result.model, batches, steps=finetune_steps, lr=1e-3)
     stem = Path(model).stem if Path(model).suffix else model
     out = out or Path(f"{stem}.pruned.onnx")

@@ -73,8 +73,8 @@ def evaluate_command(
     from atrous.evaluate import evaluate, parse_scales, plot_confusion
     from atrous.segmenter import Segmenter
 
-    dataset = open_dataset(data, split, kind)
     segmenter = Segmenter.from_file(model, engine=engine, threads=threads)
+    dataset = open_dataset(data, split, kind, card=segmenter.card)
     result = evaluate(
         segmenter,
         dataset,

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
 from atrous.config import DataConfig
 from atrous.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
+
+if TYPE_CHECKING:
+    from atrous.card import ModelCard
 
 __all__ = [
     "Sample",
@@ -11,6 +18,7 @@ __all__ = [
     "IGNORE_INDEX",
     "build_dataset",
     "open_dataset",
+    "synthetic_config",
 ]
 
 
@@ -46,9 +54,26 @@ def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
     return FolderDataset(config.root, name)
 
 
-def open_dataset(data: str, split: str = "val", kind: str | None = None) -> SegmentationDataset:
-    """DATA as the CLI takes it: an experiment YAML (its data section), 'synthetic', or a
-    dataset folder whose layout (voc, cityscapes, folder) is ``kind`` or detected."""
+def synthetic_config(card: ModelCard | None = None) -> DataConfig:
+    """The synthetic set ``card``'s model was trained on (``atrous train`` records its config in
+    the card), so that 'synthetic' scores a demo model on its own kind of scenes; else the
+    default set."""
+    notes = card.provenance.notes.get("config") if card is not None else None
+    data = notes.get("data") if isinstance(notes, dict) else None
+    if isinstance(data, dict) and data.get("kind") == "synthetic":
+        try:
+            return DataConfig.model_validate(data)
+        except ValidationError:  # a card from another version: fall back to the default set
+            pass
+    return DataConfig(kind="synthetic")
+
+
+def open_dataset(
+    data: str, split: str = "val", kind: str | None = None, card: ModelCard | None = None
+) -> SegmentationDataset:
+    """DATA as the CLI takes it: an experiment YAML (its data section), 'synthetic' (the set
+    ``card``'s model was trained on, if synthetic), or a dataset folder whose layout (voc,
+    cityscapes, folder) is ``kind`` or detected."""
     from pathlib import Path
 
     from atrous.config import load_experiment
@@ -57,7 +82,7 @@ def open_dataset(data: str, split: str = "val", kind: str | None = None) -> Segm
     if data.endswith((".yaml", ".yml")):
         return build_dataset(load_experiment(data).data, split)
     if data == "synthetic":
-        return build_dataset(DataConfig(kind="synthetic"), split)
+        return build_dataset(synthetic_config(card), split)
     if not Path(data).exists():
         raise InputError(f"{data}: dataset folder not found")
     from atrous.data.check import detect_kind
