@@ -14,7 +14,7 @@ from rich.table import Table
 
 from atrous.errors import AtrousError
 
-__all__ = ["app", "console", "err_console", "print_table", "print_json", "run"]
+__all__ = ["app", "console", "err_console", "print_table", "print_json", "card_if_synthetic", "run"]
 
 app = typer.Typer(
     name="atrous",
@@ -40,6 +40,18 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 def print_json(data: Any) -> None:
     """Print data as indented JSON on stdout (for ``--json``)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def card_if_synthetic(model: str, *data: str | None) -> Any:
+    """``model``'s card when a DATA argument is 'synthetic', which then means the model's own
+    synthetic set (``atrous.data.open_dataset``); None otherwise, without loading anything."""
+    if "synthetic" not in data:
+        return None
+    from pathlib import Path
+
+    from atrous.runtimes import load_engine
+
+    return load_engine(model, "onnxruntime" if Path(model).suffix == ".onnx" else "torch")[1]
 
 
 def _fmt(value: Any) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from atrous.cli._app import app, console, print_json, print_table
+from atrous.cli._app import app, card_if_synthetic, console, print_json, print_table
 from atrous.cli.models import parse_size
 from atrous.export import export_model
 
@@ -99,7 +99,7 @@ def _export_fast(
     precision = precision or ("int8" if calib else "fp32")
     items = []
     if calib:
-        data = open_dataset(calib, "val")
+        data = open_dataset(calib, "val", card=card_if_synthetic(checkpoint, calib))
         items = [data[i] for i in range(min(len(data), num + 8))]
     stem = Path(checkpoint).stem
     out = out or Path(f"{stem}-fast-{precision}-s{label_stride}.onnx")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from atrous.cli._app import app, console, print_json, print_table
+from atrous.cli._app import app, card_if_synthetic, console, print_json, print_table
 from atrous.errors import InputError
 
 
@@ -70,8 +70,9 @@ def quantize_command(
         raise InputError(f"--mixed '{mixed}': only 'auto' is supported")
     stem = Path(model).stem if Path(model).suffix else model
     out = out or Path(f"{stem}.int8.{'xml' if engine == 'openvino' else 'onnx'}")
-    calib_set = _open_data(calib, "train")
-    held = _open_data(eval_data or calib, "val")
+    card = card_if_synthetic(model, calib, eval_data)
+    calib_set = _open_data(calib, "train", card)
+    held = _open_data(eval_data or calib, "val", card)
 
     def scorer_for(float_path: Path):
         return miou_scorer(held, threads=threads, limit=limit)
