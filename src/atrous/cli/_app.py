@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from atrous.errors import AtrousError
+
+if TYPE_CHECKING:
+    from atrous.card import ModelCard
 
 __all__ = ["app", "console", "err_console", "print_table", "print_json", "card_if_synthetic", "run"]
 
@@ -42,7 +45,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def card_if_synthetic(model: str, *data: str | None) -> Any:
+def card_if_synthetic(model: str, *data: str | None) -> ModelCard | None:
     """``model``'s card when a DATA argument is 'synthetic', which then means the model's own
     synthetic set (``atrous.data.open_dataset``); None otherwise, without loading anything."""
     if "synthetic" not in data:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from atrous.cli._app import app, card_if_synthetic, console, print_json, print_table
 from atrous.errors import InputError
 
+if TYPE_CHECKING:
+    from atrous.card import ModelCard
+    from atrous.data import SegmentationDataset
 
-def _open_data(data: str, split: str, card=None):
+
+def _open_data(data: str, split: str, card: ModelCard | None = None) -> SegmentationDataset:
     """DATA as the evaluate command reads it: folder, experiment YAML or 'synthetic' (the
     model's own synthetic set when ``card`` records one)."""
     from atrous.data import open_dataset
