@@ -6,6 +6,9 @@ upsampled to full resolution, argmax in Python):
 
 - eager PyTorch: ONNX Runtime with all graph optimizations folds BatchNorm, fuses Conv+ReLU6 and
   runs blocked (NCHWc) kernels; ``export_fast_int8`` quantizes the network statically;
+- kernel remainder loops: internal channel groups (MobileNetV2's 72 hidden channels at width
+  0.5) are padded with zero channels to multiples of 16, the SIMD block (exact; see
+  :mod:`atrous.quantize.channel_padding`);
 - float preprocessing in Python: the graph takes uint8 RGB pixels in NHWC (what the decoder
   returns); the int8 graph folds mean/std into its first convolution;
 - the full-resolution logit upsample: the graph ends at the logits (1/16 of the input for an
@@ -38,6 +41,7 @@ from torch import nn
 from atrous._atomic import atomic_path
 from atrous.card import ModelCard
 from atrous.errors import ModelError
+from atrous.quantize.channel_padding import CHANNEL_MULTIPLE, pad_channels
 from atrous.runtimes import CARD_KEY
 
 __all__ = [
@@ -115,9 +119,14 @@ class FastGraph(nn.Module):
         return m.classifier(y).permute(0, 2, 3, 1)  # NHWC out, like the input
 
 
-def fast_card(card: ModelCard, label_stride: int, precision: str = "fp32") -> ModelCard:
+def fast_card(
+    card: ModelCard,
+    label_stride: int,
+    precision: str = "fp32",
+    channel_multiple: int = CHANNEL_MULTIPLE,
+) -> ModelCard:
     """The card of a fast graph: raw uint8 RGB NHWC input, low-resolution logits out, the
-    settings (label stride, precision, original normalisation) in its notes.
+    settings (label stride, precision, channel padding, original normalisation) in its notes.
 
     Identity normalisation (mean 0, std 1/255) tells the Segmenter to pass pixels through; the
     padding value becomes the pixel closest to the original mean, which normalises to about 0.
@@ -150,6 +159,7 @@ def fast_card(card: ModelCard, label_stride: int, precision: str = "fp32") -> Mo
             "label_stride": label_stride,
             "tail": "host: sparse bilinear upsample + argmax (atrous.upsample)",
             "precision": precision,
+            "channel_multiple": channel_multiple,
             "input": "uint8 RGB NHWC pixels",
             "normalisation": {"mean": list(pre.mean), "std": list(pre.std)},
         },
@@ -165,12 +175,23 @@ def export_fast_onnx(
     label_stride: int = DEFAULT_LABEL_STRIDE,
     opset: int = 17,
     sample_size: tuple[int, int] = (129, 129),
+    channel_multiple: int = CHANNEL_MULTIPLE,
 ) -> Path:
-    """Write the fast graph of ``model`` to ``path`` (dynamic batch/height/width) with its card."""
+    """Write the fast graph of ``model`` to ``path`` (dynamic batch/height/width) with its card.
+
+    Internal channel groups are padded with zero channels to multiples of ``channel_multiple``
+    (1: as they are), which the CPU kernels run faster; the logits are the same. ``model`` is
+    not modified.
+    """
+    import copy
+
     from atrous.export.onnx import set_metadata
 
     path = Path(path)
-    written = fast_card(card, label_stride)  # validates label_stride
+    written = fast_card(card, label_stride, channel_multiple=channel_multiple)
+    if channel_multiple > 1:
+        model = copy.deepcopy(model)
+        pad_channels(model, channel_multiple)
     graph = FastGraph(model, card).eval()
     m = written.preprocessing.pad_multiple  # a multiple of the label stride
     h, w = (-(-s // m) * m for s in sample_size)

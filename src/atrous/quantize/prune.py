@@ -24,6 +24,7 @@ __all__ = [
     "PruneGroup",
     "PruneResult",
     "prunable_groups",
+    "select_channels",
     "channel_importance",
     "prune",
     "prune_to_fraction",
@@ -86,14 +87,25 @@ def channel_importance(group: PruneGroup, method: Method = "bn") -> torch.Tensor
     return last.bn.weight.detach().abs()
 
 
+def _take(tensor: torch.Tensor, idx: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Entries ``idx`` of ``tensor`` along ``dim``; an index past the end gives zeros (a new,
+    padded channel)."""
+    extra = int(idx.max()) + 1 - tensor.shape[dim] if len(idx) else 0
+    if extra > 0:
+        shape = list(tensor.shape)
+        shape[dim] = extra
+        tensor = torch.cat([tensor, tensor.new_zeros(shape)], dim)
+    return tensor.index_select(dim, idx)
+
+
 def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None):
-    """A new Conv2d keeping the given output / input channels."""
+    """A new Conv2d with the given output / input channels (indices past the end: zeros)."""
     w = conv.weight.detach()
     depthwise = is_depthwise(conv)
     if out_idx is not None:
-        w = w[out_idx]
+        w = _take(w, out_idx)
     if in_idx is not None and not depthwise:
-        w = w[:, in_idx]
+        w = _take(w, in_idx, dim=1)
     cout = w.shape[0]
     cin = cout if depthwise else w.shape[1] * conv.groups
     new = nn.Conv2d(
@@ -110,14 +122,16 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Ten
     new.weight.data.copy_(w)
     if conv.bias is not None:
         bias = conv.bias.detach()
-        new.bias.data.copy_(bias[out_idx] if out_idx is not None else bias)
+        new.bias.data.copy_(_take(bias, out_idx) if out_idx is not None else bias)
     return new
 
 
 def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+    """A new BatchNorm2d with channels ``idx``; a padded channel maps zero to zero (variance 1)."""
     new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
     for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(new, name).data.copy_(getattr(bn, name).detach()[idx])
+        getattr(new, name).data.copy_(_take(getattr(bn, name).detach(), idx))
+    new.running_var.data[idx >= bn.num_features] = 1.0
     return new
 
 
@@ -128,8 +142,9 @@ def _keep_unit_outputs(unit: Unit, idx: torch.Tensor, depthwise: bool) -> None:
 
 
 @torch.no_grad()
-def _apply(group: PruneGroup, idx: torch.Tensor) -> None:
-    """Keep channels ``idx`` (sorted) of one group, in place."""
+def select_channels(group: PruneGroup, idx: torch.Tensor) -> None:
+    """Keep channels ``idx`` of one group, in place; an index past the group's channels adds a
+    zero channel (its filters, bias and the consumer's weights on it are all zero)."""
     _keep_unit_outputs(group.producer, idx, depthwise=False)
     for unit in group.depthwise:
         _keep_unit_outputs(unit, idx, depthwise=True)
@@ -152,7 +167,7 @@ def prune_to_fraction(
         keep = _keep_count(group.channels, fraction, divisor)
         if keep < group.channels:
             order = torch.argsort(channel_importance(group, method), descending=True)
-            _apply(group, torch.sort(order[:keep]).values)
+            select_channels(group, torch.sort(order[:keep]).values)
     return pruned
 
 
