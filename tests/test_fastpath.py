@@ -202,3 +202,18 @@ def test_folded_normalisation_matches_with_a_mean_colour_border(net, tmp_path):
         np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-4)
         # the border: the mean colour rounded to whole pixel values (black would be off by ~1)
         assert np.abs(after - before).max() < 0.05
+
+
+def test_sparse_upsample_repeat_equals_an_integer_enlargement_of_the_labels():
+    from atrous.upsample import sparse_upsample_argmax
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 1, (5, 9, 12)).astype(np.float32)
+    size, region = (72, 96), (70, 93)
+    base = sparse_upsample_argmax(logits, size, region)
+    for repeat, shape in [(2, (139, 185)), (2, (140, 186)), (3, (208, 277)), (1, (70, 93))]:
+        got = sparse_upsample_argmax(logits, size, region, 2, repeat, shape)
+        expected = np.repeat(np.repeat(base, repeat, 0), repeat, 1)[: shape[0], : shape[1]]
+        assert got.shape == shape and (got == expected).all()
+    with pytest.raises(ValueError, match="does not fit"):
+        sparse_upsample_argmax(logits, size, region, 1, 2, (141, 186))

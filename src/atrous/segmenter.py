@@ -243,8 +243,11 @@ class Segmenter:
                 stride = self.label_stride
                 size = (meta.padded[0] // stride, meta.padded[1] // stride)
                 region = (min(-(-rh // stride), size[0]), min(-(-rw // stride), size[1]))
-                labels = sparse_upsample_argmax(output, size, region, self.engine.threads or 1)
-                return self._finish_labels(labels, stride, meta), None
+                shape = (min(rh, region[0] * stride), min(rw, region[1] * stride))
+                labels = sparse_upsample_argmax(
+                    output, size, region, self.engine.threads or 1, stride, shape
+                )  # the labels at 1/stride, enlarged to the resized image in the same pass
+                return self._finish_labels(labels, 1, meta), None
             output = _upsampled(output, meta.padded)
         if kind == "logits" and not probabilities and (rh, rw) == (oh, ow):
             # no resize: NumPy's argmax over classes is about 2x torch's on a strided crop
@@ -272,7 +275,8 @@ class Segmenter:
     @staticmethod
     def _finish_labels(labels: np.ndarray, stride: int, meta: PreprocessMeta) -> np.ndarray:
         """A label map at 1/``stride`` of the padded input -> labels at the original size: an
-        exact integer repeat, the padding cropped, then a nearest resize if the card resized."""
+        exact integer repeat, the padding cropped (or a short map completed by replicating its
+        last row and column), then a nearest resize if the card resized."""
         rh, rw = meta.resized
         oh, ow = meta.original
         if stride > 1:
@@ -281,11 +285,11 @@ class Segmenter:
                 (labels.shape[1] * stride, labels.shape[0] * stride),
                 interpolation=cv2.INTER_NEAREST,
             )
-            short_h, short_w = rh - labels.shape[0], rw - labels.shape[1]
-            if short_h > 0 or short_w > 0:  # padding not a multiple of the stride
-                labels = cv2.copyMakeBorder(
-                    labels, 0, max(0, short_h), 0, max(0, short_w), cv2.BORDER_REPLICATE
-                )
+        short_h, short_w = rh - labels.shape[0], rw - labels.shape[1]
+        if short_h > 0 or short_w > 0:  # padding not a multiple of the stride
+            labels = cv2.copyMakeBorder(
+                labels, 0, max(0, short_h), 0, max(0, short_w), cv2.BORDER_REPLICATE
+            )
         labels = labels[:rh, :rw]
         if (rh, rw) != (oh, ow):
             labels = cv2.resize(labels, (ow, oh), interpolation=cv2.INTER_NEAREST_EXACT)

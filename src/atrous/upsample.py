@@ -56,6 +56,8 @@ def sparse_upsample_argmax(
     size: tuple[int, int],
     region: tuple[int, int] | None = None,
     threads: int = 1,
+    repeat: int = 1,
+    out_shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Class ids (uint8) of low-resolution ``logits`` (C, h, w) upsampled bilinearly to ``size``
     and arg-maxed, for the top-left ``region`` (rows, cols; default all of ``size``).
@@ -65,15 +67,22 @@ def sparse_upsample_argmax(
     argmax takes that class (a convex combination of four score vectors keeps a common
     maximum), so the C-class interpolation runs only near class boundaries, and there only at
     both ends of each run of pixels between the same two input columns when those agree
-    (each class's score is linear along the run). Compiled with
-    numba on first use (cached on disk); ``threads`` bands of rows run in parallel.
+    (each class's score is linear along the run). With ``repeat`` > 1 every label fills a
+    ``repeat`` x ``repeat`` block of the result (labels computed at 1/``repeat`` and enlarged
+    by an exact integer repeat in the same pass), cropped to ``out_shape`` (default the whole
+    ``region`` times ``repeat``). Compiled with numba on first use (cached on disk);
+    ``threads`` bands of rows run in parallel.
     """
     kernel = _sparse_kernel()
     rows, cols = region or size
+    height, width = out_shape or (rows * repeat, cols * repeat)
+    if repeat < 1 or not (0 < height <= rows * repeat and 0 < width <= cols * repeat):
+        raise ValueError(f"out_shape {out_shape} does not fit {region or size} x {repeat}")
+    rows = -(-height // repeat)  # label rows that reach the output
     scores = np.ascontiguousarray(np.transpose(logits, (1, 2, 0)), dtype=np.float32)
     low = scores.argmax(-1)
-    labels = np.empty((rows, cols), np.uint8)
-    args = (scores, low, int(size[0]), int(size[1]), int(cols), labels)
+    labels = np.empty((height, width), np.uint8)
+    args = (scores, low, int(size[0]), int(size[1]), int(cols), int(repeat), labels)
     bands = max(1, min(int(threads), rows // 32))
     edges = np.linspace(0, rows, bands + 1).astype(int)
     if bands == 1:
@@ -111,7 +120,12 @@ def _sparse_kernel() -> Any:
         return best
 
     @njit(cache=True, nogil=True, fastmath=True)
-    def kernel(scores, low, out_h, out_w, cols, labels, y0, y1):  # scores: (h, w, C) float32
+    def fill(labels, y, x0, x1, rep, value):
+        """Labels x0..x1 (inclusive) of label row ``y`` -> output row y * rep, clipped."""
+        labels[y * rep, x0 * rep : min((x1 + 1) * rep, labels.shape[1])] = value
+
+    @njit(cache=True, nogil=True, fastmath=True)
+    def kernel(scores, low, out_h, out_w, cols, rep, labels, y0, y1):  # scores: (h, w, C)
         h, w, classes = scores.shape
         left = np.empty(cols, np.int64)
         right = np.empty(cols, np.int64)
@@ -138,7 +152,7 @@ def _sparse_kernel() -> Any:
                 end, lo, hi = last[x], left[x], right[x]
                 k = low[t, lo]
                 if low[t, hi] == k and low[b, lo] == k and low[b, hi] == k:
-                    labels[y, x : end + 1] = k  # all four neighbours agree: k throughout
+                    fill(labels, y, x, end, rep, k)  # all four neighbours agree: k throughout
                     x = end + 1
                     continue
                 for j in (lo, hi):
@@ -149,13 +163,15 @@ def _sparse_kernel() -> Any:
                         filled[j] = True
                 first = mixed_argmax(row, lo, hi, weight_x[x], mixed)
                 final = mixed_argmax(row, lo, hi, weight_x[end], mixed)
-                labels[y, x] = first
-                labels[y, end] = final
                 if first == final:  # scores are linear along the run: the same class between
-                    labels[y, x + 1 : end] = first
+                    fill(labels, y, x, end, rep, first)
                 else:
+                    fill(labels, y, x, x, rep, first)
                     for xx in range(x + 1, end):
-                        labels[y, xx] = mixed_argmax(row, lo, hi, weight_x[xx], mixed)
+                        fill(labels, y, xx, xx, rep, mixed_argmax(row, lo, hi, weight_x[xx], mixed))
+                    fill(labels, y, end, end, rep, final)
                 x = end + 1
+            for yy in range(y * rep + 1, min((y + 1) * rep, labels.shape[0])):
+                labels[yy] = labels[y * rep]  # the repeat: copies of the first output row
 
     return kernel
