@@ -19,6 +19,7 @@ from torch import nn
 from atrous.card import ModelCard
 from atrous.errors import InputError
 from atrous.quantize.bias_correction import bias_correct
+from atrous.quantize.channel_padding import CHANNEL_MULTIPLE, pad_channels
 from atrous.quantize.equalize import equalize as equalize_model
 from atrous.quantize.fold import fold_batchnorm
 from atrous.quantize.ptq import (
@@ -104,6 +105,7 @@ def quantize_model(
     mixed: bool = False,
     max_drop: float = 0.5,
     keep_float: Path | None = None,
+    channel_multiple: int = CHANNEL_MULTIPLE,
 ) -> QuantizeResult:
     """Quantize a checkpoint, zoo name or float ONNX file to int8 at ``out``.
 
@@ -121,6 +123,9 @@ def quantize_model(
         mixed: automatic mixed precision (needs ``score``).
         max_drop: mixed-precision budget in score points.
         keep_float: also keep the prepared float ONNX at this path (for comparisons).
+        channel_multiple: pad internal channel groups of a checkpoint with zero channels to
+            multiples of this (exact; faster CPU kernels, atrous.quantize.channel_padding);
+            1 leaves them as they are.
     """
     out = Path(out)
     check_settings(granularity, activations, "minmax" if method == "auto" else method, engine)
@@ -154,6 +159,9 @@ def quantize_model(
                 bias_correction=bias_correction,
                 relu6=relu6,
             )
+            if channel_multiple > 1:
+                pad_channels(net, channel_multiple)
+                settings["channel_multiple"] = channel_multiple
             export_float(net, card, float_path)
             calib = batches
             settings.update(equalize=equalize, bias_correction=bias_correction)
