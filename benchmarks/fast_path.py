@@ -42,15 +42,17 @@ NOTES = """## Notes
 Reading the tables:
 
 - The default path is the int8 fast graph: uint8 RGB NHWC pixels in; the input normalisation
-  folded into the stem convolution (its zero padding replaced by an explicit border of the
-  mean colour, so image borders stay right); the network statically quantized for ONNX Runtime
-  (BN folded and biases corrected in PyTorch first; uint8 activations, per-channel int8
-  weights; ASPP image pooling as a quantized GlobalAveragePool); float logits out at the
-  network's resolution. The host computes the labels at 1/2 of the input with
-  `atrous.upsample.sparse_upsample_argmax` (the labels of a bilinear upsample + argmax,
-  interpolating the 21 scores only where the four low-resolution neighbours disagree) and
-  enlarges them by an exact integer repeat. `atrous export MODEL --fast --calib DATA` writes
-  it. ONNX Runtime runs it with a session whose input dimensions are pinned once a size
+  folded into the stem convolution (its zero padding becomes a one-pixel border of the mean
+  colour that the host writes while it pads the image, so image borders stay right); internal
+  channel groups padded with zero channels to multiples of 16 (exact: MobileNetV2 0.5's 72
+  hidden channels become 80, which ONNX Runtime's kernels run without a remainder loop); the
+  network statically quantized for ONNX Runtime (BN folded and biases corrected in PyTorch
+  first; uint8 activations, per-channel int8 weights; ASPP image pooling as a quantized
+  GlobalAveragePool); float logits out at the network's resolution. The host computes the
+  labels at 1/2 of the input with `atrous.upsample.sparse_upsample_argmax` (the labels of a
+  bilinear upsample + argmax, interpolating the 21 scores only where the four low-resolution
+  neighbours disagree) and writes each as a 2x2 block of the full-size mask in the same pass.
+  `atrous export MODEL --fast --calib DATA` writes it. ONNX Runtime runs it with a session whose input dimensions are pinned once a size
   repeats, and with worker threads that stop spinning after each run.
 - The tail's cost depends on the label map: the random weights timed here change class at
   almost every low-resolution cell (98% of cells are boundaries: the kernel's worst case, ~2 ms
@@ -74,14 +76,25 @@ Reading the tables:
   within one run.
 
 Where the time goes in the default path at 513x513 (the graph runs at 520x520, the image padded
-to a multiple of 8; ONNX Runtime profile in a quiet minute, ms): int8 convolutions ~8.2 (the
-1/4-resolution depthwise layer alone 1.3: ONNX Runtime's int8 depthwise kernels are no faster
-than its float ones, but islands of float cost more in layout changes than they save), the
-float stem and first block ~2.2 (int8 there measured 3x slower), input layout + cast + border
-~0.8, float/int8 boundaries ~0.7; outside the graph, JPEG decode ~1.1 (libjpeg-turbo through
-simplejpeg), the sparse upsample + argmax (above) and pre/postprocessing ~0.6. The in-graph
-tail it replaced (ONNX Runtime Resize to 1/2 and ArgMax, even in NHWC) took ~2.1 ms whatever
-the weights.
+to a multiple of 8; ONNX Runtime profile in a quiet minute, ms): int8 convolutions ~7.4, the
+float stem and first block ~2.1 (int8 there measured 3x slower; ONNX Runtime's int8 kernels
+lose on 8-16 channels at 1/2 resolution), input layout + cast ~0.6, float/int8 boundaries
+~0.7; outside the graph, JPEG decode ~1.1-1.9 (libjpeg-turbo through simplejpeg), the sparse
+upsample + argmax (above) and pre/postprocessing ~0.5. The in-graph tail it replaced (ONNX
+Runtime Resize to 1/2 and ArgMax, even in NHWC) took ~2.1 ms whatever the weights.
+
+Removed on 2026-11-28 (night), each measured in one process against the previous graph:
+- the 72-channel layers at 1/4 resolution (MobileNetV2 0.5 expands 12 -> 72 there): ONNX
+  Runtime's int8 depthwise kernel ran them at 0.85 G outputs/s against 1.7-2.6 G/s for 48, 96
+  and 480 channels (1.43 ms for the 130x130x72 layer, the most expensive node of the graph).
+  Padded with zero channels to 80 it takes 0.65 ms; the graph's node time fell from 13.9 to
+  12.8 ms and its logits are bit-identical. Padding the 8- and 12-channel residual streams as
+  well gained nothing more (12.7 ms), so only internal groups are padded;
+- the in-graph border (Shape, Slice, Concat and Expand nodes around the uint8 input, ~0.3 ms):
+  the host writes it into the canvas it fills anyway (+0.04 ms);
+- the label enlargement after the sparse argmax (an OpenCV nearest resize, crop and copy,
+  ~0.3 ms): the kernel writes each label as a 2x2 block directly (0.75 against 0.94-1.1 ms
+  for the whole tail, interleaved in one process, identical masks).
 
 Tried this session and not kept (measured here): the stem in int8 on the raw pixels (3.0 ms vs
 1.0 float), float depthwise islands in the int8 graph (+15%), OpenVINO on the QDQ graph or on an

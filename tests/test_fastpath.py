@@ -169,12 +169,17 @@ def test_narrow_high_resolution_convs_are_found_from_shapes(net, tmp_path):
     assert not any("features.3/" in n or "classifier" in n for n in names)
 
 
-def test_folded_normalisation_matches_with_a_mean_colour_border(net, tmp_path):
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_folded_normalisation_takes_a_mean_colour_border_from_the_host(net, tmp_path, order):
     import onnxruntime as ort
 
+    from atrous.export.onnx import proto_card, set_metadata
     from atrous.fastpath import Normalize, fold_input_normalization
 
-    _, card = net
+    card = net[1].model_copy(deep=True)
+    card.preprocessing = card.preprocessing.model_copy(
+        update={"channel_order": order, "mean": (0.2, 0.5, 0.7)}  # swapped channels would show
+    )
 
     class Stem(torch.nn.Module):
         def __init__(self, padding: int) -> None:
@@ -186,17 +191,32 @@ def test_folded_normalisation_matches_with_a_mean_colour_border(net, tmp_path):
             return self.conv(self.normalize(pixels))
 
     pixels = synthetic_image(33, 41, seed=4)[None]
+    reference = Segmenter(None, card).preprocess([pixels[0]])[0][:, :, :33, :41]
+    normalised = Normalize(card)(torch.from_numpy(pixels)).numpy()
+    np.testing.assert_allclose(normalised, reference, atol=1e-5)  # the Segmenter's convention
     for padding in (0, 1, 2):
         path = tmp_path / f"stem{padding}.onnx"
         stem = Stem(padding).eval()
         torch.onnx.export(
-            stem, (torch.from_numpy(pixels),), str(path), input_names=["pixels"], dynamo=False
+            stem,
+            (torch.from_numpy(pixels),),
+            str(path),
+            input_names=["pixels"],
+            dynamic_axes={"pixels": {1: "height", 2: "width"}},
+            dynamo=False,
         )
         proto = onnx.load(str(path))
+        set_metadata(proto, {CARD_KEY: fast_card(card, 2).to_json()})
         assert fold_input_normalization(proto)
         assert not any(n.name == "/normalize/Conv" for n in proto.graph.node)
+        pre = proto_card(proto).preprocessing
+        assert pre.border == padding
+        # the host's canvas: the image inside a border of the card's padding colour
+        canvas = np.empty((1, 33 + 2 * padding, 41 + 2 * padding, 3), np.uint8)
+        canvas[:] = np.asarray(pre.pad_value, np.uint8)
+        canvas[0, padding : padding + 33, padding : padding + 41] = pixels[0]
         before = ort.InferenceSession(str(path)).run(None, {"pixels": pixels})[0]
-        after = ort.InferenceSession(proto.SerializeToString()).run(None, {"pixels": pixels})[0]
+        after = ort.InferenceSession(proto.SerializeToString()).run(None, {"pixels": canvas})[0]
         assert after.shape == before.shape
         inner = (slice(None), slice(None), slice(padding, -1), slice(padding, -1))
         np.testing.assert_allclose(after[inner], before[inner], rtol=1e-4, atol=1e-4)

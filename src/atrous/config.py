@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from atrous.errors import AtrousError, ConfigError
 
@@ -92,7 +92,11 @@ class Preprocessing(StrictModel):
 
     ``resize``: 'none' keeps the image size; 'longest' scales so the longest side is ``size``
     (aspect ratio kept); 'fixed' resizes to ``size`` x ``size``. The result is padded to a multiple
-    of ``pad_multiple`` (bottom/right), and the padding is cropped from the output.
+    of ``pad_multiple`` (bottom/right), and the padding is cropped from the output. ``pad_value``
+    fills the padding: one value, or one per channel in the network's channel order. ``border``
+    adds that many pixels of ``pad_value`` on every side: the zero padding of a first
+    convolution into which the input normalisation was folded (the int8 fast graph), which
+    therefore has to come from the host, in pixel values.
     """
 
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -102,7 +106,8 @@ class Preprocessing(StrictModel):
     resize: Literal["none", "longest", "fixed"] = "longest"
     size: int | None = 513
     pad_multiple: int = 8
-    pad_value: float = 0.0
+    pad_value: float | tuple[float, float, float] = 0.0
+    border: int = Field(0, ge=0)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -77,8 +77,8 @@ class Normalize(nn.Module):
         std = 255.0 * np.asarray(pre.std, np.float32)
         mean = 255.0 * np.asarray(pre.mean, np.float32)
         self.order = [2, 1, 0] if pre.channel_order == "BGR" else [0, 1, 2]
-        shift = -mean[self.order] / std[self.order]
-        self.register_buffer("scale", torch.from_numpy(1.0 / std[self.order]).reshape(1, 3, 1, 1))
+        shift = -mean / std  # mean and std are in the network's channel order
+        self.register_buffer("scale", torch.from_numpy(1.0 / std).reshape(1, 3, 1, 1))
         self.register_buffer("shift", torch.from_numpy(shift).reshape(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -129,18 +129,17 @@ def fast_card(
     settings (label stride, precision, channel padding, original normalisation) in its notes.
 
     Identity normalisation (mean 0, std 1/255) tells the Segmenter to pass pixels through; the
-    padding value becomes the pixel closest to the original mean, which normalises to about 0.
+    padding value becomes the RGB pixel closest to the original one (for a padding of 0, the
+    mean colour).
     """
     if label_stride not in LABEL_STRIDES:
         raise ModelError(f"label_stride must be one of {LABEL_STRIDES}, got {label_stride}")
     pre = card.preprocessing
-    pad_pixel = float(
-        np.clip(
-            np.rint(255.0 * np.asarray(pre.mean) + 255.0 * np.asarray(pre.std) * pre.pad_value),
-            0,
-            255,
-        ).mean()
-    )
+    mean, std = 255.0 * np.asarray(pre.mean), 255.0 * np.asarray(pre.std)
+    colour = np.clip(np.rint(mean + std * np.asarray(pre.pad_value)), 0, 255)
+    if pre.channel_order == "BGR":
+        colour = colour[::-1]  # the card's values are in the network's channel order
+    pad_pixel = tuple(float(c) for c in colour)
     new = card.model_copy(deep=True)
     new.preprocessing = pre.model_copy(
         update={
@@ -161,7 +160,11 @@ def fast_card(
             "precision": precision,
             "channel_multiple": channel_multiple,
             "input": "uint8 RGB NHWC pixels",
-            "normalisation": {"mean": list(pre.mean), "std": list(pre.std)},
+            "normalisation": {
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+                "channel_order": pre.channel_order,
+            },
         },
     }
     return new
@@ -232,18 +235,34 @@ def quantize_fast_onnx(
 ) -> Path:
     """Static int8 (QDQ, uint8 activations, per-channel int8 weights) of a fast graph.
 
-    ``calibration``: preprocessed uint8 NHWC batches; ``card``: the fast graph's card (its
-    label stride is recorded with precision int8). ``preprocess`` runs ONNX Runtime's
-    optimisation and shape-inference pre-pass first.
+    ``calibration``: uint8 NHWC batches preprocessed with ``card``, the fast graph's card (its
+    label stride is recorded with precision int8); they get the border that folding the input
+    normalisation asks for. ``preprocess`` runs ONNX Runtime's optimisation and shape-inference
+    pre-pass first.
     """
     import tempfile
+
+    from atrous.export.onnx import proto_card
 
     proto = onnx.load(str(source))
     with tempfile.TemporaryDirectory(prefix="atrous-fast-fold-") as tmp:
         if fold_input_normalization(proto):
             source = Path(tmp) / "folded.onnx"
             onnx.save(proto, str(source))
+            folded = proto_card(proto)
+            if folded is not None and folded.preprocessing.border:
+                pre = folded.preprocessing
+                calibration = [_bordered(b, pre.border, pre.pad_value) for b in calibration]
         return _quantize_fast(proto, source, path, calibration, card, preprocess)
+
+
+def _bordered(batch: np.ndarray, border: int, colour: float | tuple[float, ...]) -> np.ndarray:
+    """An NHWC ``batch`` surrounded by ``border`` pixels of ``colour`` (per channel)."""
+    n, h, w, c = batch.shape
+    out = np.empty((n, h + 2 * border, w + 2 * border, c), batch.dtype)
+    out[:] = np.asarray(colour, batch.dtype)
+    out[:, border : border + h, border : border + w] = batch
+    return out
 
 
 def _quantize_fast(
@@ -284,15 +303,19 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     first convolution, in place; return whether it was folded.
 
     Saves a full-resolution float pass (~0.6 ms at 513x513). The first convolution's zero
-    padding meant "the mean colour" in normalised units; it becomes an explicit border of the
-    mean colour (rounded to whole pixel values, within 0.01 of the exact normalised 0) added to
-    the uint8 pixels, so borders stay right on small images too. Used by the int8 fast graph;
-    the fp32 fast graph stays bit-exact.
+    padding meant "the mean colour" in normalised units; in pixel values it has to be that
+    colour, so the convolution loses its padding and the card (in the graph's metadata) asks
+    the host for a ``border`` of the mean colour (rounded to whole pixel values, within 0.01 of
+    the exact normalised 0), which the Segmenter writes while it pads the image anyway. Used
+    by the int8 fast graph; the fp32 fast graph stays bit-exact.
     """
     from onnx import numpy_helper
 
+    from atrous.export.onnx import proto_card, set_metadata
+
     graph = proto.graph
     initializers = {i.name: i for i in graph.initializer}
+    card = proto_card(proto)
 
     def array(name: str) -> np.ndarray | None:
         found = initializers.get(name)
@@ -302,7 +325,7 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     cast = next((n for n in graph.node if norm is not None and n.output[0] == norm.input[0]), None)
     users = [n for n in graph.node if norm is not None and norm.output[0] in n.input]
     convs = [n for n in users if n.op_type == "Conv"]
-    if cast is None or cast.op_type != "Cast" or len(convs) != 1:
+    if card is None or cast is None or cast.op_type != "Cast" or len(convs) != 1:
         return False
     if any(n.op_type not in ("Conv", "Shape") for n in users):
         return False
@@ -312,8 +335,8 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     weight, scale, shift = array(conv.input[1]), array(norm.input[1]), array(norm.input[2])
     grouped = "group" in attributes and attributes["group"].i != 1
     explicit = "auto_pad" not in attributes or attributes["auto_pad"].s in (b"", b"NOTSET")
-    if grouped or not explicit or len(pads) != 4 or weight is None:
-        return False
+    if grouped or not explicit or len(pads) != 4 or len(set(pads)) != 1 or weight is None:
+        return False  # the host border is the same width on every side
     bias = array(conv.input[2]) if len(conv.input) > 2 else np.zeros(weight.shape[0])
     if scale is None or shift is None or bias is None:
         return False
@@ -330,71 +353,20 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
     )
     del conv.input[1:]
     conv.input.extend(names)
-    pixels = cast.input[0]
-    colour = np.clip(np.rint(-shift / scale), 0, 255).astype(np.uint8)
-    if any(pads):
-        cast.input[0] = _add_border(graph, pixels, colour, pads)
+    if pads[0]:
+        colour = np.clip(np.rint(-shift / scale), 0, 255)  # the network's channel order
+        normalisation = card.provenance.notes.get("fast_path", {}).get("normalisation", {})
+        if normalisation.get("channel_order") == "BGR":
+            colour = colour[::-1]  # the graph swaps the channels; the host writes RGB pixels
+        card.preprocessing = card.preprocessing.model_copy(
+            update={"border": pads[0], "pad_value": tuple(float(c) for c in colour)}
+        )
+        set_metadata(proto, {CARD_KEY: card.to_json()})
         del attributes["pads"].ints[:]
         attributes["pads"].ints.extend([0, 0, 0, 0])
     conv.input[0] = cast.output[0]
-    for node in users:  # shape queries read the unpadded pixels
-        if node.op_type == "Shape":
-            node.input[0] = pixels
     graph.node.remove(norm)
     return True
-
-
-def _add_border(graph: onnx.GraphProto, pixels: str, colour: np.ndarray, pads: list[int]) -> str:
-    """Nodes that surround uint8 NCHW ``pixels`` with a border of ``colour`` (one value per
-    channel), ``pads`` = [top, left, bottom, right] wide, for any input size; returns the
-    bordered tensor's name. The nodes go right after the node that produces ``pixels``."""
-    from onnx import helper, numpy_helper
-
-    top, left, bottom, right = pads
-    p = "/normalize/border/"
-    constants = {
-        "colour": colour.reshape(1, -1, 1, 1),
-        "zero": np.array([0], np.int64),
-        "two": np.array([2], np.int64),
-        "three": np.array([3], np.int64),
-        "four": np.array([4], np.int64),
-        **{f"n{k}": np.array([k], np.int64) for k in {top, left, bottom, right} if k},
-    }
-    graph.initializer.extend(numpy_helper.from_array(v, p + k) for k, v in constants.items())
-    nodes = [helper.make_node("Shape", [pixels], [p + "shape"])]
-    nodes.append(helper.make_node("Slice", [p + "shape", p + "zero", p + "three"], [p + "nch"]))
-    row = [pixels]
-    for side, width in (("left", left), ("right", right)):
-        if width:
-            nodes.append(
-                helper.make_node(
-                    "Concat", [p + "nch", p + f"n{width}"], [p + side + "_shape"], axis=0
-                )
-            )
-            nodes.append(
-                helper.make_node("Expand", [p + "colour", p + side + "_shape"], [p + side])
-            )
-            row.insert(0 if side == "left" else len(row), p + side)
-    nodes.append(helper.make_node("Concat", row, [p + "wide"], axis=3))
-    nodes.append(helper.make_node("Shape", [p + "wide"], [p + "wide_shape"]))
-    nodes.append(helper.make_node("Slice", [p + "wide_shape", p + "zero", p + "two"], [p + "nc"]))
-    nodes.append(helper.make_node("Slice", [p + "wide_shape", p + "three", p + "four"], [p + "w"]))
-    column = [p + "wide"]
-    for side, height in (("top", top), ("bottom", bottom)):
-        if height:
-            dims = [p + "nc", p + f"n{height}", p + "w"]
-            nodes.append(helper.make_node("Concat", dims, [p + side + "_shape"], axis=0))
-            nodes.append(
-                helper.make_node("Expand", [p + "colour", p + side + "_shape"], [p + side])
-            )
-            column.insert(0 if side == "top" else len(column), p + side)
-    nodes.append(helper.make_node("Concat", column, [p + "bordered"], axis=2))
-    for i, node in enumerate(nodes):
-        node.name = f"{p}{i}_{node.op_type}"
-    producer = next((i for i, n in enumerate(graph.node) if pixels in n.output), -1)
-    for offset, node in enumerate(nodes):
-        graph.node.insert(producer + 1 + offset, node)
-    return p + "bordered"
 
 
 def narrow_high_resolution_convs(

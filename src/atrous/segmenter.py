@@ -119,6 +119,17 @@ def fast_read_image(path: str | Path) -> np.ndarray:
     return read_image(path)
 
 
+def _place(canvas: np.ndarray, image: np.ndarray, border: int, fill: np.ndarray) -> None:
+    """Write ``image`` into the H x W x 3 ``canvas`` at (``border``, ``border``) and ``fill``
+    (a scalar or one value per channel) everywhere else, touching each pixel once."""
+    h, w = image.shape[:2]
+    canvas[:border] = fill
+    canvas[border + h :] = fill
+    canvas[border : border + h, :border] = fill
+    canvas[border : border + h, border + w :] = fill
+    canvas[border : border + h, border : border + w] = image
+
+
 def _upsampled(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Low-resolution logits (C, h, w) resized bilinearly to ``size`` (half-pixel centres)."""
     scores = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))[None]
@@ -215,9 +226,10 @@ class Segmenter:
         if pre.resize == "fixed" and pre.size is not None and scale == 1.0:
             ph, pw = max(ph, pre.size), max(pw, pre.size)
         dtype = np.uint8 if self._raw_pixels else np.float32
-        batch = np.full((len(arrays), ph, pw, 3), pre.pad_value, dtype=dtype)
+        b = pre.border
+        batch = np.empty((len(arrays), ph + 2 * b, pw + 2 * b, 3), dtype=dtype)
         for i, a in enumerate(arrays):
-            batch[i, : a.shape[0], : a.shape[1]] = a
+            _place(batch[i], a, b, np.asarray(pre.pad_value, dtype=dtype))
         metas = [PreprocessMeta(m_.original, m_.resized, (ph, pw)) for m_ in metas]
         if pre.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))

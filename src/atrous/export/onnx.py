@@ -24,6 +24,7 @@ __all__ = [
     "ArgmaxHead",
     "export_onnx",
     "read_onnx_card",
+    "proto_card",
     "exported_card",
     "INPUT_NAME",
 ]
@@ -143,7 +144,12 @@ def read_onnx_card(path: str | Path) -> ModelCard | None:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    return proto_card(proto, str(path))
+
+
+def proto_card(proto: onnx.ModelProto, source: str = "model") -> ModelCard | None:
+    """The card in a loaded ONNX model's metadata, or None when it has none."""
     for prop in proto.metadata_props:
         if prop.key == CARD_KEY:
-            return card_from_json(prop.value, str(path))
+            return card_from_json(prop.value, source)
     return None

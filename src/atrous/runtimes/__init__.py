@@ -158,4 +158,5 @@ def _typical_shape(card: ModelCard) -> tuple[int, ...]:
     pre = card.preprocessing
     side = pre.size or 513
     side = -(-side // pre.pad_multiple) * pre.pad_multiple if pre.resize != "fixed" else side
+    side += 2 * pre.border
     return (1, 3, side, side) if pre.layout == "NCHW" else (1, side, side, 3)
