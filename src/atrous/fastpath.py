@@ -64,6 +64,7 @@ LABEL_STRIDES = (1, 2, 4, 8)
 # labels at 1/2: a quarter of the upsample+argmax work for ~0.2 mIoU on ideal OS16 logits
 # (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
 DEFAULT_LABEL_STRIDE = 2
+FAST_GRAPH_VERSION = 2  # bump when the graph export changes what a cached graph computes
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
@@ -491,7 +492,10 @@ def export_fast(
 
 
 def _cache_key(model: nn.Module, card: ModelCard, label_stride: int) -> str:
-    digest = hashlib.sha256(card.to_json().encode())
+    """Weights, card, label stride and the graph's layout version: a cached graph that an
+    older atrous wrote (before channel padding, or with the BGR normalisation bug) is rebuilt."""
+    digest = hashlib.sha256(f"fast-graph-v{FAST_GRAPH_VERSION}".encode())
+    digest.update(card.to_json().encode())
     digest.update(str(label_stride).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
