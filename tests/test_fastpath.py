@@ -237,3 +237,34 @@ def test_sparse_upsample_repeat_equals_an_integer_enlargement_of_the_labels():
         assert got.shape == shape and (got == expected).all()
     with pytest.raises(ValueError, match="does not fit"):
         sparse_upsample_argmax(logits, size, region, 1, 2, (141, 186))
+
+
+def test_int8_fast_graph_keeps_the_narrow_stem_float_and_takes_its_border_from_the_host(
+    net, tmp_path
+):
+    from atrous.export.onnx import read_onnx_card
+    from atrous.fastpath import export_fast_int8
+
+    model, card = net
+    path = export_fast_int8(
+        model, card, tmp_path / "int8.onnx", [synthetic_image(64, 64, seed=i) for i in range(4)]
+    )
+    proto = onnx.load(str(path))
+    dequantized = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+
+    def int8(prefix: str) -> bool:
+        convs = [n for n in proto.graph.node if n.op_type == "Conv" and n.name.startswith(prefix)]
+        assert convs, prefix
+        return all(n.input[1] in dequantized for n in convs)
+
+    # the 1/2-resolution stem and first block stay float (the border must not hide their size)
+    assert not int8("/backbone/features.0/") and not int8("/backbone/features.1/")
+    assert int8("/backbone/features.2/") and int8("/backbone/features.10/")
+    pre = read_onnx_card(path).preprocessing
+    assert pre.border == 1 and len(pre.pad_value) == 3
+    # channel padding: the 72 hidden channels at 1/4 resolution became 80
+    shapes = {tuple(i.dims) for i in proto.graph.initializer}
+    assert (80, 1, 3, 3) in shapes and (72, 1, 3, 3) not in shapes
+    seg = Segmenter(*load_engine(path, "onnxruntime", 1))
+    assert seg.preprocess([synthetic_image(61, 70, seed=9)])[0].shape == (1, 66, 74, 3)
+    assert seg.predict(synthetic_image(61, 70, seed=9)).mask.shape == (61, 70)

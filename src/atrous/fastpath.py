@@ -276,6 +276,7 @@ def _quantize_fast(
 ) -> Path:
     """Quantize the (possibly folded) fast graph ``proto`` stored at ``source``, keeping the
     input, the tail and the narrow high-resolution layers float."""
+    from atrous.export.onnx import proto_card
     from atrous.quantize.ptq import quantize_onnx
 
     float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
@@ -285,7 +286,9 @@ def _quantize_fast(
     # narrow layers at 1/2 resolution (the stem, the first block): few channels over many
     # pixels, where ONNX Runtime's int8 kernels lose to its float ones (~10% of the network
     # at 513x513, measured; wider 1/2-resolution layers still gain from int8)
-    float_nodes += narrow_high_resolution_convs(source, calibration[0])
+    folded = proto_card(proto)
+    border = folded.preprocessing.border if folded is not None else 0
+    float_nodes += narrow_high_resolution_convs(source, calibration[0], border=border)
     fast_notes = card.provenance.notes.get("fast_path", {})
     stride = int(fast_notes.get("label_stride", DEFAULT_LABEL_STRIDE))
     return quantize_onnx(
@@ -371,11 +374,16 @@ def fold_input_normalization(proto: onnx.ModelProto) -> bool:
 
 
 def narrow_high_resolution_convs(
-    source: str | Path, sample: np.ndarray, min_fraction: float = 0.5, max_channels: int = 32
+    source: str | Path,
+    sample: np.ndarray,
+    min_fraction: float = 0.5,
+    max_channels: int = 32,
+    border: int = 0,
 ) -> list[str]:
-    """Names of the Conv nodes whose output is at least ``min_fraction`` of the input's
-    height with at most ``max_channels`` channels, found by running ``sample`` through the
-    float graph with every Conv output exposed (any backbone, whatever its node names)."""
+    """Names of the Conv nodes whose output is at least ``min_fraction`` of the image's
+    height with at most ``max_channels`` channels, found by running ``sample`` (an image with
+    ``border`` pixels around it) through the float graph with every Conv output exposed (any
+    backbone, whatever its node names)."""
     import onnxruntime as ort
 
     proto = onnx.load(str(source))
@@ -387,7 +395,7 @@ def narrow_high_resolution_convs(
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(names, {INPUT_NAME: sample[:1]}), strict=True))
-    height = sample.shape[1]  # NHWC pixels
+    height = sample.shape[1] - 2 * border  # NHWC pixels
     return [
         n.name
         for n in convs
