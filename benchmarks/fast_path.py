@@ -52,8 +52,9 @@ Reading the tables:
   labels at 1/2 of the input with `atrous.upsample.sparse_upsample_argmax` (the labels of a
   bilinear upsample + argmax, interpolating the 21 scores only where the four low-resolution
   neighbours disagree) and writes each as a 2x2 block of the full-size mask in the same pass.
-  `atrous export MODEL --fast --calib DATA` writes it. ONNX Runtime runs it with a session whose input dimensions are pinned once a size
-  repeats, and with worker threads that stop spinning after each run.
+  `atrous export MODEL --fast --calib DATA` writes it. ONNX Runtime runs it with a session
+  whose input dimensions are pinned once a size repeats, and with worker threads that stop
+  spinning after each run.
 - The tail's cost depends on the label map: the random weights timed here change class at
   almost every low-resolution cell (98% of cells are boundaries: the kernel's worst case, ~2 ms
   at 513), a trained model's maps have boundaries in ~10-20% of cells (~0.3-0.5 ms).
@@ -93,8 +94,14 @@ Removed on 2026-11-28 (night), each measured in one process against the previous
 - the in-graph border (Shape, Slice, Concat and Expand nodes around the uint8 input, ~0.3 ms):
   the host writes it into the canvas it fills anyway (+0.04 ms);
 - the label enlargement after the sparse argmax (an OpenCV nearest resize, crop and copy,
-  ~0.3 ms): the kernel writes each label as a 2x2 block directly (0.75 against 0.94-1.1 ms
-  for the whole tail, interleaved in one process, identical masks).
+  ~0.3 ms): the kernel writes each label as a 2x2 block directly. On the trained model's map
+  the whole tail took 0.75 against 0.94-1.1 ms (2 threads, interleaved in one process,
+  identical masks); on the random-weight maps, where nearly every label is decided pixel by
+  pixel, the wider writes cost about what the resize saved.
+
+Tried and not kept: deciding a run of pixels between two classes at the point where their
+(linear) scores cross instead of pixel by pixel (exact when no third class wins there): no
+faster, the per-pixel argmax over 21 classes is not where the kernel's time goes.
 
 Tried this session and not kept (measured here): the stem in int8 on the raw pixels (3.0 ms vs
 1.0 float), float depthwise islands in the int8 graph (+15%), OpenVINO on the QDQ graph or on an
