@@ -11,7 +11,16 @@ from pathlib import Path
 from atrous._atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
-ORDER = ["foundation", "training", "engines", "fast_path", "compression", "serve", "hardening"]
+ORDER = [
+    "foundation",
+    "training",
+    "engines",
+    "fast_path",
+    "channel_padding",
+    "compression",
+    "serve",
+    "hardening",
+]
 
 HEADER = """# Benchmarks
 
@@ -23,8 +32,9 @@ hardening) on an AMD EPYC (AVX2, no VNNI), where int8 pays far less. Systems are
 ratios within one interleaved run; tests never assert on wall time. Tables marked with a load
 average above 2 were taken while other jobs shared the two cores: compare their ratios, not
 their milliseconds. On 2026-11-28 the Xeon VM's speed also drifted by up to 1.5x from one
-minute to the next with no hypervisor steal (the same eager network took 73-112 ms): the eager
-row of each table is that run's speed reference.
+minute to the next with no hypervisor steal (the same eager network took 73-112 ms), and late
+that night the hypervisor took 1-23% of the CPU during some runs (each fast-path table's header
+gives its share): the eager row of each table is that run's speed reference.
 
 SUMMARY
 """

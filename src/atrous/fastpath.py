@@ -413,10 +413,12 @@ def export_fast_int8(
     label_stride: int = DEFAULT_LABEL_STRIDE,
     num: int = 32,
     bias_correction: bool = True,
+    channel_multiple: int = CHANNEL_MULTIPLE,
 ) -> Path:
     """Write the int8 fast graph of ``model``: BN folded and biases corrected for int8 weight
     rounding in PyTorch, exported as a fast graph, then statically quantized with ``num``
     calibration images (dataset samples or RGB arrays) preprocessed as at inference.
+    ``channel_multiple``: see ``export_fast_onnx`` (1 keeps the model's channel counts).
 
     ``model`` is not modified (a copy is prepared).
     """
@@ -435,11 +437,15 @@ def export_fast_int8(
         equalize=False,
         bias_correction=bias_correction,
     )
-    fcard = fast_card(card, label_stride)
+    fcard = fast_card(card, label_stride, channel_multiple=channel_multiple)
     pixel_batches = calibration_batches(images, fcard, num)  # uint8 NHWC, as the graph takes
     with tempfile.TemporaryDirectory(prefix="atrous-fast-int8-") as tmp:
         float_path = export_fast_onnx(
-            net, card, Path(tmp) / "fast_fp32.onnx", label_stride=label_stride
+            net,
+            card,
+            Path(tmp) / "fast_fp32.onnx",
+            label_stride=label_stride,
+            channel_multiple=channel_multiple,
         )
         return quantize_fast_onnx(float_path, path, pixel_batches, fcard)
 

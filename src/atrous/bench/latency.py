@@ -38,6 +38,7 @@ __all__ = [
     "synthetic_photo",
     "cpu_times",
     "stolen_percent",
+    "cpu_model",
     "with_input_size",
     "SCHEMA",
 ]
@@ -213,7 +214,8 @@ def stolen_percent(before: tuple[float, float] | None, after: tuple[float, float
     return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -230,7 +232,7 @@ def _machine() -> dict[str, Any]:
 
     return {
         "platform": platform.platform(),
-        "processor": _cpu_model(),
+        "processor": cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
