@@ -77,6 +77,22 @@ def test_normalisation_follows_the_card(rng):
     assert np.allclose(batch[0, :, 0, 0], 1.0)  # TF DeepLab scaling: 255 -> +1
 
 
+def test_border_and_per_channel_padding_surround_the_image(rng):
+    card = _card(mult=8)
+    card.preprocessing = card.preprocessing.model_copy(
+        update={"layout": "NHWC", "std": (1 / 255,) * 3, "border": 2, "pad_value": (10, 20, 30)}
+    )
+    seg = Segmenter(IdentityEngine(), card)
+    images = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8), np.zeros((9, 3, 3), np.uint8)]
+    batch, metas = seg.preprocess(images)
+    assert batch.dtype == np.uint8 and batch.shape == (2, 16 + 4, 8 + 4, 3)
+    assert metas[0].padded == (16, 8)  # the geometry the network's output maps back to
+    assert (batch[0, 2:7, 2:9] == images[0]).all() and (batch[1, 2:11, 2:5] == 0).all()
+    inside = np.zeros(batch.shape[:3], bool)
+    inside[0, 2:7, 2:9] = inside[1, 2:11, 2:5] = True
+    assert (batch[~inside] == (10, 20, 30)).all()
+
+
 def test_segmenter_matches_torch_forward(tiny_checkpoint, rng):
     path, model, card = tiny_checkpoint
     card.preprocessing = card.preprocessing.model_copy(update={"resize": "none"})
