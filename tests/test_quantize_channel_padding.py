@@ -59,3 +59,17 @@ def test_padding_a_pruned_model_restores_simd_widths():
         torch.testing.assert_close(padded(x), pruned(x), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="at least 1"):
         pad_channels(padded, 0)
+
+
+def test_padding_after_equalisation_widens_the_per_channel_relu_caps():
+    from atrous.quantize.equalize import equalize
+
+    torch.manual_seed(0)
+    model = _randomised(get_model("deeplabv3_mnv2_dm05_os16", num_classes=5))
+    fold_batchnorm(model)
+    equalize(model, relu6="cap")  # ReLU6 -> per-channel caps, one per (72) hidden channel
+    padded = copy.deepcopy(model)
+    assert pad_channels(padded) > 0
+    x = torch.randn(1, 3, 65, 65)
+    with torch.no_grad():
+        torch.testing.assert_close(padded(x), model(x), rtol=0, atol=1e-5)

@@ -19,6 +19,7 @@ from torch import nn
 from atrous.bench.cost import measure_cost
 from atrous.errors import ModelError
 from atrous.quantize._chains import Unit, find_chains, is_depthwise
+from atrous.quantize.capped_relu import CappedReLU
 
 __all__ = [
     "PruneGroup",
@@ -139,6 +140,10 @@ def _keep_unit_outputs(unit: Unit, idx: torch.Tensor, depthwise: bool) -> None:
     unit.parent._modules[unit.conv_name] = _slice_conv(unit.conv, idx, idx if depthwise else None)
     if unit.bn is not None:
         unit.parent._modules[unit.bn_name] = _slice_bn(unit.bn, idx)
+    if isinstance(unit.act, CappedReLU):  # per-channel caps (after equalisation) follow too
+        caps = unit.act.cap.detach().flatten()
+        padded = torch.where(idx < len(caps), _take(caps, idx), 6.0)  # zero in, zero out
+        unit.parent._modules[unit.act_name] = CappedReLU(padded)
 
 
 @torch.no_grad()
