@@ -4,15 +4,13 @@ and with internal groups padded to multiples of 16, timed interleaved in one pro
     PYTHONPATH=src python benchmarks/channel_padding.py [--checkpoint demo/best.pt] [--rounds 150]
 
 Network only (ONNX Runtime, 513x513 image, 2 threads), each graph fed the input its card asks
-for; then ONNX Runtime's per-node profile of both graphs, run back to back, and the largest
+for; then the project's ONNX Runtime profile of both graphs, run back to back, and the largest
 logit difference between them. Writes benchmarks/results/channel_padding.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import json
 import statistics
 import sys
 import tempfile
@@ -21,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
 from atrous.bench.latency import cpu_model, cpu_times, stolen_percent  # noqa: E402
+from atrous.bench.profile import profile_segmenter  # noqa: E402
 from atrous.export.parity import synthetic_image  # noqa: E402
 from atrous.fastpath import export_fast_int8  # noqa: E402
 from atrous.models import default_card, get_model  # noqa: E402
@@ -34,27 +32,6 @@ from fast_path import NAME, trained_at_21_classes  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "channel_padding.md"
 MULTIPLES = {"own channel counts": 1, "padded to multiples of 16 (default)": 16}
-
-
-def node_profile(path: Path, batch: np.ndarray, runs: int, threads: int) -> dict[str, float]:
-    """Per-node time (ms per run, averaged over ``runs``) from ONNX Runtime's profiler."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.with_suffix(""))
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    for _ in range(runs):
-        session.run(None, {name: batch})
-    events = json.loads(Path(session.end_profiling()).read_text())
-    totals: collections.Counter[str] = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            shape = e["args"].get("output_type_shape", [{}])
-            dims = next(iter(shape[0].values())) if shape and shape[0] else []
-            key = f"{e['args']['op_name']} {e['name'][: -len('_kernel_time')]} {dims}"
-            totals[key] += e["dur"] / 1000 / runs
-    return dict(totals)
 
 
 def main() -> None:
@@ -91,7 +68,10 @@ def main() -> None:
                 seg.engine.run(batches[label])
                 times[label].append((time.perf_counter() - start) * 1e3)
         steal = stolen_percent(before, cpu_times())
-        profiles = {k: node_profile(paths[k], batches[k], 60, args.threads) for k in segs}
+        profiles = {
+            k: profile_segmenter(seg, model_file=paths[k], runs=60).top(10)
+            for k, seg in segs.items()
+        }
 
     base, padded = (statistics.median(v) for v in times.values())
     command = "PYTHONPATH=src python benchmarks/channel_padding.py"
@@ -115,16 +95,14 @@ def main() -> None:
         f"padded / own = {padded / base:.3f}; largest logit difference between the two graphs: "
         f"{diff:.2g}",
         "",
-        "ONNX Runtime profile, the ten most expensive nodes of each graph (ms per run, the two "
-        "profiles run back to back):",
+        "ONNX Runtime profile (`atrous.bench.profile`), the ten most expensive nodes of each "
+        "graph (ms per run, the two profiles run back to back; the graphs share node names, the "
+        "padded one runs 80 channels where the other runs 72):",
         "",
     ]
-    for label, totals in profiles.items():
-        lines += [f"**{label}**: node total {sum(totals.values()):.2f} ms", ""]
-        lines += ["| node | output | ms |", "|---|---|---|"]
-        for key, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:10]:
-            op, name, dims = key.split(" ", 2)
-            lines.append(f"| {op} `{name}` | {dims} | {ms:.3f} |")
+    for label, top in profiles.items():
+        lines += [f"**{label}**", "", "| node | op | ms |", "|---|---|---|"]
+        lines += [f"| `{op.name}` | {op.op_type} | {op.ms:.3f} |" for op in top]
         lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))

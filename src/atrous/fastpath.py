@@ -246,23 +246,27 @@ def quantize_fast_onnx(
     from atrous.export.onnx import proto_card
 
     proto = onnx.load(str(source))
+    border = 0
     with tempfile.TemporaryDirectory(prefix="atrous-fast-fold-") as tmp:
         if fold_input_normalization(proto):
             source = Path(tmp) / "folded.onnx"
             onnx.save(proto, str(source))
-            folded = proto_card(proto)
-            if folded is not None and folded.preprocessing.border:
-                pre = folded.preprocessing
-                calibration = [_bordered(b, pre.border, pre.pad_value) for b in calibration]
-        return _quantize_fast(proto, source, path, calibration, card, preprocess)
+            pre = proto_card(proto).preprocessing  # folding only happens with a card
+            border, fill = pre.border, np.asarray(pre.pad_value, np.uint8)
+            if border:
+                calibration = [_bordered(b, border, fill) for b in calibration]
+        return _quantize_fast(proto, source, path, calibration, card, preprocess, border)
 
 
-def _bordered(batch: np.ndarray, border: int, colour: float | tuple[float, ...]) -> np.ndarray:
-    """An NHWC ``batch`` surrounded by ``border`` pixels of ``colour`` (per channel)."""
+def _bordered(batch: np.ndarray, border: int, fill: np.ndarray) -> np.ndarray:
+    """An NHWC ``batch`` with ``border`` pixels of ``fill`` around each image, as the Segmenter
+    writes them (``place_on_canvas``)."""
+    from atrous.segmenter import place_on_canvas
+
     n, h, w, c = batch.shape
     out = np.empty((n, h + 2 * border, w + 2 * border, c), batch.dtype)
-    out[:] = np.asarray(colour, batch.dtype)
-    out[:, border : border + h, border : border + w] = batch
+    for canvas, image in zip(out, batch, strict=True):
+        place_on_canvas(canvas, image, border, fill)
     return out
 
 
@@ -273,10 +277,11 @@ def _quantize_fast(
     calibration: list[np.ndarray],
     card: ModelCard,
     preprocess: bool,
+    border: int = 0,
 ) -> Path:
     """Quantize the (possibly folded) fast graph ``proto`` stored at ``source``, keeping the
-    input, the tail and the narrow high-resolution layers float."""
-    from atrous.export.onnx import proto_card
+    input, the tail and the narrow high-resolution layers float; ``calibration`` carries the
+    host ``border`` that folding asked for."""
     from atrous.quantize.ptq import quantize_onnx
 
     float_nodes = [n.name for n in proto.graph.node if n.name.startswith("/normalize/")]
@@ -286,8 +291,6 @@ def _quantize_fast(
     # narrow layers at 1/2 resolution (the stem, the first block): few channels over many
     # pixels, where ONNX Runtime's int8 kernels lose to its float ones (~10% of the network
     # at 513x513, measured; wider 1/2-resolution layers still gain from int8)
-    folded = proto_card(proto)
-    border = folded.preprocessing.border if folded is not None else 0
     float_nodes += narrow_high_resolution_convs(source, calibration[0], border=border)
     fast_notes = card.provenance.notes.get("fast_path", {})
     stride = int(fast_notes.get("label_stride", DEFAULT_LABEL_STRIDE))

@@ -23,7 +23,7 @@ from atrous.errors import InputError, ModelError
 from atrous.runtimes import Engine, load_engine
 from atrous.upsample import sparse_upsample_argmax, upsample_argmax
 
-__all__ = ["Segmenter", "Prediction", "PreprocessMeta", "MAX_INPUT_PIXELS"]
+__all__ = ["Segmenter", "Prediction", "PreprocessMeta", "MAX_INPUT_PIXELS", "place_on_canvas"]
 
 MAX_INPUT_PIXELS = 1 << 24  # network input (after the card's resize); activations grow with it
 
@@ -119,7 +119,7 @@ def fast_read_image(path: str | Path) -> np.ndarray:
     return read_image(path)
 
 
-def _place(canvas: np.ndarray, image: np.ndarray, border: int, fill: np.ndarray) -> None:
+def place_on_canvas(canvas: np.ndarray, image: np.ndarray, border: int, fill: np.ndarray) -> None:
     """Write ``image`` into the H x W x 3 ``canvas`` at (``border``, ``border``) and ``fill``
     (a scalar or one value per channel) everywhere else, touching each pixel once."""
     h, w = image.shape[:2]
@@ -226,10 +226,10 @@ class Segmenter:
         if pre.resize == "fixed" and pre.size is not None and scale == 1.0:
             ph, pw = max(ph, pre.size), max(pw, pre.size)
         dtype = np.uint8 if self._raw_pixels else np.float32
-        b = pre.border
+        b, fill = pre.border, np.asarray(pre.pad_value, dtype=dtype)
         batch = np.empty((len(arrays), ph + 2 * b, pw + 2 * b, 3), dtype=dtype)
         for i, a in enumerate(arrays):
-            _place(batch[i], a, b, np.asarray(pre.pad_value, dtype=dtype))
+            place_on_canvas(batch[i], a, b, fill)
         metas = [PreprocessMeta(m_.original, m_.resized, (ph, pw)) for m_ in metas]
         if pre.layout == "NCHW":
             batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
