@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -53,14 +55,18 @@ def test_torch_profile_blocks_sum_to_total(tiny):
     assert prof.top(3)[0].ms >= prof.top(3)[-1].ms
 
 
-def test_onnxruntime_profile_blocks_sum_to_total(tiny, tmp_path):
+def test_onnxruntime_profile_blocks_sum_to_total(tiny, tmp_path, monkeypatch):
     model, card = tiny
     path = export_onnx(model, card, tmp_path / "m.onnx")
     engine, loaded = load_engine(path, "onnxruntime", threads=2)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     prof = profile_segmenter(Segmenter(engine, card), model_file=path, size=97, runs=5)
     _check_sum(prof)
     assert prof.engine == "onnxruntime" and "Conv" in prof.by_op_type()
     assert prof.blocks["upsample"] > 0
+    assert not any(scratch.iterdir()), "the profiler's trace files are left behind"
 
 
 def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint):

@@ -263,13 +263,12 @@ def _torch_ops(
     return op_list, stages, total
 
 
-def _ort_ops(
-    path: Path, segmenter: Segmenter, image_file: Path, runs: int, warmup: int, labels
-) -> tuple[list[OpTime], dict[str, float], float]:
-    """Profile an ONNX model with ONNX Runtime's profiler on a session of the same threads."""
+def _ort_profile_events(
+    path: Path, segmenter: Segmenter, image_file: Path, runs: int, warmup: int, tmp: str
+) -> tuple[list[dict], dict[str, float], float]:
+    """Run the pipeline on a profiling ONNX Runtime session; its events are written under tmp."""
     import onnxruntime as ort
 
-    tmp = tempfile.mkdtemp(prefix="atrous-prof-")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = segmenter.engine.threads
     opts.inter_op_num_threads = 1
@@ -280,6 +279,15 @@ def _ort_ops(
     seg = type(segmenter)(engine, segmenter.card)
     stages, total = _pipeline_runs(seg, image_file, runs, warmup, lambda: None)
     events = json.loads(Path(session.end_profiling()).read_text())
+    return events, stages, total
+
+
+def _ort_ops(
+    path: Path, segmenter: Segmenter, image_file: Path, runs: int, warmup: int, labels
+) -> tuple[list[OpTime], dict[str, float], float]:
+    """Profile an ONNX model with ONNX Runtime's profiler on a session of the same threads."""
+    with tempfile.TemporaryDirectory(prefix="atrous-prof-") as tmp:
+        events, stages, total = _ort_profile_events(path, segmenter, image_file, runs, warmup, tmp)
     ops: dict[tuple[str, str], float] = defaultdict(float)
     model_runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"),
