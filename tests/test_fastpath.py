@@ -265,6 +265,63 @@ def test_int8_fast_graph_keeps_the_narrow_stem_float_and_takes_its_border_from_t
     # channel padding: the 72 hidden channels at 1/4 resolution became 80
     shapes = {tuple(i.dims) for i in proto.graph.initializer}
     assert (80, 1, 3, 3) in shapes and (72, 1, 3, 3) not in shapes
+    # the image-pooling branch is a bias of the projection (no broadcast map, no concat), and
+    # the classifier runs on the head's uint8 output
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"Expand", "Concat", "QLinearConcat"}
+    assert "MatMulIntegerToFloat" in ops
+    assert not [
+        n for n in proto.graph.node if n.name.startswith("/classifier/") and n.op_type == "Conv"
+    ]
     seg = Segmenter(*load_engine(path, "onnxruntime", 1))
     assert seg.preprocess([synthetic_image(61, 70, seed=9)])[0].shape == (1, 66, 74, 3)
     assert seg.predict(synthetic_image(61, 70, seed=9)).mask.shape == (61, 70)
+
+
+def test_integer_classifier_matches_the_float_classifier_on_the_dequantized_input():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from atrous.fastpath import integer_classifier
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 0.2, (7, 32, 1, 1)).astype(np.float32)
+    bias = rng.normal(0, 1, 7).astype(np.float32)
+    scale, zero_point = np.float32(0.05), np.uint8(20)
+    graph = helper.make_graph(
+        [
+            helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["x"], "/head/dq"),
+            helper.make_node("Conv", ["x", "w", "b"], ["y"], "/classifier/Conv"),
+            helper.make_node("Transpose", ["y"], ["logits"], "/Transpose", perm=[0, 2, 3, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 32, 5, 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.array(scale), "s"),
+            numpy_helper.from_array(np.array(zero_point), "zp"),
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(bias, "b"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    q = rng.integers(0, 256, (1, 32, 5, 6), dtype=np.uint8)
+
+    def run(model):
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return session.run(None, {"q": q})[0]
+
+    expected = run(proto)
+    assert integer_classifier(proto)
+    assert [n.op_type for n in proto.graph.node] == ["Transpose", "MatMulIntegerToFloat"]
+    got = run(proto)
+    assert got.shape == expected.shape == (1, 5, 6, 7)
+    # int8 weights with one scale per class: each logit is off by at most half a weight step
+    # times the sum of |x|
+    x = (q.astype(np.float32) - zero_point) * scale
+    step = np.abs(weight[:, :, 0, 0]).max(axis=1) / 127
+    bound = 0.5 * step[None, None, None, :] * np.abs(x).sum(axis=1)[..., None] + 1e-4
+    assert (np.abs(got - expected) <= bound).all()
+    assert np.abs(got - expected).max() > 0  # the weights really are int8

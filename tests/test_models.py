@@ -157,3 +157,29 @@ def test_zero_init_residuals_makes_blocks_identity(backbone):
         if backbone == "mobilenet_v2":  # a fresh BN's shift is zero: the block is the identity
             x = torch.randn(1, block.conv[0][0].in_channels, 8, 8)
             torch.testing.assert_close(block(x), x)
+
+
+@pytest.mark.parametrize(("rates", "separable"), [((), False), ((2, 4), False), ((2,), True)])
+def test_pooled_bias_aspp_computes_the_same_function(rates, separable):
+    from atrous.models.aspp import ASPP, PooledBiasASPP
+
+    torch.manual_seed(0)
+    aspp = ASPP(24, rates, channels=16, separable=separable)
+    with torch.no_grad():  # BN statistics far from the identity, so folding is exercised
+        for m in aspp.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    aspp.eval()
+    x = torch.randn(2, 24, 9, 13)
+    fused = PooledBiasASPP(aspp)
+    with torch.no_grad():
+        expected = aspp(x)
+        got = fused(x)
+    assert got.shape == expected.shape == (2, 16, 9, 13)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert expected.std() > 0.1  # the comparison is not between two constant maps
+    # the projection reads only the branches; the pooled features enter through a 1x1 conv
+    assert fused.project.in_channels == 16 * (len(rates) + 1)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ASPP", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling"]
+__all__ = ["ASPP", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling", "PooledBiasASPP"]
 
 
 class ConvBNReLU(nn.Sequential):
@@ -53,8 +53,11 @@ class ImagePooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # global average pooling (ONNX GlobalAveragePool: any input size, and ONNX Runtime
         # quantizes it, where a ReduceMean would run in float between int8 layers)
-        pooled = self.relu(self.bn(self.conv(F.adaptive_avg_pool2d(x, 1))))
-        return pooled.expand(-1, -1, x.shape[2], x.shape[3])
+        return self.pooled(x).expand(-1, -1, x.shape[2], x.shape[3])
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The branch's N x C x 1 x 1 features, before the broadcast."""
+        return self.relu(self.bn(self.conv(F.adaptive_avg_pool2d(x, 1))))
 
 
 class ASPP(nn.Module):
@@ -96,3 +99,40 @@ class ASPP(nn.Module):
         outs = [branch(x) for branch in self.branches]
         outs.append(self.pooling(x))
         return self.dropout(self.project(torch.cat(outs, dim=1)))
+
+
+class PooledBiasASPP(nn.Module):
+    """An eval-mode ASPP computing the same function without broadcasting the pooled branch.
+
+    The projection is linear, so its share of the image-pooling features (constant over the
+    image) is a per-image bias: project(cat(branches, broadcast(p))) = W_b * branches + W_p * p
+    + b. Deployment graphs then skip the H x W broadcast and the concat, and the projection reads
+    a quarter fewer channels for the TF MobileNetV2 head (half as many). BN after the projection
+    is folded in. Built with ``PooledBiasASPP(aspp)``; ``aspp`` is not modified.
+    """
+
+    def __init__(self, aspp: ASPP) -> None:
+        super().__init__()
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        conv, norm, act = aspp.project[0], aspp.project[1], aspp.project[2]
+        if isinstance(norm, nn.BatchNorm2d):
+            conv = fuse_conv_bn_eval(conv.eval(), norm.eval())
+        weight = conv.weight.detach()
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
+        pooled_channels = aspp.pooling.conv.out_channels
+        split = weight.shape[1] - pooled_channels
+        self.branches, self.pooling, self.act = aspp.branches, aspp.pooling, act
+        self.project = nn.Conv2d(split, weight.shape[0], 1)
+        self.project_pooled = nn.Conv2d(pooled_channels, weight.shape[0], 1, bias=False)
+        with torch.no_grad():
+            self.project.weight.copy_(weight[:, :split])
+            self.project.bias.copy_(bias)
+            self.project_pooled.weight.copy_(weight[:, split:])
+        self.out_channels = aspp.out_channels
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.branches]
+        y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return self.act(self.project(y) + self.project_pooled(self.pooling.pooled(x)))
