@@ -41,20 +41,23 @@ NOTES = """## Notes
 
 Reading the tables:
 
-- The default path is the int8 fast graph: uint8 RGB NHWC pixels in; the input normalisation
-  folded into the stem convolution (its zero padding becomes a one-pixel border of the mean
-  colour that the host writes while it pads the image, so image borders stay right); internal
-  channel groups padded with zero channels to multiples of 16 (exact: MobileNetV2 0.5's 72
-  hidden channels become 80, which ONNX Runtime's kernels run without a remainder loop); the
+- The default path is the int8 fast graph: uint8 RGB pixels in, planar (the host de-interleaves
+  the decoded image while it pads it, cheaper than a transpose in the graph); the input
+  normalisation folded into the stem convolution (its zero padding becomes a one-pixel border of
+  the mean colour that the host writes while it pads the image, so image borders stay right);
+  internal channel groups padded with zero channels to multiples of 16 (exact: MobileNetV2 0.5's
+  72 hidden channels become 80, which ONNX Runtime's kernels run without a remainder loop); the
   network statically quantized for ONNX Runtime (BN folded and biases corrected in PyTorch
   first; uint8 activations, per-channel int8 weights; ASPP image pooling as a quantized
-  GlobalAveragePool); float logits out at the network's resolution. The host computes the
-  labels at 1/2 of the input with `atrous.upsample.sparse_upsample_argmax` (the labels of a
-  bilinear upsample + argmax, interpolating the 21 scores only where the four low-resolution
-  neighbours disagree) and writes each as a 2x2 block of the full-size mask in the same pass.
-  `atrous export MODEL --fast --calib DATA` writes it. ONNX Runtime runs it with a session
-  whose input dimensions are pinned once a size repeats, and with worker threads that stop
-  spinning after each run.
+  GlobalAveragePool whose features enter the projection as a per-image bias, so no pooled map is
+  broadcast and concatenated); the 1x1 classifier as one MatMulIntegerToFloat on the head's
+  uint8 output (int8 weights, float logits without a dequantized copy of the head's output) at
+  the network's resolution. The host computes the labels at 1/2 of the input with
+  `atrous.upsample.sparse_upsample_argmax` (the labels of a bilinear upsample + argmax,
+  interpolating the 21 scores only where the four low-resolution neighbours disagree) and writes
+  each as a 2x2 block of the full-size mask in the same pass. `atrous export MODEL --fast
+  --calib DATA` writes it. ONNX Runtime runs it with a session whose input dimensions are pinned
+  once a size repeats, and with worker threads that stop spinning after each run.
 - The tail's cost depends on the label map: the random weights timed here change class at
   almost every low-resolution cell (98% of cells are boundaries: the kernel's worst case, ~2 ms
   at 513), a trained model's maps have boundaries in ~10-20% of cells (~0.3-0.5 ms).

@@ -28,7 +28,7 @@ def test_export_fast_fp32_from_cli(tmp_path):
     assert report["precision"] == "fp32" and report["label_stride"] == 1
     assert report["agreement_with_float"] > 0.99  # fp32 at full resolution: the same network
     card = read_onnx_card(out)
-    assert card.output == "logits" and card.preprocessing.layout == "NHWC"  # low resolution
+    assert card.output == "logits" and card.preprocessing.layout == "NCHW"  # planar pixels in
     mask = Segmenter.from_file(out, engine="onnxruntime").predict(np.zeros((40, 50, 3), np.uint8))
     assert mask.mask.shape == (40, 50)
 

@@ -28,8 +28,8 @@ def test_fast_card_takes_raw_uint8_pixels(net):
     _, card = net
     seg = Segmenter(None, fast_card(card, 4))  # preprocess needs no engine
     batch, metas = seg.preprocess([np.full((30, 41, 3), 7, np.uint8)])
-    assert batch.dtype == np.uint8 and batch.shape == (1, 32, 48, 3)
-    assert (batch[0, :30, :41] == 7).all() and (batch[0, 30:] == 128).all()
+    assert batch.dtype == np.uint8 and batch.shape == (1, 3, 32, 48)  # planar
+    assert (batch[0, :, :30, :41] == 7).all() and (batch[0, :, 30:] == 128).all()
     assert metas[0].padded == (32, 48)
 
 
@@ -50,7 +50,7 @@ def test_labels_are_the_bilinear_argmax_at_the_label_stride(net, tmp_path, strid
     model, card = net
     path = export_fast_onnx(model, card, tmp_path / "f.onnx", label_stride=stride)
     engine, loaded = load_engine(path, threads=2)
-    assert loaded.output == "logits" and loaded.preprocessing.layout == "NHWC"
+    assert loaded.output == "logits" and loaded.preprocessing.layout == "NCHW"
     proto = onnx.load(str(path))
     assert not {"Resize", "ArgMax"} & {n.op_type for n in proto.graph.node}  # tail on the host
     meta = dict((p.key, p.value) for p in proto.metadata_props)
@@ -58,10 +58,10 @@ def test_labels_are_the_bilinear_argmax_at_the_label_stride(net, tmp_path, strid
     image = synthetic_image(90, 121, seed=1)  # padded to a multiple of 8 and cropped back
     mask = Segmenter(engine, loaded).predict(image).mask
     assert mask.shape == (90, 121)
-    padded = np.full((1, 96, 128, 3), 128, np.uint8)
-    padded[0, :90, :121] = image
+    padded = np.full((1, 3, 96, 128), 128, np.uint8)
+    padded[0, :, :90, :121] = image.transpose(2, 0, 1)
     with torch.inference_mode():
-        logits = FastGraph(model, card)(torch.from_numpy(padded)).permute(0, 3, 1, 2)
+        logits = FastGraph(model, card)(torch.from_numpy(padded))
         size = (96 // stride, 128 // stride)
         up = torch.nn.functional.interpolate(logits, size, mode="bilinear", align_corners=False)
         low = up.argmax(1)[0].numpy()
@@ -131,7 +131,7 @@ def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):
         name, threads = "half", 1
 
         def run(self, batch):  # 33 -> 16x16 logits: one row and column short of the image
-            bright = (batch[:, ::2, ::2, 0][:, :16, :16] > 100).astype(np.float32)
+            bright = (batch[:, 0, ::2, ::2][:, :16, :16] > 100).astype(np.float32)
             return np.stack([np.full_like(bright, 0.5), bright], axis=1)  # (N, 2, 16, 16)
 
         def describe(self):
@@ -160,7 +160,7 @@ def test_narrow_high_resolution_convs_are_found_from_shapes(net, tmp_path):
 
     model, card = net
     path = export_fast_onnx(model, card, tmp_path / "f.onnx", label_stride=2)
-    sample = np.zeros((1, 64, 64, 3), np.uint8)
+    sample = np.zeros((1, 3, 64, 64), np.uint8)
     names = narrow_high_resolution_convs(path, sample)
     # MobileNetV2 dm0.5: the input normalisation, the 16-channel stem at 1/2 and the first
     # block (depthwise 16, projection 8); the 48-channel expansion at 1/2 is wide enough for int8
@@ -190,8 +190,9 @@ def test_folded_normalisation_takes_a_mean_colour_border_from_the_host(net, tmp_
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
             return self.conv(self.normalize(pixels))
 
-    pixels = synthetic_image(33, 41, seed=4)[None]
-    reference = Segmenter(None, card).preprocess([pixels[0]])[0][:, :, :33, :41]
+    image = synthetic_image(33, 41, seed=4)
+    pixels = np.ascontiguousarray(image.transpose(2, 0, 1)[None])  # planar, as the graph takes
+    reference = Segmenter(None, card).preprocess([image])[0][:, :, :33, :41]
     normalised = Normalize(card)(torch.from_numpy(pixels)).numpy()
     np.testing.assert_allclose(normalised, reference, atol=1e-5)  # the Segmenter's convention
     for padding in (0, 1, 2):
@@ -202,7 +203,7 @@ def test_folded_normalisation_takes_a_mean_colour_border_from_the_host(net, tmp_
             (torch.from_numpy(pixels),),
             str(path),
             input_names=["pixels"],
-            dynamic_axes={"pixels": {1: "height", 2: "width"}},
+            dynamic_axes={"pixels": {2: "height", 3: "width"}},
             dynamo=False,
         )
         proto = onnx.load(str(path))
@@ -212,9 +213,9 @@ def test_folded_normalisation_takes_a_mean_colour_border_from_the_host(net, tmp_
         pre = proto_card(proto).preprocessing
         assert pre.border == padding
         # the host's canvas: the image inside a border of the card's padding colour
-        canvas = np.empty((1, 33 + 2 * padding, 41 + 2 * padding, 3), np.uint8)
-        canvas[:] = np.asarray(pre.pad_value, np.uint8)
-        canvas[0, padding : padding + 33, padding : padding + 41] = pixels[0]
+        canvas = np.empty((1, 3, 33 + 2 * padding, 41 + 2 * padding), np.uint8)
+        canvas[:] = np.asarray(pre.pad_value, np.uint8)[None, :, None, None]
+        canvas[0, :, padding : padding + 33, padding : padding + 41] = pixels[0]
         before = ort.InferenceSession(str(path)).run(None, {"pixels": pixels})[0]
         after = ort.InferenceSession(proto.SerializeToString()).run(None, {"pixels": canvas})[0]
         assert after.shape == before.shape
@@ -274,7 +275,7 @@ def test_int8_fast_graph_keeps_the_narrow_stem_float_and_takes_its_border_from_t
         n for n in proto.graph.node if n.name.startswith("/classifier/") and n.op_type == "Conv"
     ]
     seg = Segmenter(*load_engine(path, "onnxruntime", 1))
-    assert seg.preprocess([synthetic_image(61, 70, seed=9)])[0].shape == (1, 66, 74, 3)
+    assert seg.preprocess([synthetic_image(61, 70, seed=9)])[0].shape == (1, 3, 66, 74)
     assert seg.predict(synthetic_image(61, 70, seed=9)).mask.shape == (61, 70)
 
 
@@ -291,8 +292,7 @@ def test_integer_classifier_matches_the_float_classifier_on_the_dequantized_inpu
     graph = helper.make_graph(
         [
             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["x"], "/head/dq"),
-            helper.make_node("Conv", ["x", "w", "b"], ["y"], "/classifier/Conv"),
-            helper.make_node("Transpose", ["y"], ["logits"], "/Transpose", perm=[0, 2, 3, 1]),
+            helper.make_node("Conv", ["x", "w", "b"], ["logits"], "/classifier/Conv"),
         ],
         "g",
         [helper.make_tensor_value_info("q", TensorProto.UINT8, [1, 32, 5, 6])],
@@ -315,13 +315,14 @@ def test_integer_classifier_matches_the_float_classifier_on_the_dequantized_inpu
 
     expected = run(proto)
     assert integer_classifier(proto)
-    assert [n.op_type for n in proto.graph.node] == ["Transpose", "MatMulIntegerToFloat"]
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops == ["Transpose", "MatMulIntegerToFloat", "Transpose"]
     got = run(proto)
-    assert got.shape == expected.shape == (1, 5, 6, 7)
+    assert got.shape == expected.shape == (1, 7, 5, 6)
     # int8 weights with one scale per class: each logit is off by at most half a weight step
     # times the sum of |x|
     x = (q.astype(np.float32) - zero_point) * scale
     step = np.abs(weight[:, :, 0, 0]).max(axis=1) / 127
-    bound = 0.5 * step[None, None, None, :] * np.abs(x).sum(axis=1)[..., None] + 1e-4
+    bound = 0.5 * step[None, :, None, None] * np.abs(x).sum(axis=1)[:, None] + 1e-4
     assert (np.abs(got - expected) <= bound).all()
     assert np.abs(got - expected).max() > 0  # the weights really are int8

@@ -93,6 +93,31 @@ def test_border_and_per_channel_padding_surround_the_image(rng):
     assert (batch[~inside] == (10, 20, 30)).all()
 
 
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+@pytest.mark.parametrize("raw", [True, False])
+def test_planar_batches_hold_the_interleaved_batch_transposed(rng, order, raw):
+    # NCHW batches are written plane by plane, not transposed afterwards; BGR cards get the
+    # channels reversed and their statistics in the network's order
+    update = {"border": 1, "pad_value": (3, 5, 7), "channel_order": order}
+    update |= {"mean": (0, 0, 0), "std": (1 / 255,) * 3} if raw else {"mean": (0.1, 0.5, 0.9)}
+    images = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8) for _ in range(2)]
+    images[1][..., 2] = 200  # a blue image: which plane it lands in tells the channel order
+
+    def batch(layout: str) -> np.ndarray:
+        card = _card(mult=8)
+        card.preprocessing = card.preprocessing.model_copy(update={**update, "layout": layout})
+        return Segmenter(IdentityEngine(), card).preprocess(images)[0]
+
+    planar, interleaved = batch("NCHW"), batch("NHWC")
+    assert planar.dtype == (np.uint8 if raw else np.float32)
+    assert planar.shape == (2, 3, 8 + 2, 8 + 2) and planar.flags.c_contiguous
+    np.testing.assert_array_equal(planar, interleaved.transpose(0, 3, 1, 2))
+    blue_plane = 0 if order == "BGR" else 2
+    scale = 1.0 if raw else 1 / 255  # the card's std: 1/255 raw, 1 otherwise
+    shift = 0.0 if raw else (0.9 if order == "RGB" else 0.1)  # that plane's mean
+    np.testing.assert_allclose(planar[1, blue_plane, 1:6, 1:8], 200 * scale - shift, rtol=1e-6)
+
+
 def test_segmenter_matches_torch_forward(tiny_checkpoint, rng):
     path, model, card = tiny_checkpoint
     card.preprocessing = card.preprocessing.model_copy(update={"resize": "none"})

@@ -9,8 +9,9 @@ upsampled to full resolution, argmax in Python):
 - kernel remainder loops: internal channel groups (MobileNetV2's 72 hidden channels at width
   0.5) are padded with zero channels to multiples of 16, the SIMD block (exact; see
   :mod:`atrous.quantize.channel_padding`);
-- float preprocessing in Python: the graph takes uint8 RGB pixels in NHWC (what the decoder
-  returns); the int8 graph folds mean/std into its first convolution;
+- float preprocessing in Python: the graph takes uint8 RGB pixels, planar (N, 3, H, W): the
+  host de-interleaves the decoded image while it pads it, in one pass that costs less than the
+  in-graph transpose it replaces; the int8 graph folds mean/std into its first convolution;
 - the full-resolution logit upsample: the graph ends at the logits (1/16 of the input for an
   OS16 model); the Segmenter computes labels at 1/``label_stride`` of the input with
   ``atrous.upsample.sparse_upsample_argmax``, which interpolates the class scores only where
@@ -66,13 +67,13 @@ LABEL_STRIDES = (1, 2, 4, 8)
 # labels at 1/2: a quarter of the upsample+argmax work for ~0.2 mIoU on ideal OS16 logits
 # (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
 DEFAULT_LABEL_STRIDE = 2
-FAST_GRAPH_VERSION = 3  # bump when the graph export changes what a cached graph computes
+FAST_GRAPH_VERSION = 4  # bump when the graph export changes what a cached graph computes
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
 
 class Normalize(nn.Module):
-    """uint8 NHWC RGB pixels -> float NCHW in the card's channel order, mean and std."""
+    """uint8 planar RGB pixels (N, 3, H, W) -> float in the card's channel order, mean and std."""
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__()
@@ -85,7 +86,7 @@ class Normalize(nn.Module):
         self.register_buffer("shift", torch.from_numpy(shift).reshape(1, 3, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = pixels.permute(0, 3, 1, 2)
+        x = pixels
         if self.order != [0, 1, 2]:
             x = x[:, self.order]
         # a per-channel 1x1 convolution rather than broadcast Mul + Add: ONNX Runtime runs it
@@ -96,7 +97,7 @@ class Normalize(nn.Module):
 
 
 class FastGraph(nn.Module):
-    """uint8 NHWC RGB pixels -> normalise -> DeepLab -> NHWC logits at the network's resolution.
+    """uint8 planar RGB pixels -> normalise -> DeepLab -> logits at the network's resolution.
 
     The upsample and argmax run on the host (``atrous.upsample.sparse_upsample_argmax``), which
     interpolates the class scores only near class boundaries, at the label stride the card
@@ -123,7 +124,7 @@ class FastGraph(nn.Module):
         y = self.head(out)
         if m.decoder is not None:
             y = m.decoder(y, low)
-        return m.classifier(y).permute(0, 2, 3, 1)  # NHWC out, like the input
+        return m.classifier(y)
 
 
 def fast_card(
@@ -132,7 +133,7 @@ def fast_card(
     precision: str = "fp32",
     channel_multiple: int = CHANNEL_MULTIPLE,
 ) -> ModelCard:
-    """The card of a fast graph: raw uint8 RGB NHWC input, low-resolution logits out, the
+    """The card of a fast graph: raw uint8 RGB planar input, low-resolution logits out, the
     settings (label stride, precision, channel padding, original normalisation) in its notes.
 
     Identity normalisation (mean 0, std 1/255) tells the Segmenter to pass pixels through; the
@@ -153,7 +154,7 @@ def fast_card(
             "mean": (0.0, 0.0, 0.0),
             "std": (1 / 255, 1 / 255, 1 / 255),
             "channel_order": "RGB",
-            "layout": "NHWC",
+            "layout": "NCHW",
             "pad_value": pad_pixel,
             "pad_multiple": int(np.lcm(pre.pad_multiple, label_stride)),
         }
@@ -166,7 +167,7 @@ def fast_card(
             "tail": "host: sparse bilinear upsample + argmax (atrous.upsample)",
             "precision": precision,
             "channel_multiple": channel_multiple,
-            "input": "uint8 RGB NHWC pixels",
+            "input": "uint8 RGB planar (N, 3, H, W) pixels",
             "normalisation": {
                 "mean": list(pre.mean),
                 "std": list(pre.std),
@@ -205,7 +206,7 @@ def export_fast_onnx(
     graph = FastGraph(model, card).eval()
     m = written.preprocessing.pad_multiple  # a multiple of the label stride
     h, w = (-(-s // m) * m for s in sample_size)
-    sample = torch.zeros(1, h, w, 3, dtype=torch.uint8)
+    sample = torch.zeros(1, 3, h, w, dtype=torch.uint8)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -218,8 +219,8 @@ def export_fast_onnx(
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={
-                    INPUT_NAME: {0: "batch", 1: "height", 2: "width"},
-                    OUTPUT_NAME: {0: "batch", 1: "logit_height", 2: "logit_width"},
+                    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                    OUTPUT_NAME: {0: "batch", 2: "logit_height", 3: "logit_width"},
                 },
             )
         except Exception as exc:
@@ -242,7 +243,7 @@ def quantize_fast_onnx(
 ) -> Path:
     """Static int8 (QDQ, uint8 activations, per-channel int8 weights) of a fast graph.
 
-    ``calibration``: uint8 NHWC batches preprocessed with ``card``, the fast graph's card (its
+    ``calibration``: uint8 planar batches preprocessed with ``card``, the fast graph's card (its
     label stride is recorded with precision int8); they get the border that folding the input
     normalisation asks for. ``preprocess`` runs ONNX Runtime's optimisation and shape-inference
     pre-pass first.
@@ -265,14 +266,14 @@ def quantize_fast_onnx(
 
 
 def _bordered(batch: np.ndarray, border: int, fill: np.ndarray) -> np.ndarray:
-    """An NHWC ``batch`` with ``border`` pixels of ``fill`` around each image, as the Segmenter
+    """A planar ``batch`` with ``border`` pixels of ``fill`` around each image, as the Segmenter
     writes them (``place_on_canvas``)."""
     from atrous.segmenter import place_on_canvas
 
-    n, h, w, c = batch.shape
-    out = np.empty((n, h + 2 * border, w + 2 * border, c), batch.dtype)
+    n, c, h, w = batch.shape
+    out = np.empty((n, c, h + 2 * border, w + 2 * border), batch.dtype)
     for canvas, image in zip(out, batch, strict=True):
-        place_on_canvas(canvas, image, border, fill)
+        place_on_canvas(canvas, image.transpose(1, 2, 0), border, fill, channels_first=True)
     return out
 
 
@@ -319,11 +320,13 @@ def _quantize_fast(
 def integer_classifier(proto: onnx.ModelProto) -> bool:
     """Run the float 1x1 classifier of a quantized fast graph on its uint8 input, in place.
 
-    ``DequantizeLinear -> Conv -> Transpose(NHWC)`` becomes ``Transpose(uint8) ->
-    MatMulIntegerToFloat`` (int8 weights, one scale per class): the logits are exact int32 sums
-    rescaled to float, so they do not tie as uint8 logits would, and the graph skips the
-    float copy of the head's output and the blocked-layout reorders around a float convolution
-    (~0.6 ms at 513x513, measured). Returns whether the pattern was found.
+    ``DequantizeLinear -> Conv`` becomes ``Transpose(uint8 to NHWC) -> MatMulIntegerToFloat ->
+    Transpose(logits to NCHW)`` (int8 weights, one scale per class; ONNX Runtime runs the
+    quantized layers in NHWC, so the first transpose cancels against its own and the second
+    moves only the small logit map). The logits are exact int32 sums rescaled to float, so
+    they do not tie as uint8 logits would, and the graph skips the float copy of the head's
+    output and the blocked-layout reorders around a float convolution (~0.6 ms at 513x513,
+    measured). Returns whether the pattern was found.
     """
     from onnx import helper, numpy_helper
 
@@ -340,12 +343,7 @@ def integer_classifier(proto: onnx.ModelProto) -> bool:
     if conv is None or len(conv.input) < 2 or conv.input[1] not in init:
         return False
     dq = producer.get(conv.input[0])
-    after = consumers.get(conv.output[0], [])
-    if dq is None or dq.op_type != "DequantizeLinear" or len(after) != 1:
-        return False
-    transpose = after[0]
-    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-    if transpose.op_type != "Transpose" or perm != [0, 2, 3, 1]:
+    if dq is None or dq.op_type != "DequantizeLinear":
         return False
     if any(a.name == "group" and a.i != 1 for a in conv.attribute):
         return False
@@ -385,15 +383,22 @@ def integer_classifier(proto: onnx.ModelProto) -> bool:
                 "",
                 f"{name}/bias",
             ],
-            [transpose.output[0]],
+            [f"{name}/logits_nhwc"],
             f"{name}/MatMulIntegerToFloat",
             domain="com.microsoft",
+        ),
+        helper.make_node(
+            "Transpose",
+            [f"{name}/logits_nhwc"],
+            [conv.output[0]],
+            f"{name}/Transpose_logits",
+            perm=[0, 3, 1, 2],
         ),
     ]
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):
         proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     at = nodes.index(dq)
-    kept = [n for n in nodes if n not in (dq, conv, transpose)]
+    kept = [n for n in nodes if n not in (dq, conv)]
     kept[at:at] = new_nodes
     del proto.graph.node[:]
     proto.graph.node.extend(kept)
@@ -497,7 +502,7 @@ def narrow_high_resolution_convs(
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     outputs = dict(zip(names, session.run(names, {INPUT_NAME: sample[:1]}), strict=True))
-    height = sample.shape[1] - 2 * border  # NHWC pixels
+    height = sample.shape[2] - 2 * border  # planar pixels
     return [
         n.name
         for n in convs
@@ -540,7 +545,7 @@ def export_fast_int8(
         bias_correction=bias_correction,
     )
     fcard = fast_card(card, label_stride, channel_multiple=channel_multiple)
-    pixel_batches = calibration_batches(images, fcard, num)  # uint8 NHWC, as the graph takes
+    pixel_batches = calibration_batches(images, fcard, num)  # uint8 planar, as the graph takes
     with tempfile.TemporaryDirectory(prefix="atrous-fast-int8-") as tmp:
         float_path = export_fast_onnx(
             net,
@@ -600,7 +605,7 @@ def export_fast(
     held = held or [synthetic_image(size, size, seed=i) for i in range(check)]
     from atrous.runtimes import load_engine
 
-    engine, written = load_engine(out, "onnxruntime", threads)  # NHWC logits made NCHW
+    engine, written = load_engine(out, "onnxruntime", threads)
     fast = Segmenter(engine, written)
     ref = Segmenter(TorchEngine(net, threads), card)
     agree = [float((fast.predict(im).mask == ref.predict(im).mask).mean()) for im in held]
@@ -649,5 +654,5 @@ def fast_segmenter(
     if not path.exists():
         export_fast_onnx(net, card, path, label_stride=label_stride)
     cv2.setNumThreads(1)
-    engine, written = load_engine(path, "onnxruntime", threads)  # NHWC logits made NCHW
+    engine, written = load_engine(path, "onnxruntime", threads)
     return Segmenter(engine, written)

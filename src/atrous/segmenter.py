@@ -119,15 +119,46 @@ def fast_read_image(path: str | Path) -> np.ndarray:
     return read_image(path)
 
 
-def place_on_canvas(canvas: np.ndarray, image: np.ndarray, border: int, fill: np.ndarray) -> None:
-    """Write ``image`` into the H x W x 3 ``canvas`` at (``border``, ``border``) and ``fill``
-    (a scalar or one value per channel) everywhere else, touching each pixel once."""
+def place_on_canvas(
+    canvas: np.ndarray,
+    image: np.ndarray,
+    border: int,
+    fill: np.ndarray,
+    channels_first: bool = False,
+    reverse_channels: bool = False,
+) -> None:
+    """Write the H x W x 3 ``image`` into ``canvas`` at (``border``, ``border``) and ``fill``
+    (a scalar or one value per channel, in the canvas's channel order) everywhere else,
+    touching each pixel once.
+
+    ``channels_first``: the canvas is 3 x H x W (planar), written by one de-interleaving pass
+    instead of an interleaved copy plus a transpose. ``reverse_channels``: the image's channels
+    land in the canvas in reverse order (RGB pixels for a BGR network).
+    """
     h, w = image.shape[:2]
-    canvas[:border] = fill
-    canvas[border + h :] = fill
-    canvas[border : border + h, :border] = fill
-    canvas[border : border + h, border + w :] = fill
-    canvas[border : border + h, border : border + w] = image
+    if not channels_first:
+        canvas[:border] = fill
+        canvas[border + h :] = fill
+        canvas[border : border + h, :border] = fill
+        canvas[border : border + h, border + w :] = fill
+        canvas[border : border + h, border : border + w] = (
+            image[..., ::-1] if reverse_channels else image
+        )
+        return
+    fills = np.broadcast_to(np.asarray(fill, canvas.dtype), (3,))
+    planes = [canvas[c, border : border + h, border : border + w] for c in range(3)]
+    for c in range(3):
+        canvas[c, :border] = fills[c]
+        canvas[c, border + h :] = fills[c]
+        canvas[c, border : border + h, :border] = fills[c]
+        canvas[c, border : border + h, border + w :] = fills[c]
+    if reverse_channels:
+        planes = planes[::-1]
+    if image.dtype == canvas.dtype and image.flags.c_contiguous:
+        cv2.split(image, planes)  # writes into the given planes (same size and type)
+    else:
+        for c, plane in enumerate(planes):
+            plane[...] = image[..., c]
 
 
 def _upsampled(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -150,8 +181,11 @@ class Segmenter:
         self.card = card
         pre = card.preprocessing
         scale = 255.0 * np.asarray(pre.std, dtype=np.float32)
-        self._mean = (255.0 * np.asarray(pre.mean, dtype=np.float32)).reshape(1, 1, 3)
-        self._inv_std = (1.0 / scale).reshape(1, 1, 3)
+        # in the image's RGB order: a BGR network's statistics reversed (the channels are
+        # reversed as they are written into the batch)
+        order = slice(None, None, -1) if pre.channel_order == "BGR" else slice(None)
+        self._mean = (255.0 * np.asarray(pre.mean, dtype=np.float32))[order].reshape(1, 1, 3)
+        self._inv_std = (1.0 / scale)[order].reshape(1, 1, 3)
         # a card with mean 0 and std 1/255 takes raw pixels: keep them uint8 (no float pass)
         self._raw_pixels = bool(np.allclose(pre.mean, 0) and np.allclose(scale, 1.0))
 
@@ -213,11 +247,9 @@ class Segmenter:
             if (th, tw) != (h, w):
                 interp = cv2.INTER_AREA if th < h else cv2.INTER_LINEAR
                 image = cv2.resize(image, (tw, th), interpolation=interp)
-            if pre.channel_order == "BGR":
-                image = image[..., ::-1]
             if self._raw_pixels:
                 arrays.append(image)
-            else:
+            else:  # mean/std are in the network's channel order: RGB pixels, reversed stats
                 arrays.append((image.astype(np.float32) - self._mean) * self._inv_std)
             metas.append(PreprocessMeta((h, w), (th, tw)))
         m = pre.pad_multiple
@@ -227,12 +259,14 @@ class Segmenter:
             ph, pw = max(ph, pre.size), max(pw, pre.size)
         dtype = np.uint8 if self._raw_pixels else np.float32
         b, fill = pre.border, np.asarray(pre.pad_value, dtype=dtype)
-        batch = np.empty((len(arrays), ph + 2 * b, pw + 2 * b, 3), dtype=dtype)
+        planar = pre.layout == "NCHW"
+        side = (ph + 2 * b, pw + 2 * b)
+        shape = (len(arrays), 3, *side) if planar else (len(arrays), *side, 3)
+        batch = np.empty(shape, dtype=dtype)
+        bgr = pre.channel_order == "BGR"
         for i, a in enumerate(arrays):
-            place_on_canvas(batch[i], a, b, fill)
+            place_on_canvas(batch[i], a, b, fill, channels_first=planar, reverse_channels=bgr)
         metas = [PreprocessMeta(m_.original, m_.resized, (ph, pw)) for m_ in metas]
-        if pre.layout == "NCHW":
-            batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
         return batch, metas
 
     # -- postprocessing ------------------------------------------------------------------------
