@@ -90,7 +90,20 @@ def test_sparse_upsample_argmax_equals_full_bilinear_argmax():
         assert (got == expected).mean() > 0.9999
         part = sparse_upsample_argmax(logits, size, (size[0] // 2, size[1] - 3))
         assert (part == got[: size[0] // 2, : size[1] - 3]).all()
+        for threads in (2, 3):  # row bands on numba's threads: the same labels
+            assert (sparse_upsample_argmax(logits, size, None, threads) == got).all()
     assert len(np.unique(expected)) >= 4
+
+
+def test_row_bands_share_the_boundary_work():
+    from atrous.upsample import _balanced_edges
+
+    low = np.zeros((20, 30), np.int64)
+    low[12:, ::2] = 1  # every boundary in the bottom rows
+    edges = _balanced_edges(low, 80, 80, 2)
+    assert edges[0] == 0 and edges[-1] == 80 and len(edges) == 3
+    assert 48 < edges[1] < 80  # the busy bottom rows are split, not the plain top ones
+    assert list(_balanced_edges(np.zeros((20, 30), np.int64), 80, 80, 4)) == [0, 20, 40, 60, 80]
 
 
 def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):

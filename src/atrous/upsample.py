@@ -8,7 +8,6 @@ Upsampling C x h x w logits to a 50-megapixel original at once needs 4 x C bytes
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -84,22 +83,45 @@ def sparse_upsample_argmax(
     labels = np.empty((height, width), np.uint8)
     args = (scores, low, int(size[0]), int(size[1]), int(cols), int(repeat), labels)
     bands = max(1, min(int(threads), rows // 32))
-    edges = np.linspace(0, rows, bands + 1).astype(int)
+    edges = _balanced_edges(low, rows, int(size[0]), bands)
     if bands == 1:
         kernel(*args, 0, rows)
-        return labels
-    pool = _pool(bands - 1)  # the kernel releases the GIL: the bands really run in parallel
-    futures = [pool.submit(kernel, *args, edges[i], edges[i + 1]) for i in range(1, bands)]
-    kernel(*args, edges[0], edges[1])
-    for future in futures:
-        future.result()
+    else:
+        _banded_kernel()(*args, edges)
     return labels
 
 
+def _balanced_edges(low: np.ndarray, rows: int, out_h: int, bands: int) -> np.ndarray:
+    """Row-band edges that share the kernel's work evenly: a label row costs one unit plus half
+    a unit per class boundary among the low-resolution cells it interpolates between (objects
+    gather in parts of an image; equal row counts left one band twice the other's work)."""
+    h = low.shape[0]
+    boundaries = (low[:, 1:] != low[:, :-1]).sum(1)  # within each low-resolution row
+    between = np.zeros(h, np.int64)
+    between[:-1] = (low[1:] != low[:-1]).sum(1)  # between it and the next
+    pair = boundaries + between
+    pair[:-1] += boundaries[1:]
+    y = np.arange(rows)
+    top = np.clip(np.floor((y + 0.5) * h / out_h - 0.5), 0, h - 1).astype(np.int64)
+    work = np.cumsum(1.0 + 0.5 * pair[top])
+    inner = np.searchsorted(work, work[-1] * np.arange(1, bands) / bands) + 1
+    return np.concatenate([[0], np.minimum(inner, rows), [rows]]).astype(int)
+
+
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A shared thread pool of ``workers`` threads for the row bands."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="atrous-upsample")
+def _banded_kernel() -> Any:
+    """The kernel over row bands in parallel on numba's own threads (their hand-off took
+    ~0.3 ms less than a Python thread pool's on this 2-core machine, measured interleaved)."""
+    from numba import njit, prange
+
+    kernel = _sparse_kernel()
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def banded(scores, low, out_h, out_w, cols, rep, labels, edges):
+        for i in prange(edges.shape[0] - 1):
+            kernel(scores, low, out_h, out_w, cols, rep, labels, edges[i], edges[i + 1])
+
+    return banded
 
 
 @functools.cache
