@@ -183,3 +183,5 @@ def test_pooled_bias_aspp_computes_the_same_function(rates, separable):
     assert expected.std() > 0.1  # the comparison is not between two constant maps
     # the projection reads only the branches; the pooled features enter through a 1x1 conv
     assert fused.project.in_channels == 16 * (len(rates) + 1)
+    with pytest.raises(ValueError, match="eval mode"):
+        PooledBiasASPP(aspp.train())

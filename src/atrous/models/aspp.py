@@ -106,18 +106,22 @@ class PooledBiasASPP(nn.Module):
 
     The projection is linear, so its share of the image-pooling features (constant over the
     image) is a per-image bias: project(cat(branches, broadcast(p))) = W_b * branches + W_p * p
-    + b. Deployment graphs then skip the H x W broadcast and the concat, and the projection reads
-    a quarter fewer channels for the TF MobileNetV2 head (half as many). BN after the projection
-    is folded in. Built with ``PooledBiasASPP(aspp)``; ``aspp`` is not modified.
+    + b. Deployment graphs then skip the H x W broadcast and the concat, and the projection
+    reads one branch fewer (half its input channels for the TF MobileNetV2 head, whose only
+    other branch is the 1x1). BN after the projection is folded in. Built with
+    ``PooledBiasASPP(aspp)`` from an ASPP in eval mode, whose branches it shares; ``aspp`` is
+    not modified.
     """
 
     def __init__(self, aspp: ASPP) -> None:
         super().__init__()
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+        if aspp.training:
+            raise ValueError("PooledBiasASPP folds BN statistics: put the ASPP in eval mode")
         conv, norm, act = aspp.project[0], aspp.project[1], aspp.project[2]
         if isinstance(norm, nn.BatchNorm2d):
-            conv = fuse_conv_bn_eval(conv.eval(), norm.eval())
+            conv = fuse_conv_bn_eval(conv, norm)
         weight = conv.weight.detach()
         bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
         pooled_channels = aspp.pooling.conv.out_channels
@@ -130,7 +134,7 @@ class PooledBiasASPP(nn.Module):
             self.project.bias.copy_(bias)
             self.project_pooled.weight.copy_(weight[:, split:])
         self.out_channels = aspp.out_channels
-        self.eval()
+        self.eval()  # the shared branches already are (checked above)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [branch(x) for branch in self.branches]
