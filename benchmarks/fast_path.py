@@ -81,11 +81,31 @@ Reading the tables:
 
 Where the time goes in the default path at 513x513 (the graph runs at 520x520, the image padded
 to a multiple of 8; ONNX Runtime profile in a quiet minute, ms): int8 convolutions ~7.4, the
-float stem and first block ~2.1 (int8 there measured 3x slower; ONNX Runtime's int8 kernels
-lose on 8-16 channels at 1/2 resolution), input layout + cast ~0.6, float/int8 boundaries
-~0.7; outside the graph, JPEG decode ~1.1-1.9 (libjpeg-turbo through simplejpeg), the sparse
-upsample + argmax (above) and pre/postprocessing ~0.5. The in-graph tail it replaced (ONNX
-Runtime Resize to 1/2 and ArgMax, even in NHWC) took ~2.1 ms whatever the weights.
+float stem and first block ~2.1-2.5 (int8 there measured 2-3x slower; ONNX Runtime's int8
+kernels lose on 8-16 channels at 1/2 resolution), the uint8 -> float cast ~0.4, the float/int8
+boundary (blocked-layout reorder, quantize, transpose) ~0.9; outside the graph, JPEG decode
+~1.9-2.6 (libjpeg-turbo through simplejpeg), preprocessing ~0.3 and the sparse upsample +
+argmax 0.8-1.3 on the trained model's maps of these synthetic photos. The in-graph tail it
+replaced (ONNX Runtime Resize to 1/2 and ArgMax, even in NHWC) took ~2.1 ms whatever the
+weights.
+
+Removed on 2026-11-29, each measured in one process against the previous graph or code:
+- the ASPP image-pooling branch as a broadcast map concatenated to the 1x1 branch: the
+  projection is linear, so the pooled features enter as a per-image bias
+  (`atrous.models.aspp.PooledBiasASPP`, exact). No Expand, no shape arithmetic, no
+  QLinearConcat and its layout transposes, and half the projection's input channels: the head
+  took 0.96 instead of 1.72 ms;
+- the float classifier behind a dequantized copy of the head's output and two blocked-layout
+  reorders (~0.7 ms): one MatMulIntegerToFloat on the uint8 head output (int8 weights, one scale
+  per class, 0.11 ms; logits stay exact int32 sums rescaled, and the masks matched the float
+  classifier's). With the head change: network 13.75 -> 12.71 ms in a fast minute, 17.62 ->
+  16.28 in a slow one (0.92x both times), -0.32 mIoU on the demo model as before;
+- the uint8 NHWC -> NCHW transpose at the graph's input (0.4 ms): the graph takes planar
+  pixels, which the host writes by splitting the decoded image's channels straight into the
+  padded canvas (0.13 ms, against 0.08 for the interleaved copy): 15.91 -> 15.50 ms;
+- the tail's Python thread pool: the two row bands run on numba's threads and split where the
+  boundary work is even: the tail took 1.30 instead of 1.51 ms, end to end 19.47 vs 19.94 ms
+  (interleaved on the trained graph).
 
 Removed on 2026-11-28 (night), each measured in one process against the previous graph:
 - the 72-channel layers at 1/4 resolution (MobileNetV2 0.5 expands 12 -> 72 there): ONNX
@@ -111,6 +131,15 @@ Tried this session and not kept (measured here): the stem in int8 on the raw pix
 NNCF int8 IR of the fast graph (25-26 ms), a uint8 Resize of the logits (2x slower than float),
 TopK instead of ArgMax (3x slower), a space-to-depth stem (slower), normalisation as a
 per-channel DequantizeLinear (slower than Cast + 1x1 conv).
+
+Tried on 2026-11-29 and not kept: the stem on a space-to-depth input (2x2 conv over 12
+channels, exact): in int8 the graph gained 0.6 ms but the host's rearrangement cost 1.3 ms and
+the int8 stem (1.64 ms) and 16-channel depthwise (2.18 ms) lost to float (1.33, 1.0); in float
+the stem took 2.56 ms. A numba kernel fusing stem, depthwise, projection and quantization (1 LSB
+from the graph) took 19.5 ms: LLVM did not vectorise it. The pooled bias added in float
+(0.26 ms against 0.20 for the uint8 add); the block-1 projection in int8 (0.83 against 0.47 ms);
+float input written by the host instead of the in-graph cast (the same time); ONNX Runtime's
+dynamic block partitioning (the same time).
 
 What would buy more margin on these two cores:
 1. an NHWC depthwise+pointwise fused kernel library (XNNPACK; this ONNX Runtime wheel has no
