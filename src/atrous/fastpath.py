@@ -101,7 +101,7 @@ class FastGraph(nn.Module):
 
     The upsample and argmax run on the host (``atrous.upsample.sparse_upsample_argmax``), which
     interpolates the class scores only near class boundaries, at the label stride the card
-    records (``fast_card``).
+    records (``fast_card``). An ASPP head runs as ``PooledBiasASPP`` (the same function).
 
     Args:
         model: a DeepLab (backbone, head, optional decoder, classifier).
