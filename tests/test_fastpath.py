@@ -95,6 +95,29 @@ def test_sparse_upsample_argmax_equals_full_bilinear_argmax():
     assert len(np.unique(expected)) >= 4
 
 
+def _segment_in_child(logits, queue):
+    from atrous.upsample import sparse_upsample_argmax
+
+    queue.put(sparse_upsample_argmax(logits, (96, 128), None, 2))
+
+
+def test_a_forked_child_segments_with_row_bands_after_its_parent():
+    # the parent's band threads do not survive fork(): the child must start its own
+    import multiprocessing
+
+    from atrous.upsample import sparse_upsample_argmax
+
+    logits = np.random.default_rng(3).normal(0, 1, (4, 12, 16)).astype(np.float32)
+    expected = sparse_upsample_argmax(logits, (96, 128), None, 2)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_segment_in_child, args=(logits, queue))
+    child.start()
+    got = queue.get(timeout=60)  # hung forever before the fix
+    child.join(10)
+    assert child.exitcode == 0 and (got == expected).all()
+
+
 def test_row_bands_share_the_boundary_work():
     from atrous.upsample import _balanced_edges
 

@@ -8,6 +8,8 @@ Upsampling C x h x w logits to a 50-megapixel original at once needs 4 x C bytes
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -83,11 +85,17 @@ def sparse_upsample_argmax(
     labels = np.empty((height, width), np.uint8)
     args = (scores, low, int(size[0]), int(size[1]), int(cols), int(repeat), labels)
     bands = max(1, min(int(threads), rows // 32))
-    edges = _balanced_edges(low, rows, int(size[0]), bands)
     if bands == 1:
         kernel(*args, 0, rows)
-    else:
-        _banded_kernel()(*args, edges)
+        return labels
+    # Python threads, not numba's parallel layer: its OpenMP pool kills forked children that
+    # segment (a pre-forking server after warm-up), and its other layer is not thread-safe
+    edges = _balanced_edges(low, rows, int(size[0]), bands)
+    pool = _pool(bands - 1)  # the kernel releases the GIL: the bands really run in parallel
+    futures = [pool.submit(kernel, *args, edges[i], edges[i + 1]) for i in range(1, bands)]
+    kernel(*args, edges[0], edges[1])
+    for future in futures:
+        future.result()
     return labels
 
 
@@ -109,19 +117,14 @@ def _balanced_edges(low: np.ndarray, rows: int, out_h: int, bands: int) -> np.nd
 
 
 @functools.cache
-def _banded_kernel() -> Any:
-    """The kernel over row bands in parallel on numba's own threads (their hand-off took
-    ~0.3 ms less than a Python thread pool's on this 2-core machine, measured interleaved)."""
-    from numba import njit, prange
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A shared thread pool of ``workers`` threads for the row bands (one per process: a forked
+    child gets a new pool, see below)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="atrous-upsample")
 
-    kernel = _sparse_kernel()
 
-    @njit(cache=True, nogil=True, parallel=True)
-    def banded(scores, low, out_h, out_w, cols, rep, labels, edges):
-        for i in prange(edges.shape[0] - 1):
-            kernel(scores, low, out_h, out_w, cols, rep, labels, edges[i], edges[i + 1])
-
-    return banded
+# a forked child inherits the pool without its threads: work submitted there would never run
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 @functools.cache
