@@ -103,9 +103,8 @@ Removed on 2026-11-29, each measured in one process against the previous graph o
 - the uint8 NHWC -> NCHW transpose at the graph's input (0.4 ms): the graph takes planar
   pixels, which the host writes by splitting the decoded image's channels straight into the
   padded canvas (0.13 ms, against 0.08 for the interleaved copy): 15.91 -> 15.50 ms;
-- the tail's Python thread pool: the two row bands run on numba's threads and split where the
-  boundary work is even: the tail took 1.30 instead of 1.51 ms, end to end 19.47 vs 19.94 ms
-  (interleaved on the trained graph).
+- the tail's equal row bands: the two bands now split where the boundary work is even (one
+  band had held twice the other's work on the trained model's map).
 
 Removed on 2026-11-28 (night), each measured in one process against the previous graph:
 - the 72-channel layers at 1/4 resolution (MobileNetV2 0.5 expands 12 -> 72 there): ONNX
@@ -139,7 +138,9 @@ the stem took 2.56 ms. A numba kernel fusing stem, depthwise, projection and qua
 from the graph) took 19.5 ms: LLVM did not vectorise it. The pooled bias added in float
 (0.26 ms against 0.20 for the uint8 add); the block-1 projection in int8 (0.83 against 0.47 ms);
 float input written by the host instead of the in-graph cast (the same time); ONNX Runtime's
-dynamic block partitioning (the same time).
+dynamic block partitioning (the same time). The tail's row bands on numba's parallel threads
+instead of a Python thread pool: 0.2 ms faster end to end, but numba's OpenMP layer terminates
+forked children that segment and its other layer is not thread-safe.
 
 What would buy more margin on these two cores:
 1. an NHWC depthwise+pointwise fused kernel library (XNNPACK; this ONNX Runtime wheel has no
