@@ -362,3 +362,30 @@ def test_integer_classifier_matches_the_float_classifier_on_the_dequantized_inpu
     bound = 0.5 * step[None, :, None, None] * np.abs(x).sum(axis=1)[:, None] + 1e-4
     assert (np.abs(got - expected) <= bound).all()
     assert np.abs(got - expected).max() > 0  # the weights really are int8
+
+
+def test_the_sparse_kernel_is_compiled_once_and_loaded_from_disk_after(tmp_path):
+    # compiled in every process before (closures defeat numba's cache): ~6 s per first image
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from atrous._sparse_kernel import kernel\n"
+        "scores = np.zeros((4, 5, 3), np.float32); low = np.zeros((4, 5), np.int64)\n"
+        "labels = np.empty((8, 10), np.uint8)\n"
+        "kernel(scores, low, 8, 10, 10, 1, labels, 0, 8)\n"
+        "print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run() -> list[int]:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return [int(v) for v in done.stdout.split()]
+
+    assert run() == [0, 1]  # compiled, written to the cache
+    assert run() == [1, 0]  # the next process loads it
