@@ -336,10 +336,6 @@ def integer_classifier(proto: onnx.ModelProto) -> bool:
 
     nodes = list(proto.graph.node)
     producer = {o: n for n in nodes for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     init = {i.name: i for i in proto.graph.initializer}
     conv = next(
         (n for n in nodes if n.op_type == "Conv" and n.name.startswith("/classifier/")), None
@@ -352,7 +348,7 @@ def integer_classifier(proto: onnx.ModelProto) -> bool:
     if any(a.name == "group" and a.i != 1 for a in conv.attribute):
         return False
     weight = numpy_helper.to_array(init[conv.input[1]]).astype(np.float64)
-    if weight.shape[2:] != (1, 1) or len(consumers.get(dq.output[0], [])) != 1:
+    if weight.shape[2:] != (1, 1) or sum(dq.output[0] in n.input for n in nodes) != 1:
         return False
     classes = weight.shape[0]
     bias = (

@@ -127,7 +127,6 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
-@functools.cache
 def _sparse_kernel() -> Any:
     """The compiled row-band kernel of ``sparse_upsample_argmax`` (numba: compiled on first use,
     cached on disk between processes; imported lazily, numba takes a while to import)."""
