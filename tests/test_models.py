@@ -185,3 +185,43 @@ def test_pooled_bias_aspp_computes_the_same_function(rates, separable):
     assert fused.project.in_channels == 16 * (len(rates) + 1)
     with pytest.raises(ValueError, match="eval mode"):
         PooledBiasASPP(aspp.train())
+
+
+@pytest.mark.parametrize(("size", "dilation"), [(12, 2), (13, 2), (11, 3), (9, 6)])
+def test_atrous_conv_trains_split_with_the_dilated_convolutions_values_and_gradients(
+    size, dilation, monkeypatch
+):
+    from atrous.models import atrous_conv
+
+    calls = []
+    split = atrous_conv.phase_split_conv2d
+    monkeypatch.setattr(
+        atrous_conv, "phase_split_conv2d", lambda *a: calls.append(a[3]) or split(*a)
+    )
+    torch.manual_seed(0)
+    conv = atrous_conv.AtrousConv2d(6, 6, 3, padding=dilation, dilation=dilation, groups=6)
+    x = torch.randn(2, 6, size, size + 1).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn(2, 6, size, size + 1)
+    out = conv.train()(x)
+    out.backward(grad)
+    assert calls == [dilation]  # the split route ran
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = conv.weight.detach().clone().requires_grad_()
+    b_ref = conv.bias.detach().clone().requires_grad_()
+    ref = torch.nn.functional.conv2d(x_ref, w_ref, b_ref, 1, dilation, dilation, 6)
+    ref.backward(grad)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(conv.weight.grad, w_ref.grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(conv.bias.grad, b_ref.grad, rtol=1e-5, atol=1e-4)
+    calls.clear()
+    with torch.no_grad():
+        conv.eval()(x)  # evaluation, export: the plain dilated convolution
+    conv.train()(x.detach().contiguous())  # NCHW input: plain as well
+    assert calls == []
+    dense = atrous_conv.AtrousConv2d(6, 4, 3, padding=dilation, dilation=dilation)
+    dense.train()(x)  # dense dilated convolutions keep oneDNN's own backward
+    assert calls == []
+    assert list(conv.state_dict()) == ["weight", "bias"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 from atrous.config import ExperimentConfig, load_experiment, parse_config
 from atrous.errors import ConfigError
 from atrous.train import train
-from atrous.train.losses import SegmentationLoss, ohem_cross_entropy
+from atrous.train.losses import SegmentationLoss, lovasz_softmax, ohem_cross_entropy
 from atrous.train.schedules import PolyWarmup
 
 TINY = {
@@ -121,6 +122,53 @@ def test_ohem_keeps_only_hard_pixels():
     assert loss.item() == pytest.approx(pixel[prob < 0.5].mean().item(), rel=1e-5)
     top = ohem_cross_entropy(logits, target, thresh=1e-9, min_kept=10)  # none below: 10 hardest
     assert top.item() == pytest.approx(pixel.sort(descending=True).values[:10].mean().item())
+
+
+def test_lovasz_on_hard_predictions_is_one_minus_iou_of_present_classes():
+    from torchmetrics.functional.classification import multiclass_jaccard_index
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (2, 9, 9))
+    target[target == 3] = 1  # class 3 absent from the labels: not averaged
+    target[0, :2] = 255
+    pred = torch.randint(0, 4, (2, 9, 9))
+    logits = F.one_hot(pred, 4).permute(0, 3, 1, 2).float() * 100.0  # probabilities 0/1
+    iou = multiclass_jaccard_index(pred, target, 4, average="none", ignore_index=255)
+    present = torch.tensor([0, 1, 2])
+    expected = (1 - iou[present]).mean()
+    assert lovasz_softmax(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_lovasz_on_soft_predictions_is_the_choquet_integral_of_the_jaccard_loss():
+    torch.manual_seed(1)
+    logits = torch.randn(1, 3, 5, 6, requires_grad=True)
+    target = torch.randint(0, 3, (1, 5, 6))
+    probs = logits.detach().softmax(1)[0].reshape(3, -1)
+    labels = target.reshape(-1)
+    expected = 0.0
+    for c in range(3):  # integral over t of |M_t| / |y u M_t|, M_t = {errors > t}
+        truth = labels == c
+        errors = (truth.float() - probs[c]).abs()
+        levels = sorted(set(errors.tolist()) | {0.0})
+        for low, high in itertools.pairwise(levels):
+            wrong = errors > low
+            expected += (high - low) * wrong.sum().item() / (truth | wrong).sum().item() / 3
+    loss = lovasz_softmax(logits, target)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert logits.grad.abs().sum() > 0
+    perfect = F.one_hot(target, 3).permute(0, 3, 1, 2).float() * 100.0
+    assert lovasz_softmax(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lovasz_weight_adds_the_term_on_a_pixel_sample():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 3, 16, 16)
+    target = torch.randint(0, 3, (2, 16, 16))
+    loss = SegmentationLoss(lovasz_weight=0.5)(logits, target)
+    sample = lovasz_softmax(logits[..., 1::4, 1::4], target[..., 1::4, 1::4])
+    expected = F.cross_entropy(logits, target) + 0.5 * sample
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_poly_warmup_schedule():

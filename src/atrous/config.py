@@ -235,6 +235,8 @@ class TrainConfig(StrictModel):
     ohem_thresh: float | None = None
     ohem_min_kept: int = 100_000
     aux_weight: float = 0.4
+    # weight of a Lovasz-softmax term (a surrogate of 1 - IoU) added to the cross-entropy
+    lovasz_weight: float = 0.0
     freeze_backbone: bool = False
     grad_clip: float | None = None
     backbone_weights: str | None = None

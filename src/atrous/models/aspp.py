@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atrous.models.atrous_conv import AtrousConv2d
+
 __all__ = ["ASPP", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling", "PooledBiasASPP"]
 
 
@@ -32,7 +34,7 @@ class SeparableConvBNReLU(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
         super().__init__(
-            nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+            AtrousConv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
             nn.BatchNorm2d(cin),
             nn.ReLU(inplace=True),
             nn.Conv2d(cin, cout, 1, bias=False),

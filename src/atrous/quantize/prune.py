@@ -100,7 +100,7 @@ def _take(tensor: torch.Tensor, idx: torch.Tensor, dim: int = 0) -> torch.Tensor
 
 
 def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Tensor | None):
-    """A new Conv2d with the given output / input channels (indices past the end: zeros)."""
+    """A conv of the same class with the given output / input channels (past the end: zeros)."""
     w = conv.weight.detach()
     depthwise = is_depthwise(conv)
     if out_idx is not None:
@@ -109,7 +109,7 @@ def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None, in_idx: torch.Ten
         w = _take(w, in_idx, dim=1)
     cout = w.shape[0]
     cin = cout if depthwise else w.shape[1] * conv.groups
-    new = nn.Conv2d(
+    new = type(conv)(  # an AtrousConv2d stays one
         cin,
         cout,
         conv.kernel_size,

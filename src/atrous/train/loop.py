@@ -644,6 +644,7 @@ def _train(config, out_dir, resume, dist, console, progress, on_epoch_end) -> Tr
         ohem_thresh=cfg.ohem_thresh,
         ohem_min_kept=cfg.ohem_min_kept,
         aux_weight=cfg.aux_weight,
+        lovasz_weight=cfg.lovasz_weight,
     )
     if cfg.class_weights and len(cfg.class_weights) != len(train_set.classes):
         raise ConfigError(

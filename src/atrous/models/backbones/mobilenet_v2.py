@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from atrous.models.atrous_conv import AtrousConv2d
 from atrous.models.backbones._base import (
     Backbone,
     FeatureInfo,
@@ -45,7 +46,7 @@ class ConvBNReLU6(nn.Sequential):
     ) -> None:
         padding = (kernel - 1) // 2 * dilation
         super().__init__(
-            nn.Conv2d(
+            AtrousConv2d(
                 cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False
             ),
             nn.BatchNorm2d(cout),

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from atrous.models.atrous_conv import AtrousConv2d
 from atrous.models.backbones._base import Backbone, FeatureInfo, StrideTracker, init_weights
 
 __all__ = ["Xception", "SeparableConv2d", "XceptionBlock"]
@@ -32,7 +33,7 @@ class SeparableConv2d(nn.Module):
         self, cin: int, cout: int, stride: int = 1, dilation: int = 1, relu: bool = False
     ) -> None:
         super().__init__()
-        self.depthwise = nn.Conv2d(
+        self.depthwise = AtrousConv2d(
             cin, cin, 3, stride, dilation, dilation=dilation, groups=cin, bias=False
         )
         self.bn_depth = nn.BatchNorm2d(cin)
