@@ -76,8 +76,11 @@ class DeepLab(nn.Module):
                 nn.Conv2d(mid, config.num_classes, 1),
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        size = x.shape[-2:]
+    def forward(
+        self, x: torch.Tensor, output_size: tuple[int, int] | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Logits at ``output_size`` (default: the input's size), bilinearly upsampled."""
+        size = output_size or x.shape[-2:]
         low, aux, out = self.backbone(x)
         y = self.head(out)
         if self.decoder is not None:

@@ -166,6 +166,15 @@ def _set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
         _unwrap(model).backbone.eval()  # frozen BN statistics too
 
 
+def strided_labels(target: torch.Tensor, stride: int) -> torch.Tensor:
+    """Every ``stride``-th label each way, the pixel nearest the centres at which logits
+    bilinearly upsampled to 1/stride of the crop are sampled (half a pixel off for even strides).
+    """
+    h, w = target.shape[-2] // stride, target.shape[-1] // stride
+    offset = stride // 2
+    return target[..., offset::stride, offset::stride][..., :h, :w]
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -177,12 +186,14 @@ def train_one_epoch(
     freeze_backbone: bool = False,
     on_step: Callable[[float, float, int], None] | None = None,
     channels_last: bool = False,
+    loss_stride: int = 1,
     stop: Callable[[], bool] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``; the scheduler steps every iteration.
 
     ``on_step(loss, lr, images)`` is called after each step (progress bars, TensorBoard).
     ``channels_last`` feeds NHWC batches (the model should already be in that memory format).
+    ``loss_stride`` s > 1 scores logits upsampled to 1/s of the crop against every s-th label.
     ``stop()`` is asked before each step after the first; True ends the epoch early (a time
     budget ran out).
     """
@@ -193,7 +204,11 @@ def train_one_epoch(
             break
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        output = model(batch)
+        if loss_stride > 1:
+            target = strided_labels(target, loss_stride)
+            output = model(batch, output_size=target.shape[-2:])
+        else:
+            output = model(batch)
         loss = criterion(output, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -399,6 +414,7 @@ def fit(
                     freeze_backbone=cfg.freeze_backbone,
                     on_step=on_step,
                     channels_last=cfg.channels_last,
+                    loss_stride=cfg.loss_stride,
                     stop=out_of_time,
                 )
                 average_buffers(net, run.dist)
