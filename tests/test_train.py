@@ -58,7 +58,8 @@ def _states_equal(a: dict, b: dict) -> bool:
         (["train.epochs=many"], "exp.yaml: key 'train.epochs': Input should be a valid integer"),
         (["data.kind=coco"], "exp.yaml: key 'data.kind': Input should be 'voc'"),
         (["data.kind=voc"], "exp.yaml: key 'data': data kind 'voc' needs a root folder"),
-        (["train.loss_stride=0"], "exp.yaml: key 'train': loss_stride must be at least 1, got 0"),
+        (["train.loss_stride=2"], "exp.yaml: key 'train': loss_stride must be odd (1, 3, 5 ...)"),
+        (["train.loss_stride=5"], "exp.yaml: train.loss_stride 5 must divide data.crop_size"),
     ],
 )
 def test_config_errors_are_one_line_naming_key_and_file(tmp_path, overrides, message):
@@ -172,32 +173,37 @@ def test_lovasz_weight_adds_the_term_on_a_pixel_sample():
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_loss_stride_scores_strided_logits_against_the_nearest_labels():
+def test_loss_stride_scores_exactly_the_full_size_loss_on_every_sth_pixel():
     from atrous.models.zoo import get_model
     from atrous.train.loop import strided_labels, train_one_epoch
 
-    target = torch.arange(12 * 10).reshape(1, 12, 10) % 7
-    picked = strided_labels(target, 4)
-    assert picked.shape == (1, 3, 2)
-    assert picked[0, 1, 1].item() == target[0, 6, 6].item()  # rows/columns 2, 6, 10
+    target = torch.arange(12 * 9).reshape(1, 12, 9) % 7
+    picked = strided_labels(target, 3)
+    assert picked.shape == (1, 4, 3)
+    assert picked[0, 2, 1].item() == target[0, 7, 4].item()  # rows 1, 4, 7, 10; columns 1, 4, 7
     assert strided_labels(target, 1).shape == target.shape
-    model = get_model("deeplabv3_mnv2_dm05_os16", num_classes=3).train()
-    x = torch.randn(2, 3, 32, 32)
-    assert model(x, output_size=(16, 16)).shape == (2, 3, 16, 16)
-    model.eval()
-    torch.testing.assert_close(model(x, output_size=(32, 32)), model(x))
+    torch.manual_seed(0)
+    model = get_model("deeplabv3_mnv2_dm05_os16", num_classes=3).eval()
+    x = torch.randn(2, 3, 48, 48)
+    full = model(x)
+    torch.testing.assert_close(model(x, output_size=(48, 48)), full)
+    for stride in (3, 5):  # 48 = 16 x 3; for 5, a 45 px crop
+        crop = x[..., : 48 - 48 % stride, : 48 - 48 % stride]
+        size = crop.shape[-1] // stride
+        sampled = model(crop, output_size=(size, size))
+        torch.testing.assert_close(sampled, strided_labels(model(crop), stride))
     seen = []
 
     def criterion(output, labels):
         seen.append((tuple(output.shape), tuple(labels.shape)))
         return F.cross_entropy(output, labels)
 
-    loader = [(x, torch.randint(0, 3, (2, 32, 32)))]
+    loader = [(x, torch.randint(0, 3, (2, 48, 48)))]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    train_one_epoch(model, loader, criterion, optimizer, scheduler, loss_stride=2)
+    train_one_epoch(model, loader, criterion, optimizer, scheduler, loss_stride=3)
     train_one_epoch(model, loader, criterion, optimizer, scheduler)
-    assert seen == [((2, 3, 16, 16), (2, 16, 16)), ((2, 3, 32, 32), (2, 32, 32))]
+    assert seen == [((2, 3, 16, 16), (2, 16, 16)), ((2, 3, 48, 48), (2, 48, 48))]
 
 
 def test_poly_warmup_schedule():

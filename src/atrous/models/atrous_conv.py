@@ -20,7 +20,8 @@ from torch import nn
 __all__ = ["AtrousConv2d", "phase_split_conv2d"]
 
 # Larger inputs stay dilated: past ~32 MB of float32 (about this CPU's L3 cache) the phase copies
-# cost as much as they save (8 x 960 x 33 x 33: 255 -> 230 ms; 8 x 576 x 65 x 65: 470 -> 610 ms).
+# cost as much as they save (8 x 960 x 33 x 33: even; 8 x 576 x 65 x 65: 479 -> 530 ms a pass;
+# benchmarks/atrous_conv.py).
 _SPLIT_MAX_ELEMENTS = 1 << 23
 
 

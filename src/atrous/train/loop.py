@@ -66,6 +66,7 @@ __all__ = [
     "EpochStats",
     "build_card",
     "build_optimizer",
+    "strided_labels",
     "train_one_epoch",
     "validate",
     "fit",
@@ -167,8 +168,8 @@ def _set_train_mode(model: nn.Module, freeze_backbone: bool) -> None:
 
 
 def strided_labels(target: torch.Tensor, stride: int) -> torch.Tensor:
-    """Every ``stride``-th label each way, the pixel nearest the centres at which logits
-    bilinearly upsampled to 1/stride of the crop are sampled (half a pixel off for even strides).
+    """Every ``stride``-th label each way, starting at ``stride // 2``: for an odd stride that
+    divides the crop, the pixels at whose centres logits upsampled to 1/stride are sampled.
     """
     h, w = target.shape[-2] // stride, target.shape[-1] // stride
     offset = stride // 2
@@ -193,7 +194,7 @@ def train_one_epoch(
 
     ``on_step(loss, lr, images)`` is called after each step (progress bars, TensorBoard).
     ``channels_last`` feeds NHWC batches (the model should already be in that memory format).
-    ``loss_stride`` s > 1 scores logits upsampled to 1/s of the crop against every s-th label.
+    ``loss_stride`` s > 1 (odd) scores the loss on every s-th pixel each way, exactly.
     ``stop()`` is asked before each step after the first; True ends the epoch early (a time
     budget ran out).
     """
