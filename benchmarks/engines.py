@@ -1,7 +1,7 @@
 """Engines benchmark: parity table (engine x size) and interleaved per-engine latency.
 
 Exports deeplabv3_mnv2_dm05_os16 (random weights spread with ``diversify`` so that argmax
-agreement means something) to ONNX and OpenVINO IR (and TFLite when litert-torch is installed),
+agreement means something) to ONNX and OpenVINO IR,
 checks each engine against PyTorch at two real-shaped sizes, then times every engine on one
 513x513 batch in interleaved rounds (same load for all), and compares end-to-end Segmenter
 latency with logits out of the graph vs uint8 labels from the graph (--with-argmax). Writes
@@ -27,10 +27,8 @@ from atrous.export.onnx import export_onnx
 from atrous.export.openvino import export_openvino
 from atrous.export.parity import check_parity, diversify, sample_batch, synthetic_image
 from atrous.export.pipeline import parity_sizes
-from atrous.export.tflite import export_tflite, tflite_converter
 from atrous.models.zoo import default_card, get_model
 from atrous.runtimes import Engine, TorchEngine, open_engine
-from atrous.runtimes.litert_engine import litert_available
 from atrous.segmenter import Segmenter
 
 OUT = Path(__file__).parent / "results" / "engines.md"
@@ -64,9 +62,6 @@ def build_engines(model, card, size: int, threads: int, tmp: Path) -> dict[str, 
         xml_path = export_openvino(model, card, tmp / f"{kind}.xml", with_argmax=argmax)
         engines[kind]["onnxruntime"] = open_engine(onnx_path, "onnxruntime", threads)
         engines[kind]["openvino"] = open_engine(xml_path, "openvino", threads)
-        if tflite_converter() is not None and litert_available():
-            path = export_tflite(model, card, tmp / f"{kind}.tflite", with_argmax=argmax)
-            engines[kind]["litert"] = open_engine(path, "litert", threads)
     return engines
 
 
@@ -90,12 +85,10 @@ def main(argv: list[str] | None = None) -> None:
 
         parity_rows = []
         for name, engine in engines["logits"].items():
-            check = [sizes[0], sizes[0]] if name == "litert" else sizes
-            for row in check_parity(reference, engine, card, check).rows:
+            for row in check_parity(reference, engine, card, sizes).rows:
                 parity_rows.append((name, "logits", row))
         for name, engine in engines["labels"].items():
-            check = [sizes[0], sizes[0]] if name == "litert" else sizes
-            for row in check_parity(reference, engine, card, check, candidate_output="labels").rows:
+            for row in check_parity(reference, engine, card, sizes, candidate_output="labels").rows:
                 parity_rows.append((name, "labels (--with-argmax)", row))
 
         batch = sample_batch(card, (args.size, args.size))

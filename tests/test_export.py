@@ -10,7 +10,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from atrous.cli import app
-from atrous.errors import ModelError
+from atrous.errors import ConfigError, ModelError
 from atrous.export import check_parity, export_model, export_onnx, parity_sizes
 from atrous.export.onnx import read_onnx_card
 from atrous.export.parity import diversify, sample_batch, synthetic_image
@@ -171,30 +171,210 @@ def test_openvino_runs_the_onnx_file_too(tiny, tiny_onnx):
     assert report.ok and max(r.max_abs_diff for r in report.rows) < 1e-4
 
 
-def test_tflite_export_round_trip(tiny, tmp_path):
-    from atrous.export.tflite import tflite_converter
+def _litert():
     from atrous.runtimes.litert_engine import litert_available
 
-    if tflite_converter() is None or not litert_available():
-        pytest.skip("TFLite export needs the [tflite] extra (litert-torch, ai-edge-litert)")
-    path, _, _ = tiny
+    if not litert_available():
+        pytest.skip("ai-edge-litert is not installed (pip install 'atrous[tflite]')")
+
+
+@pytest.mark.parametrize(("side", "argmax"), [(129, False), (96, True)])
+def test_tflite_export_matches_pytorch(tiny, tmp_path, side, argmax):
+    """Odd and even sizes (an even one needs explicit padding before stride-2 layers)."""
+    _litert()
+    path, model, card = tiny
     result = export_model(
-        path, "tflite", tmp_path / "t.tflite", size=(129, 129), threads=2, with_argmax=False
+        path, "tflite", tmp_path / "t.tflite", size=(side, side), threads=2, with_argmax=argmax
     )
-    assert result.parity.ok and [r.size for r in result.parity.rows] == [(129, 129)] * 2
-    engine, card = load_engine(result.path, threads=2)
-    assert card.preprocessing.resize == "fixed" and card.preprocessing.size == 129
+    assert [r.size for r in result.parity.rows] == [(side, side)] * 2
+    assert result.parity.ok and min(r.classes_seen for r in result.parity.rows) >= 2
+    if not argmax:
+        assert max(r.max_abs_diff for r in result.parity.rows) < 1e-3
+    engine, loaded = load_engine(result.path, threads=2)
+    pre = loaded.preprocessing
+    assert (pre.layout, pre.resize, pre.size) == ("NHWC", "fixed", side)
     with pytest.raises(ModelError, match="runs only at"):
-        engine.run(np.zeros((1, 3, 65, 97), np.float32))
+        engine.run(np.zeros((1, 65, 97, 3), np.float32))
 
 
-def test_tflite_export_without_the_extra_says_how_to_get_it(tiny, tmp_path, monkeypatch):
-    from atrous.export import tflite
+def test_tflite_segmenter_resizes_photos_to_the_file_size(tiny, tmp_path):
+    from atrous.segmenter import Segmenter
 
-    monkeypatch.setattr(tflite, "tflite_converter", lambda: None)
-    with pytest.raises(ModelError, match=r"pip install 'atrous\[tflite\]'"):
-        export_model(tiny[0], "tflite", tmp_path / "t.tflite", size=(129, 129))
-    assert not (tmp_path / "t.tflite").exists()
+    _litert()
+    path, model, card = tiny
+    result = export_model(path, "tflite", tmp_path / "t.tflite", size=(97, 97), with_argmax=False)
+    seg = Segmenter.from_file(result.path, engine="litert", threads=2)
+    image = synthetic_image(75, 120, seed=5)
+    fixed = card.model_copy(deep=True)
+    fixed.preprocessing = fixed.preprocessing.model_copy(
+        update={"resize": "fixed", "size": 97, "pad_multiple": 1}
+    )
+    reference = Segmenter(TorchEngine(model, 2), fixed).predict(image).mask
+    mask = seg.predict(image).mask
+    assert mask.shape == (75, 120) and (mask == reference).mean() > 0.999
+
+
+def _graph(nodes, inputs, outputs, initializers=()):
+    return onnx.helper.make_model(
+        onnx.helper.make_graph(nodes, "g", inputs, outputs, list(initializers)),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
+
+
+def _value(name, shape):
+    return onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
+
+
+def test_tflite_converter_covers_resnet_pooling_and_the_v3plus_decoder(tmp_path):
+    """ResNet's max pool (padded with -inf when SAME does not match), Xception's separable
+    convolutions and the V3+ decoder's resize and concat, against PyTorch."""
+    import torch
+
+    from atrous.config import ModelConfig
+    from atrous.export.onnx_to_tflite import onnx_to_tflite
+    from atrous.models import DeepLab
+    from atrous.models.zoo import default_card
+
+    _litert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    configs = [
+        ModelConfig(backbone="resnet50", num_classes=3, output_stride=16),
+        ModelConfig(
+            backbone="mobilenet_v2",
+            num_classes=4,
+            width_mult=0.35,
+            decoder=True,
+            separable_decoder=True,
+            separable_aspp=True,
+            output_stride=8,
+        ),
+    ]
+    for config, side in zip(configs, (64, 65), strict=True):
+        card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=config.num_classes)
+        model = diversify(DeepLab(config).eval(), card)
+        onnx_path = export_onnx(
+            model,
+            card,
+            tmp_path / f"{side}.onnx",
+            dynamic=False,
+            sample_size=(side, side),
+            with_argmax=False,
+        )
+        interpreter = Interpreter(model_content=onnx_to_tflite(onnx.load(onnx_path)))
+        interpreter.allocate_tensors()
+        x = sample_batch(card, (side, side), seed=1)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        interpreter.set_tensor(
+            interpreter.get_input_details()[0]["index"], x.transpose(0, 2, 3, 1).copy()
+        )
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        got = got.transpose(0, 3, 1, 2)
+        assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), config.backbone
+
+
+def test_tflite_converter_names_an_unsupported_node():
+    from atrous.export.onnx_to_tflite import onnx_to_tflite
+
+    _litert()
+    node = onnx.helper.make_node("HardSwish", ["x"], ["y"], name="head/act")
+    proto = _graph([node], [_value("x", [1, 3, 8, 8])], [_value("y", [1, 3, 8, 8])])
+    with pytest.raises(ModelError, match=r"head/act.*HardSwish"):
+        onnx_to_tflite(proto)
+    dynamic = _graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])],
+        [_value("x", [1, 3, "h", 8])],
+        [_value("y", [1, 3, "h", 8])],
+    )
+    with pytest.raises(ModelError, match="dynamic shape"):
+        onnx_to_tflite(dynamic)
+
+
+def test_int8_tflite_dequantizes_close_to_float(rng):
+    """A shallow random network (conv + relu6, a residual add, a concat, a resize) stays within a
+    few output quantization steps of float once calibrated; per-channel int8 weights."""
+    from onnx import numpy_helper
+
+    from atrous.export.onnx_to_tflite import onnx_to_tflite, quantize_tflite
+
+    _litert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    def init(name, *shape):
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    inits = [init("w1", 8, 3, 3, 3), init("b1", 8), init("w2", 8, 8, 3, 3), init("w3", 4, 16, 1, 1)]
+    inits.append(numpy_helper.from_array(np.array([0, 0, 32, 32], np.int64), "sizes"))
+    nodes = [
+        onnx.helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        onnx.helper.make_node("Relu", ["c1"], ["r1"]),
+        onnx.helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[2, 2, 2, 2], dilations=[2, 2]),
+        onnx.helper.make_node("Add", ["c2", "r1"], ["a"]),
+        onnx.helper.make_node("Concat", ["a", "r1"], ["cat"], axis=1),
+        onnx.helper.make_node("Conv", ["cat", "w3"], ["logits16"]),
+        onnx.helper.make_node(
+            "Resize",
+            ["logits16", "", "", "sizes"],
+            ["y"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+    ]
+    proto = _graph(nodes, [_value("x", [1, 3, 32, 32])], [_value("y", [1, 4, 32, 32])], inits)
+    float_model = onnx_to_tflite(proto)
+    samples = [rng.normal(0, 1, (1, 32, 32, 3)).astype(np.float32) for _ in range(16)]
+    quantized = quantize_tflite(float_model, samples)
+
+    def run(content, x):
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        scale, zero = detail["quantization"]
+        if detail["dtype"] == np.int8:
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        out = interpreter.get_output_details()[0]
+        y = interpreter.get_tensor(out["index"]).astype(np.float32)
+        scale, zero = out["quantization"]
+        return ((y - zero) * scale if out["dtype"] == np.int8 else y), scale, interpreter
+
+    x = rng.normal(0, 1, (1, 32, 32, 3)).astype(np.float32)
+    expected, _, _ = run(float_model, x)
+    got, step, interpreter = run(quantized, x)
+    assert step > 0 and np.abs(got - expected).mean() < 3 * step
+    assert (got.argmax(-1) == expected.argmax(-1)).mean() > 0.9
+    weights = [t for t in interpreter.get_tensor_details() if t["name"] in ("w1", "w2", "w3")]
+    assert weights and all(t["dtype"] == np.int8 for t in weights)
+    assert all(len(t["quantization_parameters"]["scales"]) in (8, 4) for t in weights)
+
+
+def test_int8_tflite_export_checks_held_out_images(tiny_checkpoint, tmp_path):
+    from atrous.config import DataConfig
+    from atrous.data import build_dataset
+
+    _litert()
+    path, _, _ = tiny_checkpoint
+    data = build_dataset(DataConfig(kind="synthetic", image_size=64, val_size=12), "val")
+    result = export_model(
+        path,
+        "tflite",
+        tmp_path / "q.tflite",
+        size=(64, 64),
+        precision="int8",
+        calibration=[data[i] for i in range(12)],
+        num=4,
+    )
+    assert len(result.parity.rows) == 8 and all(r.threshold == 0.95 for r in result.parity.rows)
+    assert result.card.provenance.notes["export"]["precision"] == "int8"
+    engine, _ = load_engine(result.path, "litert", threads=2)
+    assert engine.describe()["engine"] == "litert"
+    with pytest.raises(ModelError, match="calibration"):
+        export_model(path, "tflite", tmp_path / "r.tflite", size=(64, 64), precision="int8")
+    with pytest.raises(ConfigError, match="applies to --format tflite"):
+        export_model(path, "onnx", tmp_path / "r.onnx", precision="int8")
 
 
 def test_export_cli_rejects_unknown_format(tiny, tmp_path):

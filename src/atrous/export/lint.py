@@ -30,7 +30,8 @@ class LintWarning:
 
 
 def _dilated_convs(model: nn.Module) -> list[LintWarning]:
-    """Dilated convolutions: TFLite lowers them to SpaceToBatchND -> Conv -> BatchToSpaceND."""
+    """Dilated convolutions: TensorFlow's converters lower them to SpaceToBatchND -> Conv ->
+    BatchToSpaceND (atrous's own .tflite writer keeps TFLite's dilation factors instead)."""
     found = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and max(module.dilation) > 1:
@@ -38,8 +39,9 @@ def _dilated_convs(model: nn.Module) -> list[LintWarning]:
                 LintWarning(
                     name,
                     "tflite-dilated-conv",
-                    f"dilation {tuple(module.dilation)} becomes SpaceToBatchND/BatchToSpaceND in "
-                    "TFLite (extra copies, often not delegated; a larger output_stride avoids it)",
+                    f"dilation {tuple(module.dilation)}: atrous writes TFLite's dilation factors, "
+                    "but TensorFlow-based converters emit SpaceToBatchND/BatchToSpaceND (extra "
+                    "copies, often not delegated; a larger output_stride avoids both)",
                 )
             )
     return found

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -12,7 +14,7 @@ from atrous.errors import ConfigError, ModelError
 from atrous.export.lint import LintWarning, lint_model
 from atrous.export.onnx import export_onnx
 from atrous.export.openvino import export_openvino
-from atrous.export.parity import ParityReport, check_parity
+from atrous.export.parity import ParityReport, check_parity, held_out_agreement, synthetic_image
 from atrous.export.tflite import export_tflite
 from atrous.runtimes import Engine, TorchEngine, load_engine
 
@@ -39,6 +41,21 @@ class ExportResult:
     card: ModelCard
     parity: ParityReport
     lints: list[LintWarning] = field(default_factory=list)
+
+
+def _int8_agreement(
+    reference: Engine, candidate: Engine, card: ModelCard, out_card: ModelCard, held: Sequence[Any]
+) -> ParityReport:
+    """Masks of the quantized file against float PyTorch's on held-out calibration images (or
+    synthetic photos at the card's size when none are left over)."""
+    from atrous.quantize.ptq import image_of
+    from atrous.segmenter import Segmenter
+
+    side = out_card.preprocessing.size or 513
+    images = [image_of(item) for item in held] or [
+        synthetic_image(side, side, seed=i) for i in range(4)
+    ]
+    return held_out_agreement(Segmenter(reference, card), Segmenter(candidate, out_card), images)
 
 
 def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -79,6 +96,9 @@ def export_model(
     *,
     threads: int | None = None,
     check_sizes: list[tuple[int, int]] | None = None,
+    precision: str = "fp32",
+    calibration: Sequence[Any] = (),
+    num: int = 32,
 ) -> ExportResult:
     """Export a checkpoint or zoo model to ``format``, then check parity against PyTorch.
 
@@ -94,6 +114,9 @@ def export_model(
         with_argmax: argmax inside the graph (uint8 labels out); None takes the measured default.
         threads: threads for the parity check's engines.
         check_sizes: sizes for the parity check; default two real-shaped ones (``parity_sizes``).
+        precision: 'int8' for a full-integer .tflite (other formats: ``atrous.quantize``).
+        calibration: int8: dataset samples or RGB images; the first ``num`` calibrate, the
+            next 8 are held out for the check (masks against PyTorch's, >= 95% agreement).
 
     Raises:
         ModelError: the export failed or disagrees with PyTorch (under 99.9% argmax agreement).
@@ -105,6 +128,11 @@ def export_model(
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
     stem = Path(str(checkpoint_or_name)).stem
     path = Path(out) if out is not None else Path(stem + FORMATS[format])
+    if precision != "fp32" and format != "tflite":
+        raise ConfigError(
+            f"precision {precision} applies to --format tflite; for int8 ONNX use 'atrous quantize'"
+        )
+    layout = "NCHW"
     if format == "onnx":
         export_onnx(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
     elif format == "openvino":
@@ -114,16 +142,29 @@ def export_model(
         if check_sizes and any(tuple(s) != tuple(fixed) for s in check_sizes):
             raise ConfigError(f"{path}: a .tflite runs only at {fixed[0]}x{fixed[1]}")
         check_sizes = check_sizes or [fixed, fixed]  # fixed size: two different images
-        export_tflite(model, card, path, with_argmax=argmax, size=fixed)
+        export_tflite(
+            model,
+            card,
+            path,
+            with_argmax=argmax,
+            size=fixed,
+            precision=precision,
+            calibration=calibration[:num],
+        )
+        layout = "NHWC"
     candidate, out_card = load_engine(path, ENGINE_OF_FORMAT[format], threads)
     reference: Engine = TorchEngine(model, threads)
-    report = check_parity(
-        reference,
-        candidate,
-        card,
-        check_sizes or parity_sizes(card, size),
-        candidate_output=out_card.output,
-    )
+    if precision == "int8":
+        report = _int8_agreement(reference, candidate, card, out_card, calibration[num : num + 8])
+    else:
+        report = check_parity(
+            reference,
+            candidate,
+            card,
+            check_sizes or parity_sizes(card, size),
+            candidate_output=out_card.output,
+            candidate_layout=layout,
+        )
     try:
         report.raise_if_failed(str(path))
     except ModelError:

@@ -1,42 +1,42 @@
-"""TFLite export through litert-torch (optional extra ``[tflite]``), fixed input size.
+"""TFLite export: a fixed-size NHWC .tflite, float32 or full-integer int8, with the card inside.
 
-litert-torch traces at one size, and the resulting .tflite runs only at that size; asking the
-engine for another size raises a clear error. The card is stored in the flatbuffer metadata.
+The model is exported to a fixed-size ONNX graph and rewritten as a TFLite flatbuffer by
+``atrous.export.onnx_to_tflite`` (needs only ``ai-edge-litert``: no TensorFlow, no
+litert-torch); int8 comes from LiteRT's calibrator on the caller's images, preprocessed as at
+inference. The file runs only at its size: the card's preprocessing becomes 'fixed' (square),
+so the Segmenter resizes every image to it, and the input layout is NHWC, as TFLite runtimes and
+NPU delegates (i.MX, STM32MP) expect.
 """
 
 from __future__ import annotations
 
-import importlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
-import torch
+import onnx
 from torch import nn
 
 from atrous._atomic import atomic_write_bytes
 from atrous.card import ModelCard
 from atrous.errors import ModelError
-from atrous.export.onnx import ArgmaxHead, exported_card
+from atrous.export.onnx import export_onnx, exported_card
 from atrous.runtimes import CARD_KEY
-from atrous.runtimes.litert_engine import add_tflite_metadata
+from atrous.runtimes.litert_engine import MISSING, add_tflite_metadata, litert_available
 
-__all__ = ["export_tflite", "tflite_converter", "MISSING_CONVERTER"]
+__all__ = ["export_tflite", "tflite_card", "PRECISIONS"]
 
-MISSING_CONVERTER = (
-    "TFLite export needs litert-torch: pip install 'atrous[tflite]' "
-    "(about 1.2 GB with jax; ONNX and OpenVINO export need nothing extra)"
-)
+PRECISIONS = ("fp32", "int8")
 
 
-def tflite_converter() -> ModuleType | None:
-    """The installed PyTorch -> TFLite converter module (litert_torch or ai_edge_torch)."""
-    for name in ("litert_torch", "ai_edge_torch"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
+def tflite_card(card: ModelCard, size: int, with_argmax: bool, precision: str) -> ModelCard:
+    """The card of a .tflite export: NHWC input, resized to ``size`` x ``size``, no padding."""
+    out = exported_card(card, "tflite", with_argmax, size=[size, size], precision=precision)
+    out.preprocessing = out.preprocessing.model_copy(
+        update={"resize": "fixed", "size": size, "pad_multiple": 1, "layout": "NHWC"}
+    )
+    return out
 
 
 def export_tflite(
@@ -46,32 +46,55 @@ def export_tflite(
     *,
     with_argmax: bool = False,
     size: tuple[int, int] | None = None,
+    precision: str = "fp32",
+    calibration: Sequence[Any] = (),
 ) -> Path:
-    """Convert ``model`` to a fixed-size .tflite (NCHW float input) with the card in metadata.
+    """Write ``model`` as a fixed-size .tflite (NHWC float input) with the card in metadata.
 
-    The card records the size: preprocessing becomes 'fixed' at that size (square only), so the
-    Segmenter resizes every image to what the file accepts.
+    ``precision='int8'``: full-integer (int8 input, weights, activations and float outputs),
+    calibrated on ``calibration`` (dataset samples or RGB arrays).
+
+    Raises:
+        ModelError: LiteRT missing, a non-square size, no calibration images for int8, or a
+            graph the converter does not cover (the node is named).
     """
-    converter = tflite_converter()
-    if converter is None:
-        raise ModelError(f"{path}: {MISSING_CONVERTER}")
     path = Path(path)
+    if not litert_available():
+        raise ModelError(f"{path}: TFLite export needs {MISSING.split('; ', 1)[1]}")
+    if precision not in PRECISIONS:
+        raise ModelError(f"{path}: precision must be fp32 or int8, got '{precision}'")
+    if precision == "int8" and not calibration:
+        raise ModelError(f"{path}: an int8 .tflite needs calibration images (--calib DATA)")
     h, w = size or (card.preprocessing.size or 513,) * 2
     if h != w:
         raise ModelError(f"{path}: TFLite export needs a square size, got {h}x{w}")
-    net = (ArgmaxHead(model) if with_argmax else model).eval()
-    out_card = exported_card(card, "tflite", with_argmax, size=[h, w])
-    out_card.preprocessing = out_card.preprocessing.model_copy(
-        update={"resize": "fixed", "size": h, "pad_multiple": 1}
-    )
-    try:
-        edge_model = converter.convert(net, (torch.zeros(1, 3, h, w),))
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = Path(tmp) / "model.tflite"
-            edge_model.export(str(staged))
-            content = staged.read_bytes()
-    except Exception as exc:  # converter errors come in many types; report one line
-        raise ModelError(f"{path}: TFLite conversion failed: {str(exc).splitlines()[0]}") from exc
+    from atrous.export.onnx_to_tflite import onnx_to_tflite, quantize_tflite
+
+    out_card = tflite_card(card, h, with_argmax, precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = export_onnx(
+            model,
+            card,
+            Path(tmp) / "fixed.onnx",
+            dynamic=False,
+            sample_size=(h, w),
+            with_argmax=with_argmax,
+        )
+        try:
+            content = onnx_to_tflite(onnx.load(str(staged)))
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+    if precision == "int8":
+        content = quantize_tflite(content, _calibration_batches(out_card, calibration))
     content = add_tflite_metadata(content, {CARD_KEY: out_card.to_json().encode("utf-8")})
     atomic_write_bytes(path, content)
     return path
+
+
+def _calibration_batches(card: ModelCard, items: Sequence[Any]) -> list:
+    """Calibration items preprocessed exactly as the .tflite's card will preprocess images."""
+    from atrous.quantize.ptq import image_of
+    from atrous.segmenter import Segmenter
+
+    segmenter = Segmenter(None, card)  # type: ignore[arg-type]  # preprocess needs no engine
+    return [segmenter.preprocess([image_of(item)])[0] for item in items]
