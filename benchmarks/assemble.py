@@ -15,6 +15,7 @@ ORDER = [
     "foundation",
     "training",
     "engines",
+    "tflite",
     "fast_path",
     "channel_padding",
     "compression",

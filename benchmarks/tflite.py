@@ -33,17 +33,20 @@ NAME = "deeplabv3_mnv2_dm05_os16"
 
 
 def latency_rows(size: int, threads: int, rounds: int, tmp: Path) -> list[tuple[str, float, float]]:
-    """(engine, median ms, file MB) of ORT fp32, LiteRT fp32 and LiteRT int8 at ``size``."""
+    """(engine, median ms, file MB) of ORT fp32, LiteRT fp32 and LiteRT int8 at ``size``, each
+    with the argmax inside (labels out), as ``atrous export`` writes them by default."""
     card = default_card(NAME)
     model = diversify(get_model(NAME), card).eval()
     photos = [synthetic_image(size, size, seed=i) for i in range(16)]
     files = {
         "onnxruntime fp32 (.onnx)": (
-            export_onnx(model, card, tmp / f"m{size}.onnx", with_argmax=False),
+            export_onnx(model, card, tmp / f"m{size}.onnx", with_argmax=True),
             "onnxruntime",
         ),
         "litert fp32 (.tflite)": (
-            export_tflite(model, card, tmp / f"f{size}.tflite", size=(size, size)),
+            export_tflite(
+                model, card, tmp / f"f{size}.tflite", size=(size, size), with_argmax=True
+            ),
             "litert",
         ),
         "litert int8 (.tflite)": (
@@ -54,6 +57,7 @@ def latency_rows(size: int, threads: int, rounds: int, tmp: Path) -> list[tuple[
                 size=(size, size),
                 precision="int8",
                 calibration=photos,
+                with_argmax=True,
             ),
             "litert",
         ),
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         "# TFLite export: LiteRT against ONNX Runtime",
         "",
         f"`{NAME}`, batch 1, {args.threads} threads, {args.rounds} interleaved rounds after 3 "
-        f"warm-up runs, network only (`Engine.run` on a ready batch). ai-edge-litert "
+        f"warm-up runs, `Engine.run` on a ready batch: the network, the logits resized to "
+        f"the input and the argmax, all inside each file (uint8/int32 labels out). ai-edge-litert "
         f"{version('ai-edge-litert')}, onnxruntime {version('onnxruntime')}, "
         f"{platform.machine()}, {stamp}.",
         "Regenerate: `PYTHONPATH=src python benchmarks/tflite.py --checkpoint demo/best.pt`.",
