@@ -36,6 +36,35 @@ def test_quantize_cli_writes_int8_and_prints_table(small_checkpoint, tmp_path):
     assert data["settings"]["bias_correction"] is True
 
 
+def test_quantize_cli_litert_writes_float_and_int8_tflite(small_checkpoint, tmp_path):
+    from atrous.runtimes.litert_engine import litert_available
+
+    if not litert_available():
+        pytest.skip("ai-edge-litert is not installed")
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = tmp_path / "small.int8.tflite"
+    args = [
+        "quantize", str(small_checkpoint), "--calib", "synthetic", "--engine", "litert",
+        "--num", "4", "--limit", "3", "--out", str(out), "--json", "--runs", "3",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    fp32, int8 = data["variants"]
+    assert [fp32["variant"], int8["variant"]] == ["float (.tflite)", "int8 per-channel (.tflite)"]
+    assert data["size"] == 64 and int8["size_mb"] < 0.4 * fp32["size_mb"]
+    assert 0 <= int8["miou"] <= 100 and int8["latency_ms"] > 0
+    interpreter = Interpreter(model_path=str(out))
+    weights = [t for t in interpreter.get_tensor_details() if len(t["shape"]) == 4
+               and t["quantization_parameters"]["scales"].size]  # fmt: skip
+    assert interpreter.get_input_details()[0]["dtype"].__name__ == "int8"
+    assert weights and all(t["quantization_parameters"]["scales"].size == t["shape"][
+        t["quantization_parameters"]["quantized_dimension"]] for t in weights)  # fmt: skip
+    refused = runner.invoke(app, [*args, "--granularity", "per-tensor"])
+    assert isinstance(refused.exception, InputError) and "litert" in str(refused.exception)
+
+
 def test_quantize_cli_bad_granularity_is_one_line_error(small_checkpoint, tmp_path):
     out = tmp_path / "x.onnx"
     args = ["quantize", str(small_checkpoint), "--calib", "synthetic", "--num", "2",

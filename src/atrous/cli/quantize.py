@@ -54,7 +54,9 @@ def quantize_command(
     granularity: str = typer.Option("per-channel", help="per-channel or per-tensor weights"),
     activations: str = typer.Option("uint8", help="uint8 (fast without VNNI) or int8"),
     method: str = typer.Option("minmax", help="calibration: minmax, entropy, percentile, auto"),
-    engine: str = typer.Option("onnxruntime", help="onnxruntime (QDQ) or openvino (NNCF)"),
+    engine: str = typer.Option(
+        "onnxruntime", help="onnxruntime (QDQ), openvino (NNCF) or litert (full-integer .tflite)"
+    ),
     equalize: bool = typer.Option(None, help="cross-layer equalisation (default: per-tensor)"),
     bias_correction: bool = typer.Option(True, help="correct biases for int8 weight rounding"),
     relu6: str = typer.Option("cap", help="equalised ReLU6: cap (exact) or relu (faster int8)"),
@@ -62,17 +64,31 @@ def quantize_command(
     max_drop: float = typer.Option(0.5, help="mixed-precision budget, mIoU points"),
     eval_data: str = typer.Option(None, "--eval", help="held-out data (default: --calib's val)"),
     limit: int = typer.Option(50, help="held-out images for scoring and the table"),
-    size: int = typer.Option(513, help="input size for latency and multiply-adds"),
+    size: int = typer.Option(
+        None, help="input size for latency and multiply-adds (513; litert: the model's size)"
+    ),
     threads: int = typer.Option(2, help="inference threads"),
     runs: int = typer.Option(20, help="timed runs per variant"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
-    """Static int8 quantization (fold BN, equalise, bias-correct, calibrate), optionally mixed."""
+    """Static int8 quantization (fold BN, equalise, bias-correct, calibrate), optionally mixed.
+
+    With --engine litert: a fixed-size .tflite in float and in full-integer int8 (LiteRT's
+    calibrator: int8 activations, min/max ranges), side by side.
+    """
     from atrous.quantize.compare import Variant, compare, miou_scorer
     from atrous.quantize.pipeline import quantize_model
 
     if mixed not in (None, "auto"):
         raise InputError(f"--mixed '{mixed}': only 'auto' is supported")
+    if engine == "litert":
+        if mixed or method != "minmax" or granularity != "per-channel":
+            raise InputError(
+                "--engine litert: full-integer int8, per-channel weights, min/max ranges only"
+            )
+        _quantize_litert(model, calib, eval_data, out, num, size, threads, runs, limit, as_json)
+        return
+    size = size or 513
     stem = Path(model).stem if Path(model).suffix else model
     out = out or Path(f"{stem}.int8.{'xml' if engine == 'openvino' else 'onnx'}")
     card = card_if_synthetic(model, calib, eval_data)
@@ -126,6 +142,55 @@ def quantize_command(
     _print_rows(rows, as_json, extra)
     if not as_json:
         console.print(f"wrote {out}")
+
+
+def _quantize_litert(
+    model: str,
+    calib: str,
+    eval_data: str | None,
+    out: Path | None,
+    num: int,
+    size: int | None,
+    threads: int,
+    runs: int,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Float and int8 .tflite files of ``model`` at one size, then the side-by-side table."""
+    from atrous.export.pipeline import load_source
+    from atrous.export.tflite import export_tflite
+    from atrous.quantize.compare import Variant, compare
+
+    net, card_of_model = load_source(model)
+    side = size or card_of_model.preprocessing.size or 513
+    stem = Path(model).stem if Path(model).suffix else model
+    out = out or Path(f"{stem}.int8.tflite")
+    float_path = out.with_name(f"{out.stem.removesuffix('.int8')}.float.tflite")
+    card = card_if_synthetic(model, calib, eval_data)
+    calib_set = _open_data(calib, "train", card)
+    held = _open_data(eval_data or calib, "val", card)
+    items = [calib_set[i] for i in range(min(num, len(calib_set)))]
+    with console.status("writing the float and int8 .tflite files"):
+        export_tflite(net, card_of_model, float_path, size=(side, side))
+        export_tflite(
+            net, card_of_model, out, size=(side, side), precision="int8", calibration=items
+        )
+    macs = _macs(model, (side, side))
+    rows = compare(
+        [
+            Variant("float (.tflite)", float_path, macs),
+            Variant("int8 per-channel (.tflite)", out, macs),
+        ],
+        held,
+        engine="litert",
+        threads=threads,
+        size=(side, side),
+        limit=limit,
+        runs=runs,
+    )
+    _print_rows(rows, as_json, {"out": str(out), "float": str(float_path), "size": side})
+    if not as_json:
+        console.print(f"wrote {out} and {float_path}")
 
 
 @app.command("prune")

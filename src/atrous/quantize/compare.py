@@ -74,10 +74,11 @@ def file_size_mb(path: str | Path) -> float:
 
 
 def network_latency_ms(
-    engine: Any, size: tuple[int, int], runs: int = 20, warmup: int = 3
+    engine: Any, size: tuple[int, int], runs: int = 20, warmup: int = 3, layout: str = "NCHW"
 ) -> float:
-    """Median wall time (ms) of ``engine.run`` on one zero batch at ``size`` (network only)."""
-    batch = np.zeros((1, 3, *size), np.float32)
+    """Median wall time (ms) of ``engine.run`` on one zero batch at ``size`` (network only),
+    laid out as the model's card says (a .tflite takes NHWC)."""
+    batch = np.zeros((1, 3, *size) if layout == "NCHW" else (1, *size, 3), np.float32)
     return time_engine(engine, batch, warmup=warmup, runs=runs)
 
 
@@ -117,8 +118,8 @@ def compare(
         miou = score(v.path) if score else None
         ms = None
         if latency:
-            eng, _ = load_engine(v.path, engine, threads)
-            ms = network_latency_ms(eng, size, runs)
+            eng, card = load_engine(v.path, engine, threads)
+            ms = network_latency_ms(eng, size, runs, layout=card.preprocessing.layout)
         gmacs = None if v.macs is None else v.macs / 1e9
         rows.append(ComparisonRow(v.name, file_size_mb(v.path), gmacs, miou, ms))
     return rows
