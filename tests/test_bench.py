@@ -156,3 +156,14 @@ def test_benchmark_cli_compares_engines_interleaved(tmp_path, tiny_checkpoint, m
         "tiny.pt:fast@65/t2:network",
         "tiny.pt:fast@65/t2:end_to_end",
     ]
+
+
+def test_model_file_size_counts_openvino_weights(tmp_path):
+    """An IR's weights live in the .bin beside the .xml; the size users see includes them."""
+    from atrous.runtimes import model_file_mb
+
+    (tmp_path / "m.xml").write_bytes(b"x" * 1000)
+    (tmp_path / "m.bin").write_bytes(b"x" * 2_000_000)
+    (tmp_path / "m.onnx").write_bytes(b"x" * 500_000)
+    assert model_file_mb(tmp_path / "m.xml") == 2.001
+    assert model_file_mb(tmp_path / "m.onnx") == 0.5

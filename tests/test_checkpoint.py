@@ -105,3 +105,19 @@ def test_save_is_atomic_when_interrupted(tmp_path, tiny_checkpoint, monkeypatch)
         save_checkpoint(path, model, card)
     assert path.read_bytes() == before
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path):
+    """mkstemp creates 0600 files; written outputs must follow the umask like open() does."""
+    import os
+
+    from atrous._atomic import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        (tmp_path / "b.bin").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "a.bin").stat().st_mode & 0o777
+    assert mode == (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644

@@ -225,6 +225,20 @@ def test_check_finds_every_problem(folder, rng):
     assert "a2.png: RGB colour mask" in text
 
 
+def test_check_flags_jpeg_masks_and_skips_misfit_masks_in_the_table(folder):
+    import cv2
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 5:25] = 2
+    (folder / "masks" / "a0.png").unlink()
+    cv2.imwrite(str(folder / "masks" / "a0.jpg"), mask, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    _save_mask(folder / "masks" / "a1.png", np.zeros((10, 30), np.uint8))  # size mismatch
+    report = check_dataset(folder)
+    text = "\n".join(report.problems)
+    assert "a0.jpg: mask saved as JPEG" in text and "a1.png: mask is 30x10" in text
+    assert sum(report.class_pixels) + report.ignore_pixels == 2 * 20 * 30  # a1 not counted
+
+
 def test_check_unknown_layout(tmp_path):
     with pytest.raises(InputError, match="unknown layout"):
         check_dataset(tmp_path)

@@ -384,6 +384,66 @@ def test_export_cli_rejects_unknown_format(tiny, tmp_path):
     assert "unknown export format 'caffe'" in str(result.exception) + result.output
 
 
+def test_export_refuses_a_mismatched_suffix_and_misused_options_before_writing(tiny, tmp_path):
+    path, _, _ = tiny
+    for fmt, name in (("onnx", "m.model"), ("tflite", "m.onnx")):
+        with pytest.raises(ConfigError, match=r"written to a '\.(onnx|tflite)' file"):
+            export_model(path, fmt, tmp_path / name)
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(path), "--calib", "synthetic", "-o",
+                                 str(tmp_path / "m.onnx")])  # fmt: skip
+    assert isinstance(result.exception, ConfigError) and "atrous quantize" in str(result.exception)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_onnx_export_refuses_an_opset_it_did_not_get_and_leaves_no_side_data(
+    tiny, tmp_path, monkeypatch
+):
+    """torch falls back to another opset for one it cannot write (99 -> 18, with the weights in
+    '<file>.data' beside it): the export must say so and leave nothing behind."""
+    import torch
+
+    _, model, card = tiny
+
+    def fallback_export(net, args, path, **kwargs):
+        node = onnx.helper.make_node("Relu", ["input"], ["logits"])
+        value = onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
+        out = onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 3, 4, 4])
+        graph = onnx.helper.make_graph([node], "g", [value], [out])
+        proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+        onnx.save(proto, path)
+        (tmp_path / f"{path.rsplit('/', 1)[1]}.data").write_bytes(b"weights")
+
+    monkeypatch.setattr(torch.onnx, "export", fallback_export)
+    with pytest.raises(ModelError, match="opset 19 was asked for.*wrote opset 18"):
+        export_onnx(model, card, tmp_path / "o.onnx", opset=19)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_failed_parity_leaves_no_file(tiny, tmp_path, monkeypatch):
+    from atrous.export import pipeline
+
+    def broken(*args, **kwargs):
+        raise ModelError("simulated parity failure")
+
+    monkeypatch.setattr(pipeline, "check_parity", broken)
+    with pytest.raises(ModelError, match="simulated"):
+        export_model(tiny[0], "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_int8_tflite_check_compares_at_the_file_size(tiny_checkpoint, tmp_path):
+    """The reference resizes images to the .tflite's size too: at a size other than the card's,
+    the agreement measures quantization only (a random-init model: near-constant labels)."""
+    _litert()
+    path, _, _ = tiny_checkpoint
+    photos = [synthetic_image(90, 120, seed=i) for i in range(6)]
+    result = export_model(path, "tflite", tmp_path / "q.tflite", size=(65, 65),
+                          precision="int8", calibration=photos, num=4)  # fmt: skip
+    assert len(result.parity.rows) == 2 and result.parity.ok
+    assert min(r.agreement for r in result.parity.rows) > 0.99
+
+
 # -- lints --------------------------------------------------------------------------------------
 
 

@@ -69,6 +69,17 @@ def test_onnxruntime_profile_blocks_sum_to_total(tiny, tmp_path, monkeypatch):
     assert not any(scratch.iterdir()), "the profiler's trace files are left behind"
 
 
+def test_openvino_profile_blocks_sum_to_total(tiny, tmp_path):
+    """The OpenVINO engine holds an openvino.Model, not a torch one: blocks come from the card."""
+    pytest.importorskip("openvino")
+    model, card = tiny
+    path = export_onnx(model, card, tmp_path / "m.onnx")
+    engine, _ = load_engine(path, "openvino", threads=2)
+    prof = profile_segmenter(Segmenter(engine, card), model_file=path, size=97, runs=3)
+    _check_sum(prof)
+    assert prof.engine == "openvino"
+
+
 def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint):
     path, *_ = tiny_checkpoint
     args = ["profile", str(path), "--size", "65", "--runs", "2", "--json", str(tmp_path / "p.json")]

@@ -191,7 +191,7 @@ def test_inspect_and_predict_cli_on_a_foreign_model(tmp_path, rng):
     runner = CliRunner()
     result = runner.invoke(app, ["inspect", str(path)])
     assert result.exit_code == 0, result.output
-    assert "card from inferred" in result.output and "NHWC" in result.output
+    assert "card from its signature" in result.output and "NHWC" in result.output
     Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     out = tmp_path / "out"
     result = runner.invoke(

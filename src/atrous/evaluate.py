@@ -30,6 +30,7 @@ __all__ = [
     "evaluate",
     "parse_scales",
     "plot_confusion",
+    "plot_formats",
 ]
 
 PROTOCOLS = {
@@ -292,6 +293,14 @@ def evaluate(
         seconds=time.perf_counter() - start,
         engine=segmenter.engine.describe(),
     )
+
+
+def plot_formats() -> list[str]:
+    """File suffixes matplotlib can save a figure as (png, pdf, svg, jpg ...), to check a plot
+    path before an evaluation runs rather than after."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
 def plot_confusion(result: EvalResult, path: str | Path) -> Path:

@@ -66,12 +66,13 @@ def inspect_model(
                 "plain state_dict (architecture inferred from weights; output stride unknown)"
             )
     elif path.exists():
-        from atrous.runtimes import read_exported_card
+        from atrous.runtimes import model_file_mb, read_exported_card
 
         card, card_origin = read_exported_card(path, contract)
         config = card.model
-        info["origin"] = f"{path.suffix[1:]} file, card from {card_origin}"
-        info["file_mb"] = path.stat().st_size / 1e6
+        origin = "its signature (no card inside)" if card_origin == "inferred" else card_origin
+        info["origin"] = f"{path.suffix[1:]} file, card from {origin}"
+        info["file_mb"] = model_file_mb(path)
     else:
         raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")
     if config is not None:

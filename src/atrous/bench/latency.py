@@ -26,7 +26,7 @@ import numpy as np
 from atrous._atomic import atomic_write_text
 from atrous.card import ModelCard
 from atrous.errors import AtrousError, InputError
-from atrous.runtimes import Engine
+from atrous.runtimes import Engine, model_file_mb
 from atrous.segmenter import Segmenter
 
 __all__ = [
@@ -183,10 +183,11 @@ class BenchResult:
 
     def table_rows(self) -> tuple[list[str], list[list[Any]]]:
         """Columns and rows for a printed table."""
-        cols = ["model", "size", "threads", "mode", "median ms", "p90 ms", "p99 ms", "img/s"]
-        cols += ["GMACs", "GFLOP/s", "file MB"]
+        cols = ["model", "ran on", "size", "threads", "mode", "median ms", "p90 ms", "p99 ms"]
+        cols += ["img/s", "GMACs", "GFLOP/s", "file MB"]
         rows = [
-            [r.label, r.size or "-", r.threads, r.mode, r.median_ms, r.p90_ms, r.p99_ms]
+            [r.label, r.engine, r.size or "card", r.threads, r.mode, r.median_ms, r.p90_ms]
+            + [r.p99_ms]
             + [r.throughput_ips, r.gmacs or "-", r.gflops or "-", r.file_mb or "-"]
             for r in self.records
         ]
@@ -392,7 +393,7 @@ def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
         runs=len(cfg.times[mode]),
         gmacs=round(gmacs, 4) if gmacs else None,
         gflops=round(gflops, 2) if gflops else None,
-        file_mb=round(file.stat().st_size / 2**20, 3) if file and file.is_file() else None,
+        file_mb=round(model_file_mb(file), 3) if file and file.is_file() else None,
         stages_ms=stages,
         **{k: round(v, 6) for k, v in stats.items()},
     )

@@ -260,7 +260,7 @@ def _torch_ops(
             ops[(ev.name, block)] += ev.self_cpu_time_total / 1e3
             ops[("framework overhead", block)] -= ev.self_cpu_time_total / 1e3
     op_list = [OpTime(n, n.split("::")[-1], b, ms / runs) for (n, b), ms in ops.items()]
-    return op_list, stages, total
+    return _with_overhead(op_list, stages), stages, total
 
 
 def _ort_profile_events(
@@ -304,12 +304,17 @@ def _ort_ops(
     op_list = [
         OpTime(n, t, block_of(n, t, labels), ms / max(1, n_runs)) for (n, t), ms in ops.items()
     ]
-    # time inside engine.run not spent in kernels: binding, executor, thread hand-offs, waits
-    # for cores; measured against the wall time of the network stage so the blocks add up
+    return _with_overhead(op_list, stages), stages, total
+
+
+def _with_overhead(op_list: list[OpTime], stages: dict[str, float]) -> list[OpTime]:
+    """The ops plus the time inside engine.run not spent in kernels (binding, executor, thread
+    hand-offs, waits for cores, reading counters), measured against the network stage's wall
+    time so that the blocks add up to the total."""
     idle = stages["network"] - sum(op.ms for op in op_list)
     if idle > 0:
-        op_list.append(OpTime("session overhead", "overhead", "runtime overhead", idle))
-    return op_list, stages, total
+        op_list = [*op_list, OpTime("session overhead", "overhead", "runtime overhead", idle)]
+    return op_list
 
 
 class _SessionEngine:
@@ -363,7 +368,7 @@ def _openvino_ops(
     seg = type(segmenter)(_Engine(), segmenter.card)
     stages, total = _pipeline_runs(seg, image_file, runs, warmup, acc.clear)
     op_list = [OpTime(n, t, block_of(n, t, labels), ms / runs) for (n, t), ms in acc.items()]
-    return op_list, stages, total
+    return _with_overhead(op_list, stages), stages, total
 
 
 def profile_segmenter(
@@ -404,6 +409,11 @@ def profile_segmenter(
                 Path(model_file), seg, image_file, runs, warmup, labels
             )
             kind = "openvino"
+        elif kind == "litert":
+            raise InputError(
+                f"{model_file}: LiteRT files have no per-op profiler here; profile the .pt or "
+                ".onnx it was exported from (same graph, torch / ONNX Runtime / OpenVINO)"
+            )
         else:
             raise InputError(f"cannot profile engine '{kind}' without its model file")
     blocks: dict[str, float] = {"decode": stages["decode"], "preprocess": stages["preprocess"]}
@@ -415,7 +425,9 @@ def profile_segmenter(
 
 def _labels_for(card: ModelCard, segmenter: Segmenter, size: tuple[int, int]) -> dict[str, str]:
     """Block labels from the engine's own model when it has one, else from the card's config."""
-    model = getattr(segmenter.engine, "model", None)
+    model = getattr(segmenter.engine, "model", None)  # OpenVINO's engine has a non-torch one
+    if not isinstance(model, nn.Module):
+        model = None
     if model is None and card.model is not None:
         from atrous.models import build_model
 

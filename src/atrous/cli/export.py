@@ -8,7 +8,9 @@ import typer
 
 from atrous.cli._app import app, card_if_synthetic, console, print_json, print_table
 from atrous.cli.models import parse_size
+from atrous.errors import ConfigError
 from atrous.export import export_model
+from atrous.runtimes import model_file_mb
 
 
 @app.command("export")
@@ -44,6 +46,11 @@ def export_command(
     if fast:
         _export_fast(checkpoint, out, label_stride, precision, calib, num, threads, json_out)
         return
+    if calib and format != "tflite":
+        raise ConfigError(
+            "--calib applies to --format tflite (int8) and --fast; "
+            "for an int8 ONNX or OpenVINO model use 'atrous quantize'"
+        )
     precision = precision or ("int8" if calib and format == "tflite" else "fp32")
     items = _calibration_items(checkpoint, calib, num) if precision == "int8" else []
     with console.status(f"exporting {format} ({precision})"):
@@ -83,10 +90,7 @@ def export_command(
             "[yellow]note:[/yellow] the reference predicts a single class on the test images "
             "(untrained weights?), so argmax agreement says little"
         )
-    files = (
-        [result.path, result.path.with_suffix(".bin")] if format == "openvino" else [result.path]
-    )
-    size_mb = sum(f.stat().st_size for f in files) / 1e6
+    size_mb = model_file_mb(result.path)
     console.print(f"wrote {result.path} ({size_mb:.2f} MB, output: {result.card.output})")
 
 

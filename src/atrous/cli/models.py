@@ -6,7 +6,7 @@ import typer
 
 from atrous.bench.cost import measure_cost
 from atrous.cli._app import app, console, print_json, print_table
-from atrous.errors import ConfigError
+from atrous.errors import ConfigError, InputError
 from atrous.inspection import inspect_model
 from atrous.models.zoo import get_entry, get_model, list_models
 
@@ -37,7 +37,10 @@ def zoo(
 ) -> None:
     """List the zoo: configurations, measured costs and published figures."""
     rows = []
-    for name in list_models(pattern):
+    names = list_models(pattern)
+    if not names:
+        raise InputError(f"no zoo model matches '{pattern}'; known: {', '.join(list_models())}")
+    for name in names:
         entry = get_entry(name)
         row = {
             "name": name,

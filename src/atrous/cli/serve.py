@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from atrous.cli._app import app, console
+from atrous.cli.predict import check_threads
 from atrous.errors import ConfigError
 
 
@@ -33,6 +34,6 @@ def serve(
         limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise ConfigError(f"serve: {exc}") from None
-    application = create_app(model, engine=engine, threads=threads, limits=limits)
+    application = create_app(model, engine=engine, threads=check_threads(threads), limits=limits)
     console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

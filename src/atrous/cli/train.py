@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from atrous._atomic import atomic_write_text
 from atrous.cli._app import app, console, print_json, print_table
+from atrous.cli.predict import check_threads
 from atrous.config import load_experiment
-from atrous.data import open_dataset
+from atrous.data import SegmentationDataset, open_dataset
+from atrous.errors import InputError
+
+DATASET_KINDS = ("voc", "cityscapes", "folder")
+SYNTHETIC_SPLITS = ("train", "val", "test")
+
+if TYPE_CHECKING:
+    from atrous.card import ModelCard
 
 
 def _config_path(config: str) -> Path:
@@ -24,9 +33,39 @@ def _config_path(config: str) -> Path:
     return shipped if shipped.is_file() else path
 
 
+def _check_evaluate_options(kind: str | None, limit: int | None, plot: Path | None) -> None:
+    """Refuse a bad --kind, --limit or --plot suffix before the model is loaded and run."""
+    if kind is not None and kind not in DATASET_KINDS:
+        raise InputError(f"--kind '{kind}': expected one of {', '.join(DATASET_KINDS)}")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit: expected a positive number of images, got {limit}")
+    if plot is not None:
+        from atrous.evaluate import plot_formats
+
+        suffix, formats = plot.suffix.lower().lstrip("."), plot_formats()
+        if suffix and suffix not in formats:
+            raise InputError(
+                f"--plot {plot}: matplotlib cannot write .{suffix} files; "
+                f"use one of {', '.join('.' + f for f in formats)}"
+            )
+
+
+def _open_split(
+    data: str, split: str, kind: str | None, card: ModelCard | None
+) -> SegmentationDataset:
+    """open_dataset, with the synthetic set's refusal of an unknown split as a one-line error."""
+    try:
+        return open_dataset(data, split, kind, card=card)
+    except ValueError as exc:  # SyntheticShapes has a seed for train, val and test only
+        where = f"--split '{split}'" if split not in SYNTHETIC_SPLITS else data
+        raise InputError(f"{where}: {exc}") from None
+
+
 @app.command("train")
 def train_command(
-    config: str = typer.Argument(..., help="experiment YAML (or a shipped recipe: demo, voc)"),
+    config: str = typer.Argument(
+        ..., help="experiment YAML (or a shipped recipe: demo, voc, cityscapes)"
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. train.lr=0.01"),
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: out_dir)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/last.pt"),
@@ -65,7 +104,7 @@ def evaluate_command(
     limit: int = typer.Option(None, help="only the first N images"),
     engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
     threads: int = typer.Option(None, help="inference threads (default: all cores)"),
-    plot: Path = typer.Option(None, help="save the confusion matrix plot here (.png/.svg)"),
+    plot: Path = typer.Option(None, help="save the confusion matrix plot here (.png/.svg/.pdf)"),
     out: Path = typer.Option(None, "--out", "-o", help="write the result JSON here"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
 ) -> None:
@@ -73,8 +112,9 @@ def evaluate_command(
     from atrous.evaluate import evaluate, parse_scales, plot_confusion
     from atrous.segmenter import Segmenter
 
-    segmenter = Segmenter.from_file(model, engine=engine, threads=threads)
-    dataset = open_dataset(data, split, kind, card=segmenter.card)
+    _check_evaluate_options(kind, limit, plot)
+    segmenter = Segmenter.from_file(model, engine=engine, threads=check_threads(threads))
+    dataset = _open_split(data, split, kind, segmenter.card)
     result = evaluate(
         segmenter,
         dataset,

@@ -58,6 +58,9 @@ class CheckReport:
         }
 
 
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+
+
 def detect_kind(root: str | Path) -> str:
     """Guess the layout of ``root``: 'voc', 'cityscapes' or 'folder'."""
     root = Path(root)
@@ -109,10 +112,16 @@ def check_dataset(
             continue
         if dataset.label_map is not None:
             mask = dataset.label_map[mask]
+        if Path(mask_path).suffix.lower() in LOSSY_SUFFIXES:
+            problems.append(
+                f"{mask_path}: mask saved as JPEG, whose lossy compression invents class ids "
+                "along edges; save masks as PNG"
+            )
         if mask.shape != (height, width):
             problems.append(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {width}x{height}"
             )
+            continue  # a mask that does not fit its image is not counted in the class table
         values = np.bincount(mask.reshape(-1), minlength=256)
         counts += values
         bad = [v for v in np.flatnonzero(values) if v >= n and v != IGNORE_INDEX]

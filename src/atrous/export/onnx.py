@@ -91,6 +91,9 @@ def export_onnx(
     onnx_log.setLevel(logging.ERROR)  # the dynamo exporter logs missing torchvision ops
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # the dynamo exporter puts the weights in '<file>.data' beside the file; they are read
+        # back into the proto below and saved inline, so that side file must not outlive this
+        side_data = Path(f"{tmp}.data")
         try:
             torch.onnx.export(
                 net,
@@ -103,11 +106,18 @@ def export_onnx(
                 dynamic_axes={INPUT_NAME: axes, output_name: out_axes} if dynamic else None,
                 verbose=False,
             )
+            proto = onnx.load(str(tmp))
         except Exception as exc:  # the exporters raise many types; report one line
             raise ModelError(f"{path}: ONNX export failed: {str(exc).splitlines()[0]}") from exc
         finally:
             onnx_log.setLevel(level)
-        proto = onnx.load(str(tmp))
+            side_data.unlink(missing_ok=True)
+        written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        if written != opset:
+            raise ModelError(
+                f"{path}: opset {opset} was asked for, but torch {torch.__version__} wrote opset "
+                f"{written} instead; ask for one it can write (17, or 18 to 20)"
+            )
         if simplify:
             import onnxslim
 

@@ -47,7 +47,8 @@ def _int8_agreement(
     reference: Engine, candidate: Engine, card: ModelCard, out_card: ModelCard, held: Sequence[Any]
 ) -> ParityReport:
     """Masks of the quantized file against float PyTorch's on held-out calibration images (or
-    synthetic photos at the card's size when none are left over)."""
+    synthetic photos when none are left over), both resizing images to the file's size, so
+    the check measures quantization and nothing else."""
     from atrous.quantize.ptq import image_of
     from atrous.segmenter import Segmenter
 
@@ -55,7 +56,12 @@ def _int8_agreement(
     images = [image_of(item) for item in held] or [
         synthetic_image(side, side, seed=i) for i in range(4)
     ]
-    return held_out_agreement(Segmenter(reference, card), Segmenter(candidate, out_card), images)
+    same_size = card.model_copy(deep=True)
+    same_size.preprocessing = out_card.preprocessing.model_copy(
+        update={"layout": card.preprocessing.layout}
+    )
+    reference_segmenter = Segmenter(reference, same_size)
+    return held_out_agreement(reference_segmenter, Segmenter(candidate, out_card), images)
 
 
 def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -132,6 +138,47 @@ def export_model(
         raise ConfigError(
             f"precision {precision} applies to --format tflite; for int8 ONNX use 'atrous quantize'"
         )
+    if path.suffix != FORMATS[format]:
+        raise ConfigError(f"{path}: a {format} export is written to a '{FORMATS[format]}' file")
+    try:
+        report, out_card = _export_and_check(
+            model,
+            card,
+            format,
+            path,
+            size,
+            opset,
+            argmax,
+            threads,
+            check_sizes,
+            precision,
+            calibration,
+            num,
+        )
+        report.raise_if_failed(str(path))
+    except BaseException:  # a failed or interrupted export leaves no file behind
+        path.unlink(missing_ok=True)
+        if format == "openvino":
+            path.with_suffix(".bin").unlink(missing_ok=True)
+        raise
+    return ExportResult(path, out_card, report, lints)
+
+
+def _export_and_check(
+    model: nn.Module,
+    card: ModelCard,
+    format: str,
+    path: Path,
+    size: tuple[int, int] | None,
+    opset: int | None,
+    argmax: bool,
+    threads: int | None,
+    check_sizes: list[tuple[int, int]] | None,
+    precision: str,
+    calibration: Sequence[Any],
+    num: int,
+) -> tuple[ParityReport, ModelCard]:
+    """Write the file, reopen it on its engine and compare it with PyTorch."""
     layout = "NCHW"
     if format == "onnx":
         export_onnx(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
@@ -165,11 +212,4 @@ def export_model(
             candidate_output=out_card.output,
             candidate_layout=layout,
         )
-    try:
-        report.raise_if_failed(str(path))
-    except ModelError:
-        path.unlink(missing_ok=True)
-        if format == "openvino":
-            path.with_suffix(".bin").unlink(missing_ok=True)
-        raise
-    return ExportResult(path, out_card, report, lints)
+    return report, out_card

@@ -20,7 +20,6 @@ from atrous.runtimes.auto import time_engine
 __all__ = [
     "Variant",
     "ComparisonRow",
-    "file_size_mb",
     "network_latency_ms",
     "miou_scorer",
     "compare",
@@ -64,15 +63,6 @@ class ComparisonRow:
         return asdict(self)
 
 
-def file_size_mb(path: str | Path) -> float:
-    """Size on disk in MB, counting an OpenVINO .xml's .bin weights."""
-    path = Path(path)
-    total = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
-        total += path.with_suffix(".bin").stat().st_size
-    return total / 1e6
-
-
 def network_latency_ms(
     engine: Any, size: tuple[int, int], runs: int = 20, warmup: int = 3, layout: str = "NCHW"
 ) -> float:
@@ -108,7 +98,7 @@ def compare(
     latency: bool = True,
 ) -> list[ComparisonRow]:
     """Measure every variant: size, multiply-adds, mIoU on ``dataset`` (if given), latency."""
-    from atrous.runtimes import load_engine
+    from atrous.runtimes import load_engine, model_file_mb
 
     if not variants:
         raise InputError("compare: no variants")
@@ -121,7 +111,7 @@ def compare(
             eng, card = load_engine(v.path, engine, threads)
             ms = network_latency_ms(eng, size, runs, layout=card.preprocessing.layout)
         gmacs = None if v.macs is None else v.macs / 1e9
-        rows.append(ComparisonRow(v.name, file_size_mb(v.path), gmacs, miou, ms))
+        rows.append(ComparisonRow(v.name, model_file_mb(v.path), gmacs, miou, ms))
     return rows
 
 

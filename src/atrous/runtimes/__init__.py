@@ -19,6 +19,7 @@ __all__ = [
     "cast_input",
     "default_threads",
     "load_engine",
+    "model_file_mb",
     "open_engine",
     "read_card",
     "read_exported_card",
@@ -30,6 +31,23 @@ ENGINES_OF_SUFFIX = {
     ".xml": ("openvino",),
     ".tflite": ("litert",),
 }
+
+
+def _unsupported(path: Path) -> str:
+    """Why ``path`` is not a model file, in one line."""
+    if path.is_dir():
+        return f"{path}: a folder, not a model file (.pt, .onnx, .xml or .tflite)"
+    kinds = ", ".join([".pt", *ENGINES_OF_SUFFIX])
+    return f"{path}: unsupported model file type '{path.suffix}' (expected {kinds})"
+
+
+def model_file_mb(path: str | Path) -> float:
+    """A model file's size on disk in MB (10^6 bytes), an OpenVINO .xml with its .bin weights."""
+    path = Path(path)
+    total = path.stat().st_size
+    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
+        total += path.with_suffix(".bin").stat().st_size
+    return total / 1e6
 
 
 def load_engine(
@@ -66,7 +84,7 @@ def load_engine(
     if not path.exists():
         raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")
     if path.suffix not in ENGINES_OF_SUFFIX:
-        raise ModelError(f"{path}: unsupported model file type '{path.suffix}'")
+        raise ModelError(_unsupported(path))
     return _load_exported(path, engine, threads or default_threads(), contract)
 
 
@@ -108,7 +126,7 @@ def read_exported_card(
 
     path = Path(path)
     if path.suffix not in ENGINES_OF_SUFFIX:
-        raise ModelError(f"{path}: unsupported model file type '{path.suffix}'")
+        raise ModelError(_unsupported(path))
     allowed = ENGINES_OF_SUFFIX[path.suffix]
     engine = open_engine(path, (available_engines(allowed) or list(allowed))[0], 1)
     card, origin = read_card(path, engine)

@@ -672,18 +672,26 @@ def _train(config, out_dir, resume, dist, console, progress, on_epoch_end) -> Tr
         config, out, card, model, criterion, optimizer, scheduler, loader, data, val_set, dist,
         threads,
     )  # fmt: skip
+    proceeds = True
     if resume:
         _restore(run, last)
-        say(f"resuming {last} at epoch {run.start_epoch + 1}/{cfg.epochs}")
+        planned = _planned_epochs(run)
+        proceeds = run.start_epoch < planned
+        if proceeds:
+            say(f"resuming {last} at epoch {run.start_epoch + 1}/{planned}")
+        else:
+            say(f"{last} has run all {planned} planned epochs: nothing left to train")
     if dist.enabled:
         run.model = DistributedDataParallel(model)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temporaries(out):
             say(f"removed {stale.name}, left half-written by a killed run")
-        atomic_write_text(
-            out / "config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-        )
+        if proceeds:  # a finished run keeps the config it was trained with
+            atomic_write_text(
+                out / "config.yaml",
+                yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
+            )
     barrier(dist)
     return fit(run, console=console, progress=progress, on_epoch_end=on_epoch_end)
 
@@ -694,6 +702,7 @@ def _restore(run: _Run, path: Path) -> None:
     state = data.get("train_state")
     if state is None:
         raise ModelError(f"{path}: no training state to resume from")
+    _check_same_epochs(run.config.train.epochs, state, path)
     run.model.load_state_dict(data["state_dict"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -702,3 +711,16 @@ def _restore(run: _Run, path: Path) -> None:
     run.best_miou = float(state["best_miou"])
     run.best_epoch = int(state["best_epoch"])
     run.history = list(state["history"])
+
+
+def _check_same_epochs(epochs: int, state: dict[str, Any], path: Path) -> None:
+    """Refuse to resume with another ``train.epochs``: the poly LR horizon, already partly decayed,
+    belongs to the checkpoint's plan, and silently keeping it would train nothing more."""
+    saved = (state.get("config") or {}).get("train", {}).get("epochs")
+    if saved is None or saved == epochs:
+        return
+    raise ConfigError(
+        f"{path}: --resume continues the checkpoint's schedule of train.epochs={saved}, not "
+        f"train.epochs={epochs}; to train longer, start a new run in another --out folder "
+        f"(train.backbone_weights={path} initialises its backbone from this one)"
+    )
