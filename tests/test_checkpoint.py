@@ -121,3 +121,19 @@ def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path):
         os.umask(old)
     mode = (tmp_path / "a.bin").stat().st_mode & 0o777
     assert mode == (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_inspect_counts_a_fixed_size_file_at_its_own_size(tiny_checkpoint, tmp_path):
+    """A .tflite runs at one size: its multiply-adds are counted there, not at 513."""
+    from atrous.inspection import inspect_model
+    from atrous.runtimes.litert_engine import litert_available
+
+    if not litert_available():
+        pytest.skip("ai-edge-litert is not installed")
+    from atrous.export import export_model
+
+    path, _, _ = tiny_checkpoint
+    result = export_model(path, "tflite", tmp_path / "m.tflite", size=(65, 65))
+    assert inspect_model(result.path)["input_size"] == [65, 65]
+    assert inspect_model(result.path, (129, 129))["input_size"] == [129, 129]
+    assert inspect_model(path)["input_size"] == [513, 513]

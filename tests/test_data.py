@@ -279,3 +279,8 @@ def test_synthetic_means_the_set_the_model_was_trained_on():
     card.provenance.notes["config"] = {"data": {"kind": "voc", "root": "VOC2012"}}
     data = open_dataset("synthetic", "val", card=card)
     assert len(data) == default.val_size and data[0].image.shape[0] == default.image_size
+
+
+def test_check_refuses_an_unknown_kind(folder):
+    with pytest.raises(InputError, match="--kind 'bogus'"):
+        check_dataset(folder, kind="bogus")

@@ -35,10 +35,13 @@ def describe_config(config: ModelConfig) -> dict[str, Any]:
 
 def inspect_model(
     source: str | Path,
-    input_size: tuple[int, int] = (513, 513),
+    input_size: tuple[int, int] | None = None,
     contract: list[str] | None = None,
 ) -> dict[str, Any]:
     """Everything ``atrous inspect`` shows, as a dict (checkpoint, plain state_dict or zoo name).
+
+    Multiply-adds are counted at ``input_size``; by default at the size a fixed-size file runs
+    at (a .tflite), else 513 x 513.
 
     For exported files the card comes from metadata, a sidecar or the inferred contract, with
     ``contract`` overrides (``key=value``) applied.
@@ -77,6 +80,10 @@ def inspect_model(
         raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")
     if config is not None:
         info["architecture"] = describe_config(config)
+        if input_size is None:
+            pre = card.preprocessing if card is not None else None
+            fixed = pre is not None and pre.resize == "fixed" and pre.size
+            input_size = (pre.size, pre.size) if fixed else (513, 513)
         cost = measure_cost(DeepLab(config), input_size)
         info["params"] = cost.params
         info["gmacs"] = cost.gmacs

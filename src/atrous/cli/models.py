@@ -66,12 +66,14 @@ def zoo(
 @app.command()
 def inspect(
     model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
-    size: str = typer.Option("513x513", help="input size for the multiply-add count (HxW)"),
+    size: str = typer.Option(
+        None, help="input size for the multiply-add count, HxW (513x513; a .tflite: its own)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print JSON"),
     contract: list[str] = typer.Option(None, help=CONTRACT_HELP),
 ) -> None:
     """Show a model's architecture, output stride, head, decoder, costs per stage and card."""
-    info = inspect_model(model, parse_size(size), contract)
+    info = inspect_model(model, parse_size(size) if size else None, contract)
     if json_out:
         print_json(info)
         return
@@ -80,7 +82,8 @@ def inspect(
         console.print(f"  {key:16s} {value}")
     if "params" in info:
         console.print(f"  {'parameters':16s} {info['params'] / 1e6:.3f} M")
-        console.print(f"  {'multiply-adds':16s} {info['gmacs']:.3f} G at {size}")
+        h, w = info["input_size"]
+        console.print(f"  {'multiply-adds':16s} {info['gmacs']:.3f} G at {h}x{w}")
     if "file_mb" in info:
         console.print(f"  {'file size':16s} {info['file_mb']:.2f} MB")
     if "macs_by_stage" in info:

@@ -110,7 +110,7 @@ def predict(
         raise InputError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     with Progress(console=console, transient=True, disable=len(files) < 2) as progress:
         task = progress.add_task("segmenting", total=len(files))
-        for path, stem in zip(files, output_stems(files), strict=True):
+        for index, (path, stem) in enumerate(zip(files, output_stems(files), strict=True)):
             image = read_image(path)
             try:
                 result = segmenter.predict(image)
@@ -123,9 +123,11 @@ def predict(
                 f"{k} {v:.0%}" for k, v in list(result.class_histogram(card.classes).items())[:4]
             )
             renamed = f" -> {stem}.png" if stem != path.stem else ""
+            # the first call also opens sessions and compiles kernels: say so beside its time
+            first = " (first image: includes warm-up)" if index == 0 and len(files) > 1 else ""
             progress.console.print(
                 f"{path.name}{renamed}: {image.shape[1]}x{image.shape[0]} "
-                f"{result.timings['total_ms'] - result.timings['decode_ms']:.1f} ms  "
+                f"{result.timings['total_ms'] - result.timings['decode_ms']:.1f} ms{first}  "
                 + escape(f"[{top}]"),
                 highlight=False,
             )

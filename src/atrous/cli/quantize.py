@@ -141,7 +141,9 @@ def quantize_command(
         extra["float_groups"] = result.mixed.float_groups
     _print_rows(rows, as_json, extra)
     if not as_json:
-        console.print(f"wrote {out}")
+        console.print(
+            f"wrote {out} (and {result.float_path}, the float model it was compared with)"
+        )
 
 
 def _quantize_litert(

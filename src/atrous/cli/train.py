@@ -15,7 +15,6 @@ from atrous.config import load_experiment
 from atrous.data import SegmentationDataset, open_dataset
 from atrous.errors import InputError
 
-DATASET_KINDS = ("voc", "cityscapes", "folder")
 SYNTHETIC_SPLITS = ("train", "val", "test")
 
 if TYPE_CHECKING:
@@ -35,8 +34,10 @@ def _config_path(config: str) -> Path:
 
 def _check_evaluate_options(kind: str | None, limit: int | None, plot: Path | None) -> None:
     """Refuse a bad --kind, --limit or --plot suffix before the model is loaded and run."""
-    if kind is not None and kind not in DATASET_KINDS:
-        raise InputError(f"--kind '{kind}': expected one of {', '.join(DATASET_KINDS)}")
+    from atrous.data.check import KINDS
+
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"--kind '{kind}': expected one of {', '.join(KINDS)}")
     if limit is not None and limit < 1:
         raise InputError(f"--limit: expected a positive number of images, got {limit}")
     if plot is not None:
