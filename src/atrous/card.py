@@ -62,5 +62,9 @@ def card_from_json(text: str | bytes | dict[str, Any], source: str = "model") ->
         data = json.loads(text) if isinstance(text, str | bytes) else text
         return ModelCard.model_validate(data)
     except (ValueError, ValidationError) as exc:
-        first = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        first = str(exc)
+        if isinstance(exc, ValidationError):
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            first = f"{where}: {error['msg']}" if where else error["msg"]
         raise ModelError(f"{source}: malformed model card: {first}") from None
