@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from atrous.errors import AtrousError
+from atrous.errors import AtrousError, InputError
 
 if TYPE_CHECKING:
     from atrous.card import ModelCard
@@ -55,6 +55,13 @@ def card_if_synthetic(model: str, *data: str | None) -> ModelCard | None:
     from atrous.runtimes import load_engine
 
     return load_engine(model, "onnxruntime" if Path(model).suffix == ".onnx" else "torch")[1]
+
+
+def check_threads(threads: int | None) -> int | None:
+    """--threads as given (None: all cores); below 1 it is refused in one line before any work."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads: expected a positive number of threads, got {threads}")
+    return threads
 
 
 def _fmt(value: Any) -> str:

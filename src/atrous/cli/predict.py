@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from atrous.cli._app import app, console
-from atrous.cli.bench import parse_ints
+from atrous.cli._app import app, check_threads, console
 from atrous.cli.models import CONTRACT_HELP
 from atrous.data.io import read_image, write_mask_png
 from atrous.errors import InputError
@@ -64,13 +63,6 @@ def output_stems(files: list[Path]) -> list[str]:
         taken.add(name.casefold())
         names.append(name)
     return names
-
-
-def check_threads(threads: int | None) -> int | None:
-    """--threads as given (None: all cores); below 1 it is refused with bench's one-line error."""
-    if threads is not None:
-        parse_ints(str(threads), "threads")
-    return threads
 
 
 def check_out_folder(out: Path) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from atrous.cli._app import app, console
-from atrous.cli.predict import check_threads
+from atrous.cli._app import app, check_threads, console
 from atrous.errors import ConfigError
 
 

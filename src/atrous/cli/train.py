@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from atrous._atomic import atomic_write_text
-from atrous.cli._app import app, console, print_json, print_table
-from atrous.cli.predict import check_threads
+from atrous.cli._app import app, check_threads, console, print_json, print_table
 from atrous.config import load_experiment
 from atrous.data import SegmentationDataset, open_dataset
 from atrous.errors import InputError

@@ -76,7 +76,6 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int,
 class _Writer:
     """Collects tensors, buffers, operator codes and operators of one subgraph."""
 
-    graph: onnx.GraphProto
     shapes: dict[str, tuple[int, ...]]
     types: dict[str, int]
     constants: dict[str, np.ndarray]
@@ -511,7 +510,7 @@ def onnx_to_tflite(proto: onnx.ModelProto) -> bytes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
-    writer = _Writer(graph, shapes, types, constants)
+    writer = _Writer(shapes, types, constants)
     source = next(i for i in graph.input if i.name not in constants)
     shape = shapes[source.name]
     if len(shape) != 4 or shape[1] != 3:
