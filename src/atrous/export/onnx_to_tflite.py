@@ -551,8 +551,8 @@ def quantize_tflite(
 ) -> bytes:
     """Full-integer int8 of a float .tflite with LiteRT's calibrator: per-channel int8 weights,
     int8 activations calibrated on ``samples`` (NHWC float batches as the model takes them),
-    ``io_dtype`` (int8, uint8 or float32) at the input and the float outputs. (Per-tensor
-    weights are not offered: LiteRT's quantizer rejects them for depthwise convolutions.)
+    ``io_dtype`` (int8, uint8 or float32) at the input and at the float outputs (the logits).
+    Per-tensor weights are not offered: LiteRT's quantizer rejects them on depthwise layers.
 
     Raises:
         ModelError: no samples, or the quantizer refused the model.

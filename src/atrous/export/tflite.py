@@ -51,8 +51,9 @@ def export_tflite(
 ) -> Path:
     """Write ``model`` as a fixed-size .tflite (NHWC float input) with the card in metadata.
 
-    ``precision='int8'``: full-integer (int8 input, weights, activations and float outputs),
-    calibrated on ``calibration`` (dataset samples or RGB arrays); weights per channel.
+    ``precision='int8'``: full-integer (int8 input, logits, weights and activations; labels
+    stay int32), calibrated on ``calibration`` (dataset samples or RGB arrays); weights per
+    channel.
 
     Raises:
         ModelError: LiteRT missing, a non-square size, no calibration images for int8, or a
