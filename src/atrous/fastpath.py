@@ -583,7 +583,7 @@ def export_fast(
     """Export the fast graph of a checkpoint or zoo model (fp32, or int8 calibrated on
     ``calibration``) and measure its pixel agreement with the float PyTorch path on ``check``
     held-out images (the calibration items after the first ``num``, else synthetic images)."""
-    from atrous.export.parity import synthetic_image
+    from atrous.export.parity import held_out_agreement, synthetic_image
     from atrous.export.pipeline import load_source
     from atrous.quantize.ptq import image_of
     from atrous.runtimes.torch_engine import TorchEngine
@@ -608,8 +608,9 @@ def export_fast(
     engine, written = load_engine(out, "onnxruntime", threads)
     fast = Segmenter(engine, written)
     ref = Segmenter(TorchEngine(net, threads), card)
-    agree = [float((fast.predict(im).mask == ref.predict(im).mask).mean()) for im in held]
-    return FastExport(out, written, precision, label_stride, float(np.mean(agree)), len(held))
+    rows = held_out_agreement(ref, fast, held).rows
+    agreement = float(np.mean([r.agreement for r in rows]))
+    return FastExport(out, written, precision, label_stride, agreement, len(held))
 
 
 def _cache_key(model: nn.Module, card: ModelCard, label_stride: int) -> str:

@@ -159,6 +159,7 @@ def _quantize_litert(
     as_json: bool,
 ) -> None:
     """Float and int8 .tflite files of ``model`` at one size, then the side-by-side table."""
+    from atrous.bench.cost import measure_cost
     from atrous.export.pipeline import load_source
     from atrous.export.tflite import export_tflite
     from atrous.quantize.compare import Variant, compare
@@ -177,7 +178,7 @@ def _quantize_litert(
         export_tflite(
             net, card_of_model, out, size=(side, side), precision="int8", calibration=items
         )
-    macs = _macs(model, (side, side))
+    macs = measure_cost(net, (side, side)).macs  # the model is loaded already
     rows = compare(
         [
             Variant("float (.tflite)", float_path, macs),

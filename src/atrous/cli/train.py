@@ -33,10 +33,9 @@ def _config_path(config: str) -> Path:
 
 def _check_evaluate_options(kind: str | None, limit: int | None, plot: Path | None) -> None:
     """Refuse a bad --kind, --limit or --plot suffix before the model is loaded and run."""
-    from atrous.data.check import KINDS
+    from atrous.data.check import check_kind
 
-    if kind is not None and kind not in KINDS:
-        raise InputError(f"--kind '{kind}': expected one of {', '.join(KINDS)}")
+    check_kind(kind)
     if limit is not None and limit < 1:
         raise InputError(f"--limit: expected a positive number of images, got {limit}")
     if plot is not None:

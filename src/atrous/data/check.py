@@ -15,7 +15,7 @@ from atrous.data.dataset import IGNORE_INDEX, FileDataset
 from atrous.data.io import read_image, read_mask
 from atrous.errors import InputError
 
-__all__ = ["KINDS", "CheckReport", "check_dataset", "detect_kind"]
+__all__ = ["KINDS", "CheckReport", "check_dataset", "check_kind", "detect_kind"]
 
 
 @dataclass
@@ -62,6 +62,12 @@ LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 KINDS = ("voc", "cityscapes", "folder")  # the on-disk layouts detect_kind tells apart
 
 
+def check_kind(kind: str | None) -> None:
+    """Refuse a dataset ``kind`` that is not one of the on-disk layouts (None: detect it)."""
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"--kind '{kind}': expected one of {', '.join(KINDS)}")
+
+
 def detect_kind(root: str | Path) -> str:
     """Guess the layout of ``root``: 'voc', 'cityscapes' or 'folder'."""
     root = Path(root)
@@ -98,8 +104,7 @@ def check_dataset(
 ) -> CheckReport:
     """Check every (image, mask) pair of a dataset; return a report (raises only if unopenable)."""
     root = Path(root)
-    if kind is not None and kind not in KINDS:
-        raise InputError(f"--kind '{kind}': expected one of {', '.join(KINDS)}")
+    check_kind(kind)
     kind = kind or detect_kind(root)
     dataset = _open_dataset(root, kind, split)
     n = len(dataset.classes)

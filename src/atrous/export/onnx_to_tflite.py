@@ -123,7 +123,8 @@ class _Writer:
         return self.activation(name, nhwc, _tensor_type(self.types[name]))
 
     def input_of(self, node: onnx.NodeProto, name: str) -> int:
-        """The TFLite tensor holding ``name``: computed before, or a constant laid out NHWC."""
+        """The TFLite tensor holding ``name``: computed before, or a constant laid out NHWC (its
+        first reader writes it)."""
         if name in self.index:
             return self.index[name]
         if name in self.constants:
@@ -132,7 +133,8 @@ class _Writer:
                 value = value.astype(np.float32)
             if value.ndim and value.size > 1 and value.ndim <= 4:
                 value = value.reshape((1,) * (4 - value.ndim) + value.shape).transpose(0, 2, 3, 1)
-            return self.constant(name, value)
+            self.index[name] = self.constant(name, value)  # written once, however many readers
+            return self.index[name]
         raise ModelError(f"node {node.name or node.op_type}: input '{name}' is not available")
 
     # -- operators -----------------------------------------------------------------------------
