@@ -30,7 +30,7 @@ from atrous.bench.latency import BenchResult, BenchTarget, benchmark, with_input
 from atrous.bench.profile import profile_segmenter
 from atrous.export.onnx import export_onnx
 from atrous.export.parity import diversify, sample_batch, synthetic_image
-from atrous.fastpath import DEFAULT_LABEL_STRIDE, export_fast_int8, export_fast_onnx
+from atrous.fastpath import DEFAULT_LABEL_STRIDE, export_fast_int8, export_fast_onnx, fast_engine
 from atrous.models import default_card, get_model
 from atrous.runtimes import TorchEngine, load_engine
 from atrous.runtimes.openvino_engine import OpenVinoEngine
@@ -41,28 +41,27 @@ NOTES = """## Notes
 
 Reading the tables:
 
-- The default path is the int8 fast graph: uint8 RGB pixels in, planar (the host de-interleaves
-  the decoded image while it pads it, cheaper than a transpose in the graph); the input
-  normalisation folded into the stem convolution (its zero padding becomes a one-pixel border of
-  the mean colour that the host writes while it pads the image, so image borders stay right);
-  internal channel groups padded with zero channels to multiples of 16 (exact: MobileNetV2 0.5's
-  72 hidden channels become 80, which ONNX Runtime's kernels run without a remainder loop); the
-  network statically quantized for ONNX Runtime (BN folded and biases corrected in PyTorch
-  first; uint8 activations, per-channel int8 weights; ASPP image pooling as a quantized
-  GlobalAveragePool whose features enter the projection as a per-image bias, so no pooled map is
-  broadcast and concatenated); the 1x1 classifier as one MatMulIntegerToFloat on the head's
-  uint8 output (int8 weights, float logits without a dequantized copy of the head's output) at
-  the network's resolution. The host computes the labels at 1/2 of the input with
-  `atrous.upsample.sparse_upsample_argmax` (the labels of a bilinear upsample + argmax,
-  interpolating the 21 scores only where the four low-resolution neighbours disagree) and writes
-  each as a 2x2 block of the full-size mask in the same pass. `atrous export MODEL --fast
-  --calib DATA` writes it. ONNX Runtime runs it with a session whose input dimensions are pinned
-  once a size repeats, and with worker threads that stop spinning after each run.
+- The default path is the int8 fast graph on OpenVINO: uint8 RGB pixels in, channels-last
+  (the decoded image is copied into the padded canvas as it is; the transpose merges into the
+  CPU plugin's own first reorder); the input normalisation folded into the stem convolution
+  (its zero padding becomes a one-pixel border of the mean colour that the host writes while it
+  pads the image, so image borders stay right); internal channel groups padded with zero
+  channels to multiples of 16 (exact); ASPP image pooling as a GlobalAveragePool whose features
+  enter the projection as a per-image bias (no pooled map broadcast and concatenated); BN folded
+  and biases corrected for int8 weight rounding in PyTorch, then the whole network quantized by
+  NNCF (symmetric uint8 activations, per-channel int8 weights; depthwise layers included) down
+  to float logits at the network's resolution. The host computes the labels at 1/2 of the input
+  with `atrous.upsample.sparse_upsample_argmax` (the labels of a bilinear upsample + argmax,
+  interpolating the 21 scores only where the four low-resolution neighbours disagree) and
+  writes each as a 2x2 block of the full-size mask in the same pass. `atrous export MODEL
+  --fast --calib DATA` writes it (`-o x.onnx` gives the ONNX Runtime build of the same graph,
+  "atrous fast int8 (ORT)"). The engine compiles the model for the input shape once a size
+  repeats.
 - The tail's cost depends on the label map: the random weights timed here change class at
   almost every low-resolution cell (98% of cells are boundaries: the kernel's worst case, ~2 ms
   at 513), a trained model's maps have boundaries in ~10-20% of cells (~0.3-0.5 ms).
 - The first table interleaves every configuration run by run (A, B, C, ... A, B, C), so
-  ratios hold on a noisy machine; each sample of a path then starts with caches that 27 other
+  ratios hold on a noisy machine; each sample of a path then starts with caches that 31 other
   configurations have just used. "The default path alone" measures it back to back in the same
   run, as a process serving only this model runs it; the 15 ms target is checked on that figure
   and the interleaved one is given beside it.
@@ -79,8 +78,23 @@ Reading the tables:
   minutes without any stolen time (other tenants' cache and memory traffic); compare paths
   within one run.
 
-Where the time goes in the default path at 513x513 (the graph runs at 520x520, the image padded
-to a multiple of 8; ONNX Runtime profile in a quiet minute, ms): int8 convolutions ~7.4, the
+Changed on 2026-11-29 (morning): the default path moved from ONNX Runtime to OpenVINO, which
+runs the same int8 graph's network in ~0.7x the time (10.8 against 15.0 ms interleaved, 513x513,
+2 threads). Earlier stops measured OpenVINO int8 at 25-50 ms and dropped it; the cause was in
+how the IR was made, not in the plugin. OpenVINO's ONNX reader gives each depthwise weight as
+a Reshape of a constant, and NNCF, quantizing that, chose one scale per channel *and kernel
+column* (shape [C,1,1,1,3]); the CPU plugin cannot run such weights in int8, so every depthwise
+layer ran in float between int8 layers, with reorders around each (per-layer counters:
+`brgconv_avx512_dw_f32`). `openvino.convert_model` folds the Reshape first; NNCF then gives one
+scale per output channel and the plugin runs the depthwise layers in int8
+(`brgconv_avx512_dw_I8`; a test checks both). Symmetric activations (NNCF's performance preset)
+ran 0.87x the asymmetric ones; a static shape 0.9x a dynamic one (hence the per-shape compile);
+channels-last input 0.89x planar. Unlike ONNX Runtime's, OpenVINO's int8 kernels also win on the
+narrow stem and first block, so nothing stays float but the logits. Accuracy on the demo model:
+-0.19 mIoU, against -0.32 for the ONNX Runtime build.
+
+Where the time went in the ONNX Runtime build at 513x513 (the graph runs at 520x520, the image
+padded to a multiple of 8; ONNX Runtime profile in a quiet minute, ms): int8 convolutions ~7.4, the
 float stem and first block ~2.1-2.5 (int8 there measured 2-3x slower; ONNX Runtime's int8
 kernels lose on 8-16 channels at 1/2 resolution), the uint8 -> float cast ~0.4, the float/int8
 boundary (blocked-layout reorder, quantize, transpose) ~0.9; outside the graph, JPEG decode
@@ -129,7 +143,8 @@ Tried this session and not kept (measured here): the stem in int8 on the raw pix
 1.0 float), float depthwise islands in the int8 graph (+15%), OpenVINO on the QDQ graph or on an
 NNCF int8 IR of the fast graph (25-26 ms), a uint8 Resize of the logits (2x slower than float),
 TopK instead of ArgMax (3x slower), a space-to-depth stem (slower), normalisation as a
-per-channel DequantizeLinear (slower than Cast + 1x1 conv).
+per-channel DequantizeLinear (slower than Cast + 1x1 conv). (The OpenVINO figure was an IR whose
+depthwise layers ran in float; see "Changed on 2026-11-29 (morning)".)
 
 Tried on 2026-11-29 and not kept: the stem on a space-to-depth input (2x2 conv over 12
 channels, exact): in int8 the graph gained 0.6 ms but the host's rearrangement cost 1.3 ms and
@@ -191,8 +206,16 @@ def quantize_naive(source: Path, path: Path, card, sizes: list[int]) -> Path:
     return path
 
 
-DEFAULT = f"atrous fast int8, labels 1/{DEFAULT_LABEL_STRIDE} (default)"
+DEFAULT = f"atrous fast int8 (OpenVINO), labels 1/{DEFAULT_LABEL_STRIDE} (default)"
+FAST_ORT = f"atrous fast int8 (ORT), labels 1/{DEFAULT_LABEL_STRIDE}"
 TRAINED = "default path, trained weights (demo model widened to 21 classes)"
+
+
+def open_fast(path: Path, threads: int) -> Segmenter:
+    """A Segmenter on a fast graph, on the engine its suffix names (.xml OpenVINO, .onnx ORT)."""
+    cv2.setNumThreads(1)
+    engine, loaded = load_engine(path, fast_engine(path), threads)
+    return Segmenter(engine, loaded)
 
 
 def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, Any]:
@@ -205,12 +228,14 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
     fast = export_fast_onnx(model, card, tmp / "fast.onnx", label_stride=DEFAULT_LABEL_STRIDE)
     fast1 = export_fast_onnx(model, card, tmp / "fast_s1.onnx", label_stride=1)
     photos = [synthetic_image(s, s, seed=i) for i, s in enumerate(sizes * 8)]
-    fast_int8 = export_fast_int8(model, card, tmp / "fast_int8.onnx", photos, num=len(photos))
+    fast_ort = export_fast_int8(model, card, tmp / "fast_int8.onnx", photos, num=len(photos))
+    fast_ov = export_fast_int8(model, card, tmp / "fast_int8.xml", photos, num=len(photos))
+
+    def fast_target(label: str, path: Path) -> BenchTarget:
+        return BenchTarget(label, lambda threads: open_fast(path, threads), path)
 
     def onnx_target(label: str, path: Path) -> BenchTarget:
         def open_(threads: int) -> Segmenter:
-            if "fast" in path.name:
-                cv2.setNumThreads(1)
             engine, loaded = load_engine(path, "onnxruntime", threads)
             return Segmenter(engine, loaded)
 
@@ -225,9 +250,10 @@ def build_targets(tmp: Path, sizes: list[int]) -> tuple[list[BenchTarget], Any, 
             lambda t: Segmenter(OpenVinoEngine(plain, t, precision="f32"), card),
             plain,
         ),
-        onnx_target("atrous fast fp32, labels 1/1", fast1),
-        onnx_target(f"atrous fast fp32, labels 1/{DEFAULT_LABEL_STRIDE}", fast),
-        onnx_target(DEFAULT, fast_int8),
+        fast_target("atrous fast fp32 (ORT), labels 1/1", fast1),
+        fast_target(f"atrous fast fp32 (ORT), labels 1/{DEFAULT_LABEL_STRIDE}", fast),
+        fast_target(FAST_ORT, fast_ort),
+        fast_target(DEFAULT, fast_ov),
     ]
     return targets, model, card
 
@@ -266,21 +292,21 @@ def trained_accuracy(checkpoint: Path, tmp: Path, calib_num: int = 32) -> list[l
     calib = [build_dataset(data, "train")[i] for i in range(calib_num)]
     paths = {
         "float PyTorch (eager)": None,
-        f"atrous fast fp32, labels 1/{DEFAULT_LABEL_STRIDE}": export_fast_onnx(
+        f"atrous fast fp32 (ORT), labels 1/{DEFAULT_LABEL_STRIDE}": export_fast_onnx(
             net, card, tmp / "t_fast.onnx"
         ),
-        "atrous fast int8, labels 1/1": export_fast_int8(
+        "atrous fast int8 (ORT), labels 1/1": export_fast_int8(
             net, card, tmp / "t_int8_s1.onnx", calib, label_stride=1, num=calib_num
         ),
-        DEFAULT: export_fast_int8(net, card, tmp / "t_int8.onnx", calib, num=calib_num),
+        FAST_ORT: export_fast_int8(net, card, tmp / "t_int8.onnx", calib, num=calib_num),
+        "atrous fast int8 (OpenVINO), labels 1/1": export_fast_int8(
+            net, card, tmp / "t_int8_s1.xml", calib, label_stride=1, num=calib_num
+        ),
+        DEFAULT: export_fast_int8(net, card, tmp / "t_int8.xml", calib, num=calib_num),
     }
     rows, base = [], None
     for label, path in paths.items():
-        if path is None:
-            seg = Segmenter(TorchEngine(net, 2), card)
-        else:
-            engine, loaded = load_engine(path, "onnxruntime", 2)
-            seg = Segmenter(engine, loaded)
+        seg = Segmenter(TorchEngine(net, 2), card) if path is None else open_fast(path, 2)
         miou = 100 * evaluate(seg, val, progress=False).miou
         base = miou if base is None else base
         rows.append([label, miou, miou - base])
@@ -481,21 +507,19 @@ def main() -> None:
         )
         result.to_json(args.out.with_suffix(".json"))
         # the default path alone, back to back: what a process serving only this model sees
-        # (in the interleaved run above, 4 x 7 - 1 other configurations run between two of its
+        # (in the interleaved run above, 4 x 8 - 1 other configurations run between two of its
         # samples and take its weights and buffers out of the caches); with --checkpoint also
         # on trained weights, whose label maps set the cost of the host-side tail
-        alone_targets = [targets[6]]
+        default = next(t for t in targets if t.label == DEFAULT)
+        alone_targets = [default]
         if args.checkpoint:
             photos = [synthetic_image(s, s, seed=i) for i, s in enumerate(sizes * 8)]
             trained_path = export_fast_int8(
-                trained_at_21_classes(args.checkpoint), card, Path(tmp) / "t21.onnx", photos
+                trained_at_21_classes(args.checkpoint), card, Path(tmp) / "t21.xml", photos
             )
-
-            def open_trained(threads: int) -> Segmenter:
-                engine, loaded = load_engine(trained_path, "onnxruntime", threads)
-                return Segmenter(engine, loaded)
-
-            alone_targets.append(BenchTarget(TRAINED, open_trained, trained_path))
+            alone_targets.append(
+                BenchTarget(TRAINED, lambda t: open_fast(trained_path, t), trained_path)
+            )
         alone = benchmark(
             alone_targets, sizes=sizes, threads=[2], runs=args.runs, warmup=args.warmup
         )
@@ -504,7 +528,7 @@ def main() -> None:
         ]
         profiles = {
             DEFAULT: profile_segmenter(
-                targets[6].open(2), model_file=targets[6].model_file, size=sizes[0], runs=args.runs
+                default.open(2), model_file=default.model_file, size=sizes[0], runs=args.runs
             ),
             "ORT fp32 (plain export)": profile_segmenter(
                 targets[1].open(2), model_file=targets[1].model_file, size=sizes[0], runs=args.runs

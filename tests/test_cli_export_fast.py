@@ -53,3 +53,30 @@ def test_export_fast_int8_reports_agreement(tmp_path):
     )
     assert result.images_checked == 2 and 0.0 <= result.agreement <= 1.0
     assert read_onnx_card(result.path).provenance.notes["fast_path"]["precision"] == "int8"
+
+
+def test_export_fast_int8_openvino_from_cli(tmp_path):
+    out = tmp_path / "fast.xml"
+    result = runner.invoke(
+        app,
+        ["export", "deeplabv3_mnv2_dm05_os16", "--fast", "--calib", "synthetic", "--num", "4"]
+        + ["-o", str(out), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["engine"] == "openvino" and report["precision"] == "int8"
+    assert report["images_checked"] == 8 and out.with_suffix(".bin").exists()
+    seg = Segmenter.from_file(out, engine="auto", threads=1)
+    assert seg.engine.describe()["engine"] == "openvino"
+    assert seg.card.provenance.notes["fast_path"]["engine"] == "openvino"
+    assert seg.predict(np.zeros((40, 50, 3), np.uint8)).mask.shape == (40, 50)
+
+
+def test_export_fast_refuses_fp32_openvino_and_other_suffixes(tmp_path):
+    for name, message in (("f.xml", "is int8; write fp32 as .onnx"), ("f.tflite", ".xml")):
+        result = runner.invoke(
+            app, ["export", "deeplabv3_mnv2_dm05_os16", "--fast", "-o", str(tmp_path / name)]
+        )
+        assert isinstance(result.exception, ModelError), result.output
+        assert message in str(result.exception) and "\n" not in str(result.exception)
+        assert not list(tmp_path.iterdir())

@@ -117,6 +117,18 @@ def test_real_measurement_on_a_tiny_model_and_report(tmp_path, tiny_checkpoint):
     assert html.count("data:image/png;base64,") == 1 and "recommended" in html
 
 
+def test_int8_candidate_is_the_openvino_fast_graph(tmp_path, tiny_checkpoint):
+    from atrous.bench.optimize import open_candidate
+    from atrous.export.parity import synthetic_image
+
+    path, *_ = tiny_checkpoint
+    calib = [synthetic_image(65, 65, seed=i) for i in range(3)]
+    seg = open_candidate(Candidate(str(path), size=65, precision="int8"), tmp_path, calib)
+    assert seg.engine.describe()["engine"] == "openvino"
+    assert [p.suffix for p in tmp_path.glob("*-int8.*")] in ([".xml", ".bin"], [".bin", ".xml"])
+    assert seg.predict(np.zeros((40, 50, 3), np.uint8)).mask.shape == (40, 50)
+
+
 @pytest.mark.slow
 def test_real_optimize_on_synthetic_data(tmp_path, tiny_checkpoint):
     """mIoU from the evaluator and latency from the benchmark, for two real candidates."""

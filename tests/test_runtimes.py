@@ -56,6 +56,27 @@ def test_ort_engine_pins_repeated_shapes_in_sessions_of_their_own(exported):
     assert list(engine._fixed) == [(1, 3, 64, 96)] and plain._fixed == {}
 
 
+def test_openvino_engine_compiles_repeated_shapes_of_a_dynamic_model(exported):
+    from atrous.runtimes.openvino_engine import OpenVinoEngine
+
+    engine = OpenVinoEngine(exported[0], threads=1, specialize=1)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    b = rng.standard_normal((1, 3, 32, 48)).astype(np.float32)
+    first = engine.run(a)  # first sight: the dynamic model
+    assert engine._fixed == {}
+    second = engine.run(a)  # seen again: compiled with height and width fixed
+    fixed = engine._fixed[(1, 3, 64, 96)]
+    assert list(fixed.get_compiled_model().inputs[0].get_shape()) == [1, 3, 64, 96]
+    np.testing.assert_allclose(second, first, rtol=1e-4, atol=1e-4)
+    plain = OpenVinoEngine(exported[0], threads=1, specialize=0)
+    for _ in range(3):  # the limit is reached: other sizes stay on the dynamic model
+        np.testing.assert_allclose(engine.run(b), plain.run(b), rtol=1e-4, atol=1e-4)
+    assert list(engine._fixed) == [(1, 3, 64, 96)] and plain._fixed == {}
+    ref = Segmenter(TorchEngine(exported[1], 1), exported[2]).engine.run(a)
+    np.testing.assert_allclose(second, ref, rtol=1e-3, atol=1e-3)
+
+
 def test_segmenter_on_onnx_gives_the_torch_mask(exported):
     path, model, card = exported
     image = synthetic_image(70, 90, seed=4)

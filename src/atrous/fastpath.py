@@ -1,21 +1,24 @@
-"""The fast CPU path: one ONNX graph from uint8 pixels to low-resolution logits, run by ONNX
-Runtime, and a sparse upsample + argmax on the host.
+"""The fast CPU path: one graph from uint8 pixels to low-resolution logits, run by OpenVINO
+(int8 IR) or ONNX Runtime (ONNX), and a sparse upsample + argmax on the host.
 
 What it removes from the plain path (network in PyTorch eager, float NCHW input, 21-channel logits
 upsampled to full resolution, argmax in Python):
 
-- eager PyTorch: ONNX Runtime with all graph optimizations folds BatchNorm, fuses Conv+ReLU6 and
-  runs blocked (NCHWc) kernels; ``export_fast_int8`` quantizes the network statically;
+- eager PyTorch: the engines fold BatchNorm, fuse Conv+ReLU6 and run blocked kernels;
+  ``export_fast_int8`` quantizes the network statically: for OpenVINO (.xml, the fastest here:
+  its CPU plugin has int8 depthwise kernels) with NNCF, for ONNX Runtime (.onnx) as QDQ;
 - kernel remainder loops: internal channel groups (MobileNetV2's 72 hidden channels at width
   0.5) are padded with zero channels to multiples of 16, the SIMD block (exact; see
   :mod:`atrous.quantize.channel_padding`);
-- float preprocessing in Python: the graph takes uint8 RGB pixels, planar (N, 3, H, W): the
-  host de-interleaves the decoded image while it pads it, in one pass that costs less than the
-  in-graph transpose it replaces; the int8 graph folds mean/std into its first convolution;
+- float preprocessing in Python: the graph takes uint8 RGB pixels. The ONNX Runtime graph
+  takes them planar (N, 3, H, W): the host de-interleaves the decoded image while it pads it, in
+  one pass that costs less than ONNX Runtime's in-graph transpose; the OpenVINO IR takes them
+  channels-last, as decoded (its plugin merges the transpose into its first reorder). The int8
+  graphs fold mean/std into their first convolution;
 - the broadcast image-pooling map of the ASPP head: its features enter the projection as a
   per-image bias (``PooledBiasASPP``, exact), so nothing is broadcast or concatenated;
-- the float classifier of the int8 graph: one integer matrix product on the head's uint8
-  output with float logits out (``integer_classifier``);
+- the float classifier of the int8 ONNX Runtime graph: one integer matrix product on the head's
+  uint8 output with float logits out (``integer_classifier``);
 - the full-resolution logit upsample: the graph ends at the logits (1/16 of the input for an
   OS16 model); the Segmenter computes labels at 1/``label_stride`` of the input with
   ``atrous.upsample.sparse_upsample_argmax``, which interpolates the class scores only where
@@ -63,6 +66,7 @@ __all__ = [
     "integer_classifier",
     "FastExport",
     "fast_segmenter",
+    "fast_engine",
     "LABEL_STRIDES",
     "DEFAULT_LABEL_STRIDE",
 ]
@@ -72,6 +76,7 @@ LABEL_STRIDES = (1, 2, 4, 8)
 # (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
 DEFAULT_LABEL_STRIDE = 2
 FAST_GRAPH_VERSION = 4  # bump when the graph export changes what a cached graph computes
+FAST_SUFFIXES = {".xml": "openvino", ".onnx": "onnxruntime"}
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
 
@@ -237,6 +242,15 @@ def export_fast_onnx(
     return path
 
 
+def fast_engine(path: str | Path) -> str:
+    """The engine an int8 fast graph at ``path`` is built for, from its suffix: OpenVINO IR
+    (.xml) or ONNX Runtime (.onnx)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FAST_SUFFIXES:
+        raise ModelError(f"{path}: a fast graph is written as .xml (OpenVINO) or .onnx")
+    return FAST_SUFFIXES[suffix]
+
+
 def quantize_fast_onnx(
     source: str | Path,
     path: str | Path,
@@ -245,13 +259,16 @@ def quantize_fast_onnx(
     *,
     preprocess: bool = True,
 ) -> Path:
-    """Static int8 (QDQ, uint8 activations, per-channel int8 weights) of a fast graph.
+    """Static int8 of a fast graph (ONNX at ``source``) for the engine ``path`` names.
 
-    ``calibration``: uint8 planar batches preprocessed with ``card``, the fast graph's card (its
-    label stride is recorded with precision int8); they get the border that folding the input
-    normalisation asks for. ``preprocess`` runs ONNX Runtime's optimisation and shape-inference
-    pre-pass first.
+    .onnx: QDQ for ONNX Runtime (uint8 activations, per-channel int8 weights); .xml: OpenVINO
+    IR quantized by NNCF (symmetric activations, per-channel weights), whose CPU plugin runs
+    the depthwise layers in int8 too. ``calibration``: uint8 planar batches preprocessed with
+    ``card``, the fast graph's card (its label stride is recorded with precision int8); they
+    get the border that folding the input normalisation asks for. ``preprocess`` runs ONNX
+    Runtime's optimisation and shape-inference pre-pass first (ONNX Runtime only).
     """
+    engine = fast_engine(path)
     import tempfile
 
     from atrous.export.onnx import proto_card
@@ -266,6 +283,8 @@ def quantize_fast_onnx(
             border, fill = pre.border, np.asarray(pre.pad_value, np.uint8)
             if border:
                 calibration = [_bordered(b, border, fill) for b in calibration]
+        if engine == "openvino":
+            return _quantize_fast_openvino(source, Path(path), calibration, card)
         return _quantize_fast(proto, source, path, calibration, card, preprocess, border)
 
 
@@ -319,6 +338,36 @@ def _quantize_fast(
         with atomic_path(path) as tmp:
             onnx.save(quantized, str(tmp))
     return path
+
+
+def _quantize_fast_openvino(
+    source: Path, path: Path, calibration: list[np.ndarray], card: ModelCard
+) -> Path:
+    """The (possibly folded) fast graph at ``source`` quantized by NNCF as OpenVINO IR.
+
+    Everything is int8 but the logits: unlike ONNX Runtime's, the CPU plugin's int8 kernels
+    beat its float ones on the narrow 1/2-resolution layers too, and its classifier takes
+    uint8 features to float logits (none are rounded to uint8, so no argmax ties). The IR
+    takes channels-last pixels; ``calibration`` stays planar (NNCF runs the planar model).
+    """
+    from atrous.quantize.nncf_ptq import quantize_openvino
+
+    fast_notes = card.provenance.notes.get("fast_path", {})
+    stride = int(fast_notes.get("label_stride", DEFAULT_LABEL_STRIDE))
+    notes = {
+        "fast_path": {
+            **fast_notes,
+            "precision": "int8",
+            "label_stride": stride,
+            "engine": "openvino",
+            "input": "uint8 RGB (N, H, W, 3) pixels",
+        }
+    }
+    # channels-last input: the decoded image is copied as it is, and the plugin's own first
+    # reorder takes the transpose (planar input cost ~1 ms more at 513x513, host and graph)
+    return quantize_openvino(
+        source, calibration, path, preset="performance", notes=notes, input_layout="NHWC"
+    )
 
 
 def integer_classifier(proto: onnx.ModelProto) -> bool:
@@ -524,7 +573,8 @@ def export_fast_int8(
 ) -> Path:
     """Write the int8 fast graph of ``model``: BN folded and biases corrected for int8 weight
     rounding in PyTorch, exported as a fast graph, then statically quantized with ``num``
-    calibration images (dataset samples or RGB arrays) preprocessed as at inference.
+    calibration images (dataset samples or RGB arrays) preprocessed as at inference, for the
+    engine ``path`` names (.xml: OpenVINO, .onnx: ONNX Runtime; see ``quantize_fast_onnx``).
     ``channel_multiple``: see ``export_fast_onnx`` (1 keeps the model's channel counts).
 
     ``model`` is not modified (a copy is prepared).
@@ -533,6 +583,8 @@ def export_fast_int8(
     import tempfile
 
     from atrous.quantize.pipeline import prepare_for_int8
+
+    fast_engine(path)  # an unknown suffix fails before any work
     from atrous.quantize.ptq import calibration_batches
 
     images = list(itertools.islice(iter(images), num))
@@ -565,6 +617,7 @@ class FastExport:
     card: ModelCard
     precision: str
     label_stride: int
+    engine: str  # the runtime the file is built for: openvino (.xml) or onnxruntime (.onnx)
     agreement: float  # pixel agreement with the float PyTorch Segmenter on held-out images
     images_checked: int
 
@@ -582,7 +635,11 @@ def export_fast(
 ) -> FastExport:
     """Export the fast graph of a checkpoint or zoo model (fp32, or int8 calibrated on
     ``calibration``) and measure its pixel agreement with the float PyTorch path on ``check``
-    held-out images (the calibration items after the first ``num``, else synthetic images)."""
+    held-out images (the calibration items after the first ``num``, else synthetic images).
+
+    ``out`` names the engine: .xml is an int8 OpenVINO IR (the fastest on x86 CPUs), .onnx an
+    fp32 or int8 ONNX Runtime graph.
+    """
     from atrous.export.parity import held_out_agreement, synthetic_image
     from atrous.export.pipeline import load_source
     from atrous.quantize.ptq import image_of
@@ -593,6 +650,9 @@ def export_fast(
         raise ModelError(f"precision must be fp32 or int8, got '{precision}'")
     if precision == "int8" and not calibration:
         raise ModelError("an int8 fast graph needs calibration images (--calib DATA)")
+    engine = fast_engine(out)
+    if engine == "openvino" and precision != "int8":
+        raise ModelError(f"{out}: the OpenVINO fast graph is int8; write fp32 as .onnx")
     net, card = load_source(source)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -605,12 +665,12 @@ def export_fast(
     held = held or [synthetic_image(size, size, seed=i) for i in range(check)]
     from atrous.runtimes import load_engine
 
-    engine, written = load_engine(out, "onnxruntime", threads)
-    fast = Segmenter(engine, written)
+    runner, written = load_engine(out, engine, threads)
+    fast = Segmenter(runner, written)
     ref = Segmenter(TorchEngine(net, threads), card)
     rows = held_out_agreement(ref, fast, held).rows
     agreement = float(np.mean([r.agreement for r in rows]))
-    return FastExport(out, written, precision, label_stride, agreement, len(held))
+    return FastExport(out, written, precision, label_stride, engine, agreement, len(held))
 
 
 def _cache_key(model: nn.Module, card: ModelCard, label_stride: int) -> str:

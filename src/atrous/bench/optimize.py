@@ -146,7 +146,13 @@ def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = N
     """A Segmenter for the candidate (exports and quantizes into ``work_dir`` as needed)."""
     from atrous.bench.latency import with_input_size
     from atrous.export.pipeline import load_source
-    from atrous.fastpath import export_fast_onnx, fast_card, fast_segmenter, quantize_fast_onnx
+    from atrous.fastpath import (
+        export_fast_onnx,
+        fast_card,
+        fast_engine,
+        fast_segmenter,
+        quantize_fast_onnx,
+    )
     from atrous.runtimes import TorchEngine, load_engine
     from atrous.segmenter import Segmenter
 
@@ -162,15 +168,18 @@ def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = N
         engine, loaded = load_engine(path, "onnxruntime", cand.threads)
         seg = Segmenter(engine, loaded)
     elif cand.precision == "int8":
+        from atrous.quantize.nncf_ptq import nncf_available
+
         fp32 = work_dir / f"{Path(cand.model).stem}-fast-s{cand.label_stride}.onnx"
-        int8 = fp32.with_name(fp32.stem + "-int8.onnx")
+        # the int8 fast graph runs fastest as OpenVINO IR (see atrous.fastpath)
+        int8 = fp32.with_name(fp32.stem + ("-int8.xml" if nncf_available() else "-int8.onnx"))
         fcard = fast_card(card, cand.label_stride)
         if not fp32.exists():
             export_fast_onnx(net, card, fp32, label_stride=cand.label_stride)
         if not int8.exists():
             calib = [Segmenter(None, fcard).preprocess([im])[0] for im in (calibration or [])]
             quantize_fast_onnx(fp32, int8, calib, fcard)
-        engine, loaded = load_engine(int8, "onnxruntime", cand.threads)
+        engine, loaded = load_engine(int8, fast_engine(int8), cand.threads)
         seg = Segmenter(engine, loaded)
     else:
         seg = fast_segmenter(

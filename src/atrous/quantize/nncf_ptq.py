@@ -6,6 +6,8 @@ as the ONNX Runtime path, and saved as IR (.xml + .bin) with the model card in i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,8 +35,18 @@ def quantize_openvino(
     out: Path,
     granularity: str = "per-channel",
     float_nodes: Sequence[str] = (),
+    preset: str = "mixed",
+    notes: dict | None = None,
+    input_layout: str = "NCHW",
 ) -> Path:
-    """Quantize ``model_path`` (ONNX) with NNCF and save OpenVINO IR at ``out`` (.xml)."""
+    """Quantize ``model_path`` (ONNX) with NNCF and save OpenVINO IR at ``out`` (.xml).
+
+    ``preset``: 'mixed' (asymmetric activations: safe for inputs that are not ReLU outputs) or
+    'performance' (symmetric: the CPU plugin's fastest int8 kernels). ``notes`` are merged into
+    the card's provenance notes. ``input_layout='NHWC'`` makes the IR take channels-last
+    input and 4-D output (the transposes merge into the CPU plugin's own reorders; the card
+    says so).
+    """
     if out.suffix != ".xml":
         raise InputError(f"{out}: OpenVINO output must be an .xml file")
     if not nncf_available():
@@ -49,21 +61,46 @@ def quantize_openvino(
     if granularity != "per-channel":
         # NNCF's CPU target always uses per-channel weight scales for convolutions
         raise InputError("engine 'openvino' quantizes weights per channel only")
+    presets = {
+        "mixed": nncf.QuantizationPreset.MIXED,
+        "performance": nncf.QuantizationPreset.PERFORMANCE,
+    }
+    if preset not in presets:
+        raise InputError(f"NNCF preset must be one of {sorted(presets)}, got '{preset}'")
+    if input_layout not in ("NCHW", "NHWC"):
+        raise InputError(f"input layout must be NCHW or NHWC, got '{input_layout}'")
+    # convert_model folds constant subgraphs (the Reshape of depthwise weights), which NNCF
+    # needs to quantize them per output channel and the CPU plugin to run them in int8
     model = ov.convert_model(str(model_path))
     ignored = nncf.IgnoredScope(names=list(float_nodes), validate=False) if float_nodes else None
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(list(batches)),
-        preset=nncf.QuantizationPreset.MIXED,
-        subset_size=len(batches),
-        ignored_scope=ignored,
-    )
+    # NNCF draws its progress bars on stdout, which would corrupt a CLI's --json output
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(list(batches)),
+            preset=presets[preset],
+            subset_size=len(batches),
+            ignored_scope=ignored,
+        )
+    if input_layout == "NHWC":
+        from openvino.preprocess import PrePostProcessor
+
+        steps = PrePostProcessor(quantized)
+        steps.input().tensor().set_layout(ov.Layout("NHWC"))
+        steps.input().model().set_layout(ov.Layout("NCHW"))
+        if quantized.outputs[0].get_partial_shape().rank.get_length() == 4:
+            # a card's layout covers the logits too
+            steps.output().tensor().set_layout(ov.Layout("NHWC"))
+            steps.output().model().set_layout(ov.Layout("NCHW"))
+        quantized = steps.build()
     card = read_onnx_card(model_path)
     if card is not None:
         card = card_from_json(card.to_json())
+        card.preprocessing = card.preprocessing.model_copy(update={"layout": input_layout})
         card.provenance.notes = {
             **card.provenance.notes,
             "quantization": {"engine": "openvino-nncf", "calibration_images": len(batches)},
+            **(notes or {}),
         }
         quantized.set_rt_info(card.to_json(), RT_INFO_CARD)
     out.parent.mkdir(parents=True, exist_ok=True)

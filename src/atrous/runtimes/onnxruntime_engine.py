@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, cast_input, error_line
+from atrous.runtimes._common import CARD_KEY, RepeatedShapes, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -54,7 +54,7 @@ class OrtEngine:
         self.input_dtype = ORT_DTYPES.get(self.input.type, np.float32)
         self.output_names = [o.name for o in self.session.get_outputs()[:1]]
         self._fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its fixed-shape session
-        self._seen: dict[tuple[int, ...], int] = {}
+        self._seen = RepeatedShapes()
 
     def _open(self, fixed_dims: dict[str, int] | None = None) -> Any:
         """A session on the file; ``fixed_dims`` pins symbolic input dimensions by name."""
@@ -95,10 +95,7 @@ class OrtEngine:
         names = [d if isinstance(d, str) else None for d in self.input.shape]
         if not any(names) or len(names) != len(shape):
             return self.session
-        if len(self._seen) > 64:  # many different sizes: keep the count bounded
-            self._seen.clear()
-        self._seen[shape] = self._seen.get(shape, 0) + 1
-        if self._seen[shape] < 2:
+        if not self._seen.repeated(shape):
             return self.session
         fixed = {name: size for name, size in zip(names, shape, strict=True) if name}
         self._fixed[shape] = self._open(fixed)

@@ -1,4 +1,5 @@
-"""OpenVINO engine: CPU plugin, ``threads`` inference threads, one stream, latency hint, FP32."""
+"""OpenVINO engine: CPU plugin, ``threads`` inference threads, one stream, latency hint, FP32;
+a model with dynamic dimensions is also compiled for the input shapes that repeat."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, cast_input, error_line
+from atrous.runtimes._common import CARD_KEY, RepeatedShapes, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
 __all__ = ["OpenVinoEngine", "RT_INFO_CARD"]
 
 RT_INFO_CARD = ["atrous", "card"]
+# a dynamic-shape model is also compiled with the shape pinned for each of its first
+# SPECIALIZED_SHAPES repeated input shapes (the int8 fast graph at 513x513: 9.8 instead of
+# 10.9 ms; compiling takes ~0.3 s)
+SPECIALIZED_SHAPES = 2
 
 
 class OpenVinoEngine:
@@ -28,12 +33,18 @@ class OpenVinoEngine:
         path: .xml (weights in the .bin beside it) or .onnx.
         threads: inference threads; None uses every core this process may run on.
         precision: 'f32' or 'bf16' (INFERENCE_PRECISION_HINT).
+        specialize: how many repeated input shapes of a dynamic-shape model get a compiled
+            model of their own with the shape fixed (faster); 0 runs every shape dynamically.
     """
 
     name = "openvino"
 
     def __init__(
-        self, path: str | Path, threads: int | None = None, precision: str = "f32"
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        precision: str = "f32",
+        specialize: int = SPECIALIZED_SHAPES,
     ) -> None:
         import openvino as ov
 
@@ -49,15 +60,40 @@ class OpenVinoEngine:
             raise ModelError(
                 f"{self.path}: expected one input, the model has {len(self.model.inputs)}"
             )
-        config = {
+        self._core = core
+        self._config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": precision,
         }
-        self.compiled = core.compile_model(self.model, "CPU", config)
+        self.compiled = core.compile_model(self.model, "CPU", self._config)
         self.request = self.compiled.create_infer_request()
         self.input_dtype = self.model.inputs[0].get_element_type().to_dtype()
+        self.specialize = specialize if self.model.inputs[0].get_partial_shape().is_dynamic else 0
+        self._fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its infer request
+        self._seen = RepeatedShapes()
+
+    def _request_for(self, shape: tuple[int, ...]) -> Any:
+        """The infer request to run an input of ``shape`` on: a shape seen for the second time
+        gets a model compiled for it alone (up to ``specialize`` shapes), which the CPU plugin
+        plans and runs faster than the dynamic one."""
+        found = self._fixed.get(shape)
+        if found is not None:
+            return found
+        if len(self._fixed) >= self.specialize:
+            return self.request
+        if not self._seen.repeated(shape):
+            return self.request
+        fixed = self.model.clone()
+        try:
+            fixed.reshape({0: list(shape)})
+        except Exception:  # a shape the model cannot take statically: stay dynamic
+            self.specialize = len(self._fixed)
+            return self.request
+        compiled = self._core.compile_model(fixed, "CPU", self._config)
+        self._fixed[shape] = compiled.create_infer_request()
+        return self._fixed[shape]
 
     @property
     def card_json(self) -> str | None:
@@ -85,8 +121,9 @@ class OpenVinoEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
-        self.request.infer({0: x})
-        return self.request.get_output_tensor(0).data.copy()
+        request = self._request_for(x.shape) if self.specialize else self.request
+        request.infer({0: x}, share_inputs=True)  # x is ours and the call is synchronous
+        return request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads, precision and model file."""
