@@ -73,7 +73,8 @@ def test_export_fast_int8_openvino_from_cli(tmp_path):
 
 
 def test_export_fast_refuses_fp32_openvino_and_other_suffixes(tmp_path):
-    for name, message in (("f.xml", "is int8; write fp32 as .onnx"), ("f.tflite", ".xml")):
+    cases = (("f.xml", "is int8; write fp32 as .onnx"), ("f.tflite", ".xml"), ("F.ONNX", ".xml"))
+    for name, message in cases:
         result = runner.invoke(
             app, ["export", "deeplabv3_mnv2_dm05_os16", "--fast", "-o", str(tmp_path / name)]
         )

@@ -87,3 +87,28 @@ def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint):
     assert result.exit_code == 0, result.output
     assert "backbone 1/16" in result.output
     assert (tmp_path / "p.html").read_text().count("data:image/png;base64,") == 1
+
+
+def test_openvino_profile_reads_channels_last_logits_like_the_engine(tmp_path, monkeypatch):
+    """The profiler runs the IR on its own request; its output must reach postprocessing in
+    the layout the Segmenter's engine gives (the int8 fast IR returns NHWC logits)."""
+    from atrous.export.parity import synthetic_image
+    from atrous.fastpath import export_fast_int8
+
+    name = "deeplabv3_mnv2_dm05_os16"
+    model, card = get_model(name, num_classes=5).eval(), default_card(name, num_classes=5)
+    images = [synthetic_image(64, 64, seed=i) for i in range(3)]
+    path = export_fast_int8(model, card, tmp_path / "f.xml", images, num=3)
+    seg = Segmenter(*load_engine(path, "openvino", 1))
+    assert seg.card.preprocessing.layout == "NHWC"
+    seen = []
+    postprocess = Segmenter.postprocess
+
+    def spy(self, output, meta, probabilities=False):
+        seen.append(output.shape)
+        return postprocess(self, output, meta, probabilities)
+
+    monkeypatch.setattr(Segmenter, "postprocess", spy)
+    profile = profile_segmenter(seg, model_file=path, size=64, runs=2, warmup=1)
+    assert profile.blocks["postprocess"] > 0
+    assert seen and all(shape[0] == 5 for shape in seen), seen  # classes first, as from the engine

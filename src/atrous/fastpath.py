@@ -245,7 +245,7 @@ def export_fast_onnx(
 def fast_engine(path: str | Path) -> str:
     """The engine an int8 fast graph at ``path`` is built for, from its suffix: OpenVINO IR
     (.xml) or ONNX Runtime (.onnx)."""
-    suffix = Path(path).suffix.lower()
+    suffix = Path(path).suffix
     if suffix not in FAST_SUFFIXES:
         raise ModelError(f"{path}: a fast graph is written as .xml (OpenVINO) or .onnx")
     return FAST_SUFFIXES[suffix]

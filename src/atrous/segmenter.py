@@ -199,8 +199,10 @@ class Segmenter:
     ) -> Segmenter:
         """Open a checkpoint, exported model or zoo name on the chosen engine.
 
-        ``engine="fast"`` builds (once, cached) the fast ONNX Runtime graph of a checkpoint or
-        zoo model: uint8 pixels in, labels out (see :mod:`atrous.fastpath`).
+        ``engine="fast"`` builds (once, cached) the fp32 fast ONNX Runtime graph of a checkpoint
+        or zoo model: uint8 pixels in, low-resolution logits out, labels computed on the host
+        (see :mod:`atrous.fastpath`; the int8 build needs calibration data: ``atrous export
+        --fast --calib``).
         """
         if engine == "fast":
             from atrous.fastpath import fast_segmenter

@@ -27,6 +27,7 @@ __all__ = [
     "candidates",
     "pareto_frontier",
     "recommend",
+    "int8_suffix",
     "open_candidate",
     "optimize",
     "parse_search",
@@ -40,8 +41,10 @@ ENGINES = ("fast", "onnxruntime", "torch")
 class Candidate:
     """One configuration to measure.
 
-    ``engine``: 'fast' (the uint8-in, labels-out ONNX Runtime graph), 'onnxruntime' (plain
-    export) or 'torch' (eager). ``precision`` 'int8' applies to the fast engine only.
+    ``engine``: 'fast' (the uint8-in, low-resolution-logits-out graph with the host's sparse
+    upsample + argmax: fp32 on ONNX Runtime; int8 on OpenVINO when NNCF is installed, else on
+    ONNX Runtime), 'onnxruntime' (plain export) or 'torch' (eager). ``precision`` 'int8'
+    applies to the fast engine only.
     """
 
     model: str
@@ -142,6 +145,14 @@ def candidates(models: Sequence[str], search: dict[str, list[Any]]) -> list[Cand
     return list(dict.fromkeys(out))
 
 
+def int8_suffix() -> str:
+    """The file type of an int8 fast-graph candidate: OpenVINO IR (its fastest build, see
+    ``atrous.fastpath``) when NNCF is installed, else ONNX for ONNX Runtime."""
+    from atrous.quantize.nncf_ptq import nncf_available
+
+    return ".xml" if nncf_available() else ".onnx"
+
+
 def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = None):
     """A Segmenter for the candidate (exports and quantizes into ``work_dir`` as needed)."""
     from atrous.bench.latency import with_input_size
@@ -168,11 +179,8 @@ def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = N
         engine, loaded = load_engine(path, "onnxruntime", cand.threads)
         seg = Segmenter(engine, loaded)
     elif cand.precision == "int8":
-        from atrous.quantize.nncf_ptq import nncf_available
-
         fp32 = work_dir / f"{Path(cand.model).stem}-fast-s{cand.label_stride}.onnx"
-        # the int8 fast graph runs fastest as OpenVINO IR (see atrous.fastpath)
-        int8 = fp32.with_name(fp32.stem + ("-int8.xml" if nncf_available() else "-int8.onnx"))
+        int8 = fp32.with_name(f"{fp32.stem}-int8{int8_suffix()}")
         fcard = fast_card(card, cand.label_stride)
         if not fp32.exists():
             export_fast_onnx(net, card, fp32, label_stride=cand.label_stride)
@@ -286,10 +294,12 @@ class _Cache:
 
 
 def _identity(cand: Candidate, data_id: str) -> str:
-    """Cache key: the candidate, the model file's size and mtime, and the data's identity."""
+    """Cache key: the candidate (with the int8 build it runs), the model file's size and mtime,
+    and the data's identity."""
     path = Path(cand.model)
     stamp = f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.is_file() else "zoo"
-    return f"{cand.key}|{stamp}|{data_id}"
+    build = f"|int8{int8_suffix()}" if cand.precision == "int8" else ""
+    return f"{cand.key}{build}|{stamp}|{data_id}"
 
 
 def optimize(

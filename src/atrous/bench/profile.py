@@ -263,6 +263,18 @@ def _torch_ops(
     return _with_overhead(op_list, stages), stages, total
 
 
+def _standardised_like(segmenter: Segmenter, engine: Any) -> Any:
+    """``engine`` with the output handling the Segmenter's own engine has (``load_engine`` wraps
+    a channels-last or labels-out model in StandardOutput), so postprocessing reads the
+    profiling engine's output the same way."""
+    from atrous.runtimes.contract import StandardOutput
+
+    own = segmenter.engine
+    if isinstance(own, StandardOutput):
+        return StandardOutput(engine, own.layout, own.output)
+    return engine
+
+
 def _ort_profile_events(
     path: Path, segmenter: Segmenter, image_file: Path, runs: int, warmup: int, tmp: str
 ) -> tuple[list[dict], dict[str, float], float]:
@@ -276,7 +288,7 @@ def _ort_profile_events(
     opts.profile_file_prefix = str(Path(tmp) / "ort")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     engine = _SessionEngine(session, segmenter.engine.threads)
-    seg = type(segmenter)(engine, segmenter.card)
+    seg = type(segmenter)(_standardised_like(segmenter, engine), segmenter.card)
     stages, total = _pipeline_runs(seg, image_file, runs, warmup, lambda: None)
     events = json.loads(Path(session.end_profiling()).read_text())
     return events, stages, total
@@ -346,7 +358,9 @@ def _openvino_ops(
         {
             "PERF_COUNT": True,
             "INFERENCE_NUM_THREADS": segmenter.engine.threads,
+            "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",  # as OpenVinoEngine runs it
         },
     )
     request = compiled.create_infer_request()
@@ -365,7 +379,7 @@ def _openvino_ops(
         def describe(self):
             return {"engine": self.name}
 
-    seg = type(segmenter)(_Engine(), segmenter.card)
+    seg = type(segmenter)(_standardised_like(segmenter, _Engine()), segmenter.card)
     stages, total = _pipeline_runs(seg, image_file, runs, warmup, acc.clear)
     op_list = [OpTime(n, t, block_of(n, t, labels), ms / runs) for (n, t), ms in acc.items()]
     return _with_overhead(op_list, stages), stages, total

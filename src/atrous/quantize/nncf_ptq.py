@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,18 @@ def nncf_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _nncf_log_to_stderr() -> None:
+    """Point NNCF's log handlers that write to stdout at stderr instead."""
+    from nncf.common.logging import nncf_logger
+
+    for handler in nncf_logger.handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+            sys.stdout,
+            sys.__stdout__,
+        ):
+            handler.setStream(sys.stderr)
 
 
 def quantize_openvino(
@@ -73,7 +87,9 @@ def quantize_openvino(
     # needs to quantize them per output channel and the CPU plugin to run them in int8
     model = ov.convert_model(str(model_path))
     ignored = nncf.IgnoredScope(names=list(float_nodes), validate=False) if float_nodes else None
-    # NNCF draws its progress bars on stdout, which would corrupt a CLI's --json output
+    # NNCF draws its progress bars and logs on stdout, which would corrupt a CLI's --json
+    # output: the bars are dropped, the log goes to stderr
+    _nncf_log_to_stderr()
     with contextlib.redirect_stdout(io.StringIO()):
         quantized = nncf.quantize(
             model,

@@ -88,10 +88,9 @@ class OpenVinoEngine:
         fixed = self.model.clone()
         try:
             fixed.reshape({0: list(shape)})
-        except Exception:  # a shape the model cannot take statically: stay dynamic
-            self.specialize = len(self._fixed)
+            compiled = self._core.compile_model(fixed, "CPU", self._config)
+        except Exception:  # a shape the model cannot take statically: it stays dynamic
             return self.request
-        compiled = self._core.compile_model(fixed, "CPU", self._config)
         self._fixed[shape] = compiled.create_infer_request()
         return self._fixed[shape]
 
@@ -122,7 +121,9 @@ class OpenVinoEngine:
         """The first output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
         request = self._request_for(x.shape) if self.specialize else self.request
-        request.infer({0: x}, share_inputs=True)  # x is ours and the call is synchronous
+        # no copy of the input: the call is synchronous and the request's view of ``x`` is
+        # only read during it
+        request.infer({0: x}, share_inputs=True)
         return request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict[str, Any]:
