@@ -346,14 +346,24 @@ class _SessionEngine:
 
 
 def _openvino_ops(
-    path: Path, segmenter: Segmenter, image_file: Path, runs: int, warmup: int, labels
+    path: Path,
+    segmenter: Segmenter,
+    image_file: Path,
+    runs: int,
+    warmup: int,
+    labels,
+    input_shape: tuple[int, ...],
 ) -> tuple[list[OpTime], dict[str, float], float]:
-    """Profile with OpenVINO performance counters (PERF_COUNT) on a latency-hinted model."""
+    """Profile with OpenVINO performance counters (PERF_COUNT) on a latency-hinted model, with a
+    dynamic input fixed to ``input_shape`` (OpenVinoEngine compiles repeated sizes that way)."""
     import openvino as ov
 
     core = ov.Core()
+    model = core.read_model(str(path))
+    if model.inputs[0].get_partial_shape().is_dynamic:
+        model.reshape({0: list(input_shape)})
     compiled = core.compile_model(
-        str(path),
+        model,
         "CPU",
         {
             "PERF_COUNT": True,
@@ -410,7 +420,8 @@ def profile_segmenter(
     labels = _labels_for(seg.card, segmenter, net_size)
     with tempfile.TemporaryDirectory(prefix="atrous-prof-") as tmp:
         image_file = Path(tmp) / "photo.jpg"
-        cv2.imwrite(str(image_file), synthetic_photo(h, w)[..., ::-1])
+        photo = synthetic_photo(h, w)
+        cv2.imwrite(str(image_file), photo[..., ::-1])
         kind = seg.engine.name
         suffix = Path(model_file).suffix if model_file is not None else None
         if kind == "torch":
@@ -419,8 +430,9 @@ def profile_segmenter(
             ops, stages, total = _ort_ops(Path(model_file), seg, image_file, runs, warmup, labels)
             kind = "onnxruntime"
         elif suffix in (".xml", ".onnx"):
+            shape = seg.preprocess([photo])[0].shape
             ops, stages, total = _openvino_ops(
-                Path(model_file), seg, image_file, runs, warmup, labels
+                Path(model_file), seg, image_file, runs, warmup, labels, shape
             )
             kind = "openvino"
         elif kind == "litert":
