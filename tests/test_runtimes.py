@@ -77,6 +77,23 @@ def test_openvino_engine_compiles_repeated_shapes_of_a_dynamic_model(exported):
     np.testing.assert_allclose(second, ref, rtol=1e-3, atol=1e-3)
 
 
+def test_openvino_engine_keeps_a_shape_that_fails_to_compile_dynamic(exported, monkeypatch):
+    from atrous.runtimes.openvino_engine import OpenVinoEngine
+
+    engine = OpenVinoEngine(exported[0], threads=1, specialize=2)
+    a = np.zeros((1, 3, 64, 96), np.float32)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("cannot compile")
+
+    monkeypatch.setattr(engine, "_core", type("Core", (), {"compile_model": refuse})())
+    for _ in range(4):
+        engine.run(a)  # the dynamic model runs it every time
+    assert len(calls) == 1 and engine._fixed == {}  # tried once, not on every run
+
+
 def test_segmenter_on_onnx_gives_the_torch_mask(exported):
     path, model, card = exported
     image = synthetic_image(70, 90, seed=4)

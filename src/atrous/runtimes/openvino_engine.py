@@ -73,6 +73,7 @@ class OpenVinoEngine:
         self.specialize = specialize if self.model.inputs[0].get_partial_shape().is_dynamic else 0
         self._fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its infer request
         self._seen = RepeatedShapes()
+        self._unfixable: set[tuple[int, ...]] = set()  # shapes that failed to compile
 
     def _request_for(self, shape: tuple[int, ...]) -> Any:
         """The infer request to run an input of ``shape`` on: a shape seen for the second time
@@ -81,7 +82,7 @@ class OpenVinoEngine:
         found = self._fixed.get(shape)
         if found is not None:
             return found
-        if len(self._fixed) >= self.specialize:
+        if len(self._fixed) >= self.specialize or shape in self._unfixable:
             return self.request
         if not self._seen.repeated(shape):
             return self.request
@@ -90,6 +91,7 @@ class OpenVinoEngine:
             fixed.reshape({0: list(shape)})
             compiled = self._core.compile_model(fixed, "CPU", self._config)
         except Exception:  # a shape the model cannot take statically: it stays dynamic
+            self._unfixable.add(shape)
             return self.request
         self._fixed[shape] = compiled.create_infer_request()
         return self._fixed[shape]
