@@ -637,8 +637,8 @@ def export_fast(
     ``calibration``) and measure its pixel agreement with the float PyTorch path on ``check``
     held-out images (the calibration items after the first ``num``, else synthetic images).
 
-    ``out`` names the engine: .xml is an int8 OpenVINO IR (the fastest on x86 CPUs), .onnx an
-    fp32 or int8 ONNX Runtime graph.
+    ``out`` names the engine: .xml is an int8 OpenVINO IR (the faster build on the Intel CPUs
+    measured, see benchmarks/results/fast_path.md), .onnx an fp32 or int8 ONNX Runtime graph.
     """
     from atrous.export.parity import held_out_agreement, synthetic_image
     from atrous.export.pipeline import load_source
