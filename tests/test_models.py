@@ -225,3 +225,33 @@ def test_atrous_conv_trains_split_with_the_dilated_convolutions_values_and_gradi
     dense.train()(x)  # dense dilated convolutions keep oneDNN's own backward
     assert calls == []
     assert list(conv.state_dict()) == ["weight", "bias"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["deeplabv3_mnv2_dm05_os16", "deeplabv3_resnet50_os8", "deeplabv3plus_xception65_os16"],
+)
+def test_set_output_stride_in_place_equals_a_model_built_at_that_stride(name):
+    """DeepLabV3's train-at-16, evaluate-at-8: the same parameters, the geometry of the other
+    output stride (ASPP rates included), the parameter objects kept for the optimizer."""
+    from atrous.export.parity import diversify
+    from atrous.models import default_card, set_output_stride
+
+    torch.manual_seed(0)
+    model = diversify(get_model(name, num_classes=3).eval(), default_card(name, num_classes=3))
+    start = model.config.output_stride
+    other = 16 if start == 8 else 8
+    reference = get_model(name, num_classes=3, output_stride=other).eval()
+    reference.load_state_dict(model.state_dict())
+    params = [id(p) for p in model.parameters()]
+    x = torch.randn(1, 3, 65, 81)
+    with torch.no_grad():
+        before = model(x)
+        set_output_stride(model, other)
+        after = model(x)
+        expected = reference(x)
+    assert model.config.output_stride == other and [id(p) for p in model.parameters()] == params
+    torch.testing.assert_close(after, expected)
+    assert (before - after).abs().max() > 1e-3  # the geometry really changed
+    with torch.no_grad():
+        torch.testing.assert_close(set_output_stride(model, start)(x), before)

@@ -354,3 +354,22 @@ def test_shipped_recipe_name_wins_over_an_output_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").mkdir()  # what `make demo` leaves behind
     assert _config_path("demo").name == "demo.yaml" and _config_path("demo").is_file()
+
+
+def test_finetune_output_stride_switches_for_the_last_epochs(tmp_path):
+    """Train at 16, the last epoch at 8 (DeepLabV3's recipe): the switch happens once, at the
+    planned epoch, and the checkpoints (and the model they rebuild) carry output stride 8."""
+    from atrous.checkpoint import load_checkpoint
+
+    train_cfg = {**TINY["train"], "epochs": 3, "finetune_output_stride": 8, "finetune_epochs": 1}
+    config = parse_config(ExperimentConfig, {**TINY, "train": train_cfg})
+    result = train(config, tmp_path / "run", progress=False)
+    assert [row["output_stride"] for row in result.history] == [16, 16, 8]
+    net, card = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert card.model.output_stride == 8 and net.config.output_stride == 8
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["state_dict"]
+    assert _states_equal(state, net.state_dict())
+    # the rebuilt model is the trained one at 8: the same outputs as the model that trained
+    x = torch.randn(1, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), result.model.eval()(x))

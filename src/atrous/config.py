@@ -256,6 +256,10 @@ class TrainConfig(StrictModel):
     channels_last: bool = True
     # from scratch: every residual block starts as the identity (shorter initial plateau)
     zero_init_residual: bool = False
+    # DeepLabV3's recipe: the last finetune_epochs epochs of the schedule (the low-LR end) run at
+    # this output stride, e.g. 8 after training at 16; the checkpoints then carry it
+    finetune_output_stride: Literal[8, 16, 32] | None = None
+    finetune_epochs: int = Field(1, ge=1)
     # wall-clock budget: after each epoch the run (and its LR schedule) is re-planned to fit;
     # a hard limit too: an epoch still running when it is spent ends early and is the last
     max_minutes: float | None = None

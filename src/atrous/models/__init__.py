@@ -1,6 +1,6 @@
 """DeepLab models: backbones, heads, assembly and the zoo of published configurations."""
 
-from atrous.models.deeplab import DeepLab, build_model
+from atrous.models.deeplab import DeepLab, build_model, set_output_stride
 from atrous.models.zoo import ZooEntry, default_card, get_entry, get_model, list_models
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "get_entry",
     "get_model",
     "list_models",
+    "set_output_stride",
 ]

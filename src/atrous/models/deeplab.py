@@ -11,7 +11,7 @@ from atrous.models.aspp import ASPP, ConvBNReLU
 from atrous.models.backbones import Backbone, MobileNetV2, ResNet, Xception
 from atrous.models.decoder import Decoder
 
-__all__ = ["DeepLab", "build_model", "build_backbone"]
+__all__ = ["DeepLab", "build_model", "build_backbone", "set_output_stride"]
 
 
 def build_backbone(config: ModelConfig) -> Backbone:
@@ -99,3 +99,26 @@ def build_model(config: ModelConfig | dict) -> DeepLab:
     if isinstance(config, dict):
         config = ModelConfig.model_validate(config)
     return DeepLab(config)
+
+
+def set_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
+    """Switch ``model`` to ``output_stride`` in place, keeping its parameters: every
+    convolution takes the stride, dilation and padding it has in a model built at that output
+    stride (ASPP rates follow when they are derived from it).
+
+    DeepLabV3's recipe: train at output stride 16, fine-tune and evaluate at 8, where the
+    last stage sees four times the positions. The parameter objects stay the same, so an
+    optimizer holding them carries on.
+    """
+    config = ModelConfig.model_validate(
+        {**model.config.model_dump(), "output_stride": output_stride}
+    )
+    template = DeepLab(config)
+    built = dict(template.named_modules())
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            ref = built[name]
+            module.stride, module.dilation, module.padding = ref.stride, ref.dilation, ref.padding
+    model.backbone.feature_info = template.backbone.feature_info
+    model.config = config
+    return model

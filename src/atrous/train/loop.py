@@ -43,7 +43,7 @@ from atrous.data.transforms import Normalize, TransformedDataset, train_transfor
 from atrous.errors import ConfigError, ModelError
 from atrous.evaluate import EvalResult, evaluate
 from atrous.models.backbones import zero_init_residuals
-from atrous.models.deeplab import DeepLab
+from atrous.models.deeplab import DeepLab, set_output_stride
 from atrous.models.zoo import default_card
 from atrous.runtimes import TorchEngine, default_threads
 from atrous.segmenter import Segmenter
@@ -382,6 +382,11 @@ def fit(
     try:
         with _progress(console, progress and main) as bar:
             while epoch < planned:
+                if _switch_output_stride(run, epoch, planned):
+                    say(
+                        f"epoch {epoch + 1}: output stride {cfg.finetune_output_stride} from here "
+                        "on (fine-tuning)"
+                    )
                 run.train_data.set_epoch(epoch)
                 if isinstance(run.loader.sampler, DistributedSampler):
                     run.loader.sampler.set_epoch(epoch)
@@ -427,6 +432,8 @@ def fit(
                     "epoch_seconds": round(stats.seconds, 2),
                     "elapsed_seconds": round(time.perf_counter() - start, 2),
                 }
+                if cfg.finetune_output_stride is not None:
+                    row["output_stride"] = net.config.output_stride
                 if out_of_time is not None:
                     if out_of_time():
                         planned = epoch + 1  # the budget ran out inside this epoch: the last
@@ -502,6 +509,20 @@ def fit(
         seconds=time.perf_counter() - start,
         model=net,
     )
+
+
+def _switch_output_stride(run: _Run, epoch: int, planned: int) -> bool:
+    """Move the model (and its card) to ``train.finetune_output_stride`` once ``epoch`` is one
+    of the last ``train.finetune_epochs`` planned; True when it switched now."""
+    cfg, net = run.config.train, _unwrap(run.model)
+    target = cfg.finetune_output_stride
+    if target is None or net.config.output_stride == target:
+        return False
+    if epoch < planned - cfg.finetune_epochs:
+        return False
+    set_output_stride(net, target)
+    run.card.model = net.config
+    return True
 
 
 def _planned_epochs(run: _Run) -> int:
