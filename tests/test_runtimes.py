@@ -44,16 +44,16 @@ def test_ort_engine_pins_repeated_shapes_in_sessions_of_their_own(exported):
     a = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
     b = rng.standard_normal((1, 3, 32, 48)).astype(np.float32)
     first = engine.run(a)  # first sight: the dynamic session
-    assert engine._fixed == {}
+    assert engine._shapes.fixed == {}
     second = engine.run(a)  # seen again: a session with height and width pinned
-    fixed = engine._fixed[(1, 3, 64, 96)]
+    fixed = engine._shapes.fixed[(1, 3, 64, 96)]
     assert [d for d in fixed.get_inputs()[0].shape] == [1, 3, 64, 96]
     np.testing.assert_allclose(second, first, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(engine.run(a), first, rtol=1e-5, atol=1e-5)
     plain = OrtEngine(exported[0], threads=1, specialize=0)
     for _ in range(3):  # the limit is reached: other sizes stay on the dynamic session
         np.testing.assert_allclose(engine.run(b), plain.run(b), rtol=1e-5, atol=1e-5)
-    assert list(engine._fixed) == [(1, 3, 64, 96)] and plain._fixed == {}
+    assert list(engine._shapes.fixed) == [(1, 3, 64, 96)] and plain._shapes.fixed == {}
 
 
 def test_openvino_engine_compiles_repeated_shapes_of_a_dynamic_model(exported):
@@ -64,15 +64,15 @@ def test_openvino_engine_compiles_repeated_shapes_of_a_dynamic_model(exported):
     a = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
     b = rng.standard_normal((1, 3, 32, 48)).astype(np.float32)
     first = engine.run(a)  # first sight: the dynamic model
-    assert engine._fixed == {}
+    assert engine._shapes.fixed == {}
     second = engine.run(a)  # seen again: compiled with height and width fixed
-    fixed = engine._fixed[(1, 3, 64, 96)]
+    fixed = engine._shapes.fixed[(1, 3, 64, 96)]
     assert list(fixed.get_compiled_model().inputs[0].get_shape()) == [1, 3, 64, 96]
     np.testing.assert_allclose(second, first, rtol=1e-4, atol=1e-4)
     plain = OpenVinoEngine(exported[0], threads=1, specialize=0)
     for _ in range(3):  # the limit is reached: other sizes stay on the dynamic model
         np.testing.assert_allclose(engine.run(b), plain.run(b), rtol=1e-4, atol=1e-4)
-    assert list(engine._fixed) == [(1, 3, 64, 96)] and plain._fixed == {}
+    assert list(engine._shapes.fixed) == [(1, 3, 64, 96)] and plain._shapes.fixed == {}
     ref = Segmenter(TorchEngine(exported[1], 1), exported[2]).engine.run(a)
     np.testing.assert_allclose(second, ref, rtol=1e-3, atol=1e-3)
 
@@ -91,7 +91,7 @@ def test_openvino_engine_keeps_a_shape_that_fails_to_compile_dynamic(exported, m
     monkeypatch.setattr(engine, "_core", type("Core", (), {"compile_model": refuse})())
     for _ in range(4):
         engine.run(a)  # the dynamic model runs it every time
-    assert len(calls) == 1 and engine._fixed == {}  # tried once, not on every run
+    assert len(calls) == 1 and engine._shapes.fixed == {}  # tried once, not on every run
 
 
 def test_segmenter_on_onnx_gives_the_torch_mask(exported):

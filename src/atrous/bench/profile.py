@@ -358,21 +358,14 @@ def _openvino_ops(
     dynamic input fixed to ``input_shape`` (OpenVinoEngine compiles repeated sizes that way)."""
     import openvino as ov
 
+    from atrous.runtimes.openvino_engine import cpu_config
+
     core = ov.Core()
     model = core.read_model(str(path))
     if model.inputs[0].get_partial_shape().is_dynamic:
         model.reshape({0: list(input_shape)})
-    compiled = core.compile_model(
-        model,
-        "CPU",
-        {
-            "PERF_COUNT": True,
-            "INFERENCE_NUM_THREADS": segmenter.engine.threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",  # as OpenVinoEngine runs it
-        },
-    )
+    settings = {**cpu_config(segmenter.engine.threads), "PERF_COUNT": True}  # as the engine runs
+    compiled = core.compile_model(model, "CPU", settings)
     request = compiled.create_infer_request()
     acc: dict[tuple[str, str], float] = defaultdict(float)
 

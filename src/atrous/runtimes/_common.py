@@ -1,11 +1,14 @@
 """Small pieces every exported-model engine shares: the card's metadata key, input casting,
-one-line load errors, the count of repeated input shapes."""
+one-line load errors, runners specialised for the input shapes that repeat."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
-__all__ = ["CARD_KEY", "RepeatedShapes", "cast_input", "error_line"]
+__all__ = ["CARD_KEY", "ShapeSpecializer", "cast_input", "error_line"]
 
 CARD_KEY = "atrous.card"
 
@@ -24,17 +27,36 @@ def error_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class RepeatedShapes:
-    """Counts the input shapes an engine sees, to specialise it for the sizes that repeat
-    (a shape seen once may be a one-off; many different sizes keep the count bounded)."""
+class ShapeSpecializer:
+    """Runners specialised for the input shapes an engine sees repeatedly: a shape seen for the
+    second time gets one from ``build(shape)`` (a shape seen once may be a one-off), for up to
+    ``slots`` shapes. ``build`` returns None for a shape it cannot specialise, which then stays
+    on the general runner and is not tried again. The sight count is bounded: past ``memory``
+    different shapes it starts over."""
 
-    def __init__(self, limit: int = 64) -> None:
-        self.limit = limit
+    def __init__(self, slots: int, build: Callable[[tuple[int, ...]], Any], memory: int = 64):
+        self.slots = slots
+        self.build = build
+        self.memory = memory
+        self.fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its specialised runner
+        self._unfit: set[tuple[int, ...]] = set()
         self._seen: dict[tuple[int, ...], int] = {}
 
-    def repeated(self, shape: tuple[int, ...]) -> bool:
-        """Count ``shape``; True from its second sight on."""
-        if len(self._seen) > self.limit:
+    def runner(self, shape: tuple[int, ...], general: Any) -> Any:
+        """The runner for an input of ``shape``: its specialised one, else ``general``."""
+        found = self.fixed.get(shape)
+        if found is not None:
+            return found
+        if len(self.fixed) >= self.slots or shape in self._unfit:
+            return general
+        if len(self._seen) > self.memory:
             self._seen.clear()
         self._seen[shape] = self._seen.get(shape, 0) + 1
-        return self._seen[shape] >= 2
+        if self._seen[shape] < 2:
+            return general
+        built = self.build(shape)
+        if built is None:
+            self._unfit.add(shape)
+            return general
+        self.fixed[shape] = built
+        return built

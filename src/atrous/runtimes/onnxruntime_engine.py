@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, RepeatedShapes, cast_input, error_line
+from atrous.runtimes._common import CARD_KEY, ShapeSpecializer, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -45,7 +45,6 @@ class OrtEngine:
         if specialize is None:
             small = self.path.stat().st_size <= SPECIALIZE_MAX_BYTES
             specialize = SPECIALIZED_SHAPES if small else 0
-        self.specialize = specialize
         self.session = self._open()
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
@@ -53,8 +52,7 @@ class OrtEngine:
         self.input = inputs[0]
         self.input_dtype = ORT_DTYPES.get(self.input.type, np.float32)
         self.output_names = [o.name for o in self.session.get_outputs()[:1]]
-        self._fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its fixed-shape session
-        self._seen = RepeatedShapes()
+        self._shapes = ShapeSpecializer(specialize, self._pinned_session)
 
     def _open(self, fixed_dims: dict[str, int] | None = None) -> Any:
         """A session on the file; ``fixed_dims`` pins symbolic input dimensions by name."""
@@ -80,26 +78,14 @@ class OrtEngine:
                 f"{self.path}: ONNX Runtime cannot load it: {error_line(exc)}"
             ) from None
 
-    def _session_for(self, shape: tuple[int, ...]) -> Any:
-        """The session to run an input of ``shape`` on.
-
-        A shape seen for the second time gets its own session with the symbolic dimensions
-        pinned (up to ``specialize`` shapes): ONNX Runtime then folds the graph's shape
-        arithmetic away and plans memory for that size (~2% of the fast graph at 513x513).
-        """
-        found = self._fixed.get(shape)
-        if found is not None:
-            return found
-        if len(self._fixed) >= self.specialize:
-            return self.session
+    def _pinned_session(self, shape: tuple[int, ...]) -> Any:
+        """A session with the symbolic input dimensions pinned to ``shape`` (None when the input
+        has none to pin): ONNX Runtime then folds the graph's shape arithmetic away and plans
+        memory for that size (~2% of the fast graph at 513x513)."""
         names = [d if isinstance(d, str) else None for d in self.input.shape]
         if not any(names) or len(names) != len(shape):
-            return self.session
-        if not self._seen.repeated(shape):
-            return self.session
-        fixed = {name: size for name, size in zip(names, shape, strict=True) if name}
-        self._fixed[shape] = self._open(fixed)
-        return self._fixed[shape]
+            return None
+        return self._open({name: size for name, size in zip(names, shape, strict=True) if name})
 
     @property
     def card_json(self) -> str | None:
@@ -119,7 +105,7 @@ class OrtEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
-        session = self._session_for(x.shape) if self.specialize else self.session
+        session = self._shapes.runner(x.shape, self.session)
         return session.run(self.output_names, {self.input.name: x})[0]
 
     def describe(self) -> dict[str, Any]:

@@ -9,17 +9,28 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, RepeatedShapes, cast_input, error_line
+from atrous.runtimes._common import CARD_KEY, ShapeSpecializer, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
-__all__ = ["OpenVinoEngine", "RT_INFO_CARD"]
+__all__ = ["OpenVinoEngine", "RT_INFO_CARD", "cpu_config"]
 
 RT_INFO_CARD = ["atrous", "card"]
 # a dynamic-shape model is also compiled with the shape pinned for each of its first
 # SPECIALIZED_SHAPES repeated input shapes (the int8 fast graph at 513x513: 9.8 instead of
 # 10.9 ms; compiling takes ~0.3 s)
 SPECIALIZED_SHAPES = 2
+
+
+def cpu_config(threads: int, precision: str = "f32") -> dict[str, Any]:
+    """The CPU plugin settings atrous runs a model with: ``threads`` inference threads, one
+    stream, the latency hint, ``precision`` (f32 unless bf16 is asked for on purpose)."""
+    return {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": precision,
+    }
 
 
 class OpenVinoEngine:
@@ -61,40 +72,23 @@ class OpenVinoEngine:
                 f"{self.path}: expected one input, the model has {len(self.model.inputs)}"
             )
         self._core = core
-        self._config = {
-            "INFERENCE_NUM_THREADS": self.threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": precision,
-        }
+        self._config = cpu_config(self.threads, precision)
         self.compiled = core.compile_model(self.model, "CPU", self._config)
         self.request = self.compiled.create_infer_request()
         self.input_dtype = self.model.inputs[0].get_element_type().to_dtype()
-        self.specialize = specialize if self.model.inputs[0].get_partial_shape().is_dynamic else 0
-        self._fixed: dict[tuple[int, ...], Any] = {}  # input shape -> its infer request
-        self._seen = RepeatedShapes()
-        self._unfixable: set[tuple[int, ...]] = set()  # shapes that failed to compile
+        dynamic = self.model.inputs[0].get_partial_shape().is_dynamic
+        self._shapes = ShapeSpecializer(specialize if dynamic else 0, self._pinned_request)
 
-    def _request_for(self, shape: tuple[int, ...]) -> Any:
-        """The infer request to run an input of ``shape`` on: a shape seen for the second time
-        gets a model compiled for it alone (up to ``specialize`` shapes), which the CPU plugin
-        plans and runs faster than the dynamic one."""
-        found = self._fixed.get(shape)
-        if found is not None:
-            return found
-        if len(self._fixed) >= self.specialize or shape in self._unfixable:
-            return self.request
-        if not self._seen.repeated(shape):
-            return self.request
+    def _pinned_request(self, shape: tuple[int, ...]) -> Any:
+        """An infer request on the model compiled for ``shape`` alone, which the CPU plugin plans
+        and runs faster than the dynamic one (None for a shape it cannot take statically)."""
         fixed = self.model.clone()
         try:
             fixed.reshape({0: list(shape)})
             compiled = self._core.compile_model(fixed, "CPU", self._config)
-        except Exception:  # a shape the model cannot take statically: it stays dynamic
-            self._unfixable.add(shape)
-            return self.request
-        self._fixed[shape] = compiled.create_infer_request()
-        return self._fixed[shape]
+        except Exception:  # it stays on the dynamic model
+            return None
+        return compiled.create_infer_request()
 
     @property
     def card_json(self) -> str | None:
@@ -122,7 +116,7 @@ class OpenVinoEngine:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
-        request = self._request_for(x.shape) if self.specialize else self.request
+        request = self._shapes.runner(x.shape, self.request)
         # no copy of the input: the call is synchronous and the request's view of ``x`` is
         # only read during it
         request.infer({0: x}, share_inputs=True)
