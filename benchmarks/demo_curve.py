@@ -26,13 +26,17 @@ def main() -> None:
     lines = [
         f"Demo ({s['model']}, synthetic {s['scene_size']}px scenes, {s['train_crop']}px crops, "
         f"{s['epochs']} epochs, "
-        f"{os.cpu_count()} cores): val mIoU {s['val_miou']:.4f}, pixel accuracy "
+        f"{os.cpu_count()} cores): val mIoU {s['val_miou']:.4f} (network alone), "
+        f"{s['val_miou_refined']:.4f} (refined to image edges), pixel accuracy "
         f"{s['val_pixel_accuracy']:.4f}, training {s['train_minutes']:.2f} min at "
         f"{s['train_images_per_second']} img/s, whole demo {s['total_minutes']:.2f} min",
         "",
-        "| class | IoU |",
-        "|---|---|",
-        *[f"| {c} | {v:.4f} |" for c, v in s["per_class_iou"].items()],
+        "| class | IoU | IoU refined |",
+        "|---|---|---|",
+        *[
+            f"| {c} | {v:.4f} | {s['per_class_iou_refined'][c]:.4f} |"
+            for c, v in s["per_class_iou"].items()
+        ],
         "",
         "| training minutes | val mIoU |",
         "|---|---|",

@@ -29,8 +29,12 @@ def test_demo_writes_summary_overlays_and_curve(tmp_path):
     out = tmp_path / "demo"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val_miou"] == round(result.evaluation.miou, 4)
+    assert summary["val_miou_refined"] == round(result.refined.miou, 4)
+    assert result.refined.refine and not result.evaluation.refine
     assert summary["epochs"] == 1 and len(summary["miou_vs_minutes"]) == 1
     assert len(list((out / "overlays").glob("*.png"))) == 2
-    for name in ("best.pt", "eval.json", "confusion.png", "miou_vs_minutes.png", "summary.md"):
+    names = ("best.pt", "eval.json", "eval_refined.json", "confusion.png", "miou_vs_minutes.png")
+    for name in (*names, "summary.md"):
         assert (out / name).stat().st_size > 0, name
     assert "| circle |" in (out / "summary.md").read_text()
+    assert "IoU refined" in (out / "summary.md").read_text()

@@ -127,6 +127,7 @@ class EvalResult:
     images: int
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    refine: bool = False
     seconds: float = 0.0
     engine: dict[str, Any] = field(default_factory=dict)
 
@@ -161,6 +162,7 @@ class EvalResult:
             "images": self.images,
             "scales": list(self.scales),
             "flip": self.flip,
+            "refine": self.refine,
             "seconds": round(self.seconds, 3),
             "engine": self.engine,
             "confusion_matrix": self.confusion.tolist(),
@@ -206,18 +208,14 @@ def _resize_pair(
     return image, cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def _predict(segmenter: Segmenter, image: np.ndarray, scales: Sequence[float], flip: bool):
-    """Label map at the image's size: the plain path, or softmax averaged over scales/flips."""
-    if tuple(scales) == (1.0,) and not flip:
+def _predict(
+    segmenter: Segmenter, image: np.ndarray, scales: Sequence[float], flip: bool, refine: bool
+) -> np.ndarray:
+    """Label map at the image's size: the plain path, or the argmax of the probabilities
+    averaged over scales/flips and optionally refined."""
+    if tuple(scales) == (1.0,) and not flip and not refine:
         return segmenter.predict(image).mask
-    total = None
-    for scale in scales:
-        for mirrored in (False, True) if flip else (False,):
-            logits = segmenter.logits(image, scale, mirrored)
-            prob = np.exp(logits - logits.max(0, keepdims=True))
-            prob /= prob.sum(0, keepdims=True)
-            total = prob if total is None else total + prob
-    return total.argmax(0).astype(np.uint8)
+    return segmenter.probabilities(image, scales, flip, refine).argmax(0).astype(np.uint8)
 
 
 def _image_iou(prediction: np.ndarray, label: np.ndarray, num_classes: int) -> float:
@@ -234,6 +232,7 @@ def evaluate(
     protocol: str = "dataset",
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
+    refine: bool = False,
     limit: int | None = None,
     progress: bool = True,
 ) -> EvalResult:
@@ -243,6 +242,8 @@ def evaluate(
         protocol: one of PROTOCOLS; 'dataset' is the reference (see module docstring).
         flip: average with the horizontally mirrored prediction.
         scales: input-size multipliers whose softmax outputs are averaged.
+        refine: snap the (averaged) probabilities to image edges with a guided filter
+            (:mod:`atrous.refine`) before the argmax.
         limit: evaluate only the first ``limit`` samples.
         progress: show a rich progress bar.
     """
@@ -271,7 +272,7 @@ def evaluate(
             elif protocol == "per-image":
                 image, label = _resize_pair(image, label, seg.target_size(*label.shape))
                 label = np.where(label == dataset.ignore_index, 0, label).astype(np.uint8)
-            prediction = _predict(seg, image, scales, flip)
+            prediction = _predict(seg, image, scales, flip, refine)
             cm.update(prediction, label, sample.source or sample.name)
             if protocol == "per-image":
                 image_ious.append(_image_iou(prediction, label, num_classes))
@@ -290,6 +291,7 @@ def evaluate(
         images=count,
         scales=tuple(scales),
         flip=flip,
+        refine=refine,
         seconds=time.perf_counter() - start,
         engine=segmenter.engine.describe(),
     )

@@ -8,6 +8,7 @@ unless probabilities are asked for).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from atrous.card import ModelCard
 from atrous.data.io import MAX_PIXELS, read_image
 from atrous.errors import InputError, ModelError
+from atrous.refine import refine_probabilities, refine_radius
 from atrous.runtimes import Engine, load_engine
 from atrous.upsample import sparse_upsample_argmax, upsample_argmax
 
@@ -361,6 +363,39 @@ class Segmenter:
         scores = F.interpolate(scores, size=(oh, ow), mode="bilinear", align_corners=False)[0]
         return (scores.flip(-1) if flip else scores).numpy()
 
+    @property
+    def output_stride(self) -> int:
+        """Input pixels per output cell of the network (the card's model; 16 if it has none)."""
+        return self.card.model.output_stride if self.card.model is not None else 16
+
+    def probabilities(
+        self,
+        image: np.ndarray,
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        refine: bool = False,
+    ) -> np.ndarray:
+        """Softmax probabilities (C, H, W) at the image's size, averaged over input ``scales``
+        and (``flip``) their mirrored runs; ``refine`` snaps them to the image's edges with a
+        guided filter reaching one output cell each way (:mod:`atrous.refine`)."""
+        total = None
+        runs = 0
+        for scale in scales:
+            for mirrored in (False, True) if flip else (False,):
+                logits = self.logits(image, scale, mirrored)
+                prob = np.exp(logits - logits.max(0, keepdims=True))
+                prob /= prob.sum(0, keepdims=True)
+                total = prob if total is None else total + prob
+                runs += 1
+        if total is None:
+            raise InputError("probabilities need at least one scale")
+        total /= runs
+        if refine:
+            resized = self.target_size(*image.shape[:2])[0] / image.shape[0]
+            radius = refine_radius(self.output_stride, resized)
+            total = refine_probabilities(image, total, radius)
+        return total
+
     # -- the whole path ------------------------------------------------------------------------
     def predict_batch(
         self, images: list[np.ndarray | str | Path], probabilities: bool = False
@@ -390,6 +425,19 @@ class Segmenter:
             r.timings = dict(timings)
         return results
 
-    def predict(self, image: np.ndarray | str | Path, probabilities: bool = False) -> Prediction:
-        """Segment one image (an RGB uint8 array or a file path)."""
-        return self.predict_batch([image], probabilities)[0]
+    def predict(
+        self, image: np.ndarray | str | Path, probabilities: bool = False, refine: bool = False
+    ) -> Prediction:
+        """Segment one image (an RGB uint8 array or a file path); ``refine`` snaps the
+        boundaries to the image's edges (see :meth:`probabilities`)."""
+        if not refine:
+            return self.predict_batch([image], probabilities)[0]
+        t0 = time.perf_counter()
+        array = fast_read_image(image) if isinstance(image, str | Path) else image
+        t1 = time.perf_counter()
+        probs = self.probabilities(array, refine=True)
+        mask = probs.argmax(0).astype(np.uint8)
+        t2 = time.perf_counter()
+        timings = {"decode_ms": (t1 - t0) * 1e3, "refined_ms": (t2 - t1) * 1e3}
+        timings["total_ms"] = sum(timings.values())
+        return Prediction(mask, timings, probs if probabilities else None)

@@ -86,6 +86,9 @@ def predict(
     threads: int = typer.Option(None, help="inference threads (default: all cores)"),
     overlay: bool = typer.Option(True, help="also write <name>_overlay.jpg"),
     alpha: float = typer.Option(0.5, help="overlay opacity, 0 to 1"),
+    refine: bool = typer.Option(
+        False, "--refine", help="snap boundaries to image edges (guided filter; slower)"
+    ),
     contract: list[str] = typer.Option(None, help=CONTRACT_HELP),
 ) -> None:
     """Segment images; write <name>.png palette masks (and overlays) to --out."""
@@ -105,7 +108,7 @@ def predict(
         for index, (path, stem) in enumerate(zip(files, output_stems(files), strict=True)):
             image = read_image(path)
             try:
-                result = segmenter.predict(image)
+                result = segmenter.predict(image, refine=refine)
             except InputError as exc:  # the segmenter does not know the file name
                 raise InputError(f"{path}: {exc}") from None
             write_mask_png(out / f"{stem}.png", result.mask, card.palette)

@@ -100,6 +100,9 @@ def evaluate_command(
     protocol: str = typer.Option("dataset", help="dataset, tf-pad513, torchvision-520, per-image"),
     flip: bool = typer.Option(False, "--flip", help="also average the mirrored prediction"),
     scales: str = typer.Option("1.0", help="input scales, e.g. 0.5:0.25:1.75 or 0.75,1,1.25"),
+    refine: bool = typer.Option(
+        False, "--refine", help="snap the probabilities to image edges (guided filter)"
+    ),
     limit: int = typer.Option(None, help="only the first N images"),
     engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
     threads: int = typer.Option(None, help="inference threads (default: all cores)"),
@@ -120,6 +123,7 @@ def evaluate_command(
         protocol=protocol,
         flip=flip,
         scales=parse_scales(scales),
+        refine=refine,
         limit=limit,
         progress=not as_json and sys.stderr.isatty(),
     )
@@ -140,7 +144,8 @@ def evaluate_command(
     console.print(
         f"mIoU {result.miou:.4f}  pixel acc {result.pixel_accuracy:.4f}  "
         f"mean acc {result.mean_accuracy:.4f}  fwIoU {result.fw_iou:.4f}  "
-        f"scales {','.join(str(s) for s in result.scales)}{' +flip' if flip else ''}",
+        f"scales {','.join(str(s) for s in result.scales)}{' +flip' if flip else ''}"
+        f"{' +refine' if refine else ''}",
         highlight=False,
     )
     console.print(f"protocol: {result.protocol} ({result.protocol_description})", highlight=False)
