@@ -58,6 +58,30 @@ def test_guided_filter_keeps_constants_and_linear_functions_of_the_guide(rng):
     np.testing.assert_allclose(guided_filter(guide, linear, 4, eps=1e-7), linear, atol=1e-3)
 
 
+def test_subsampled_fit_keeps_constants_and_approximates_the_full_fit_on_a_non_square_image():
+    # a smooth colour ramp with one sharp edge (the fast guided filter assumes smooth fits)
+    yy, xx = np.mgrid[0:37, 0:53] / 50.0
+    guide = np.stack([0.2 + 0.5 * yy, 0.3 + 0.4 * xx, 0.5 + 0.2 * np.sin(3 * xx)], -1)
+    guide[:, 30:] = guide[:, 30:, ::-1]
+    guide = guide.astype(np.float32)
+    maps = np.stack([0.5 + 0.4 * np.sin(3 * yy + 2 * xx), np.cos(2 * xx) ** 2]).astype(np.float32)
+    full = guided_filter(guide, maps, 8)
+    for step, tolerance in ((2, 0.006), (4, 0.015)):
+        coarse = guided_filter(guide, maps, 8, subsample=step)
+        assert coarse.shape == maps.shape
+        assert np.abs(coarse - full).mean() < tolerance, step
+    constant = np.full((1, 37, 53), 0.3, np.float32)
+    np.testing.assert_allclose(guided_filter(guide, constant, 8, subsample=4), constant, atol=1e-5)
+
+
+def test_more_maps_than_opencv_takes_at_once_are_filtered_independently(rng):
+    guide = rng.random((9, 11, 3)).astype(np.float32)
+    maps = rng.random((130, 9, 11)).astype(np.float32)  # over OpenCV's 128 channels
+    out = guided_filter(guide, maps, 2)
+    np.testing.assert_allclose(out[:5], guided_filter(guide, maps[:5], 2), atol=1e-6)
+    np.testing.assert_allclose(out[-5:], guided_filter(guide, maps[-5:], 2), atol=1e-6)
+
+
 def _edge_scene(edge: int = 21, size: int = 48):
     """Two flat colours split at column ``edge``, and the probabilities a network at output
     stride 8 would give: the true split averaged over 8x8 cells, upsampled bilinearly."""
@@ -80,17 +104,44 @@ def test_refinement_snaps_a_coarse_boundary_to_the_image_edge():
     np.testing.assert_allclose(refined.sum(0), 1.0, atol=1e-5)
 
 
-def test_refine_radius_is_an_output_cell_in_image_pixels():
-    assert refine_radius(16) == 16
-    assert refine_radius(8) == 8
-    assert refine_radius(16, scale=0.5) == 32  # the network saw the image at half size
-    assert refine_radius(16, scale=40) == 1
+def test_refine_radius_is_two_output_cells_in_image_pixels():
+    assert refine_radius(16) == 32
+    assert refine_radius(8) == 16
+    assert refine_radius(16, scale=0.5) == 64  # the network saw the image at half size
+    assert refine_radius(16, scale=80) == 1
 
 
-def test_refinement_refuses_mismatched_sizes():
+def test_refinement_refuses_mismatched_sizes_and_float_images():
     image, probs, _ = _edge_scene()
     with pytest.raises(InputError, match="one size"):
         refine_probabilities(image[:40], probs, 4)
+    with pytest.raises(InputError, match="uint8"):
+        refine_probabilities(image / 255.0, probs, 4)
+
+
+def test_segmenter_sizes_the_window_by_its_cells_in_the_original_image(rng):
+    card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=2)
+    fixed = card.preprocessing.model_copy(update={"resize": "fixed", "size": 512})
+    seg = Segmenter(_CoarseOracle(2), card.model_copy(update={"preprocessing": fixed}))
+    assert seg.output_stride == 16
+    image = rng.integers(0, 256, (100, 400, 3), dtype=np.uint8)
+    probs = rng.random((2, 100, 400)).astype(np.float32)
+    # 400 px shrink to 512 / 400 = 1.28x along x (100 px grow 5.12x): a cell spans 12.5 px
+    # of the original's width, so two cells are 25 px
+    np.testing.assert_allclose(
+        seg.refine(image, probs), refine_probabilities(image, probs, 25), atol=1e-6
+    )
+    plus = Segmenter(_CoarseOracle(2), default_card("deeplabv3plus_xception65_os16"))
+    assert plus.output_stride == 4  # the V3+ decoder's logits are at 1/4
+
+
+def test_refinement_needs_a_model_that_outputs_logits():
+    from atrous.errors import ModelError
+
+    card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=2)
+    seg = Segmenter(_CoarseOracle(2), card.model_copy(update={"output": "labels"}))
+    with pytest.raises(ModelError, match="outputs logits"):
+        seg.predict(np.zeros((16, 16, 3), np.uint8), refine=True)
 
 
 class _CoarseOracle:
@@ -146,13 +197,16 @@ def test_predict_and_cli_refine_give_the_refined_argmax_at_the_original_size(
 
     path, *_ = tiny_checkpoint
     seg = Segmenter.from_file(path, engine="torch", threads=2)
-    image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    # the card resizes the longest side to 513: 600 -> 513, so two cells are 37 px here
+    image = cv2.resize(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8), (600, 400))
+    plain = seg.probabilities(image)
     probs = seg.probabilities(image, refine=True)
-    assert probs.shape == (len(seg.card.classes), 37, 53)
+    assert probs.shape == (len(seg.card.classes), 400, 600)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, refine_probabilities(image, plain, 37), atol=1e-5)
     result = seg.predict(image, refine=True, probabilities=True)
     np.testing.assert_array_equal(result.mask, probs.argmax(0))
-    assert result.timings["total_ms"] > 0
+    assert set(result.timings) == {"decode_ms", "infer_ms", "refine_ms", "total_ms"}
     Image.fromarray(image).save(tmp_path / "a.png")
     out = tmp_path / "out"
     args = ["predict", str(path), str(tmp_path / "a.png"), "-o", str(out), "--refine"]

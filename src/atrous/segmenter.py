@@ -365,8 +365,21 @@ class Segmenter:
 
     @property
     def output_stride(self) -> int:
-        """Input pixels per output cell of the network (the card's model; 16 if it has none)."""
-        return self.card.model.output_stride if self.card.model is not None else 16
+        """Input pixels per cell of the network's logits: 4 with a V3+ decoder, else the
+        backbone's output stride (16 for a card without a model description)."""
+        model = self.card.model
+        if model is None:
+            return 16
+        return 4 if model.decoder else model.output_stride
+
+    def refine(self, image: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities (C, H, W) at the image's size snapped to its edges by a guided filter
+        reaching two of this network's output cells each way (:mod:`atrous.refine`); the cell
+        size is measured along the axis the card's resize shrinks most."""
+        h, w = image.shape[:2]
+        th, tw = self.target_size(h, w)
+        radius = refine_radius(self.output_stride, min(th / h, tw / w))
+        return refine_probabilities(image, probabilities, radius)
 
     def probabilities(
         self,
@@ -376,8 +389,13 @@ class Segmenter:
         refine: bool = False,
     ) -> np.ndarray:
         """Softmax probabilities (C, H, W) at the image's size, averaged over input ``scales``
-        and (``flip``) their mirrored runs; ``refine`` snaps them to the image's edges with a
-        guided filter reaching one output cell each way (:mod:`atrous.refine`)."""
+        and (``flip``) their mirrored runs; ``refine`` snaps them to the image's edges
+        (:meth:`refine`; the window is sized for scale 1, the card's own input size)."""
+        if self.card.output != "logits":
+            raise ModelError(
+                f"{self.card.name}: outputs {self.card.output}; probabilities (and refinement) "
+                "need a model that outputs logits"
+            )
         total = None
         runs = 0
         for scale in scales:
@@ -390,11 +408,7 @@ class Segmenter:
         if total is None:
             raise InputError("probabilities need at least one scale")
         total /= runs
-        if refine:
-            resized = self.target_size(*image.shape[:2])[0] / image.shape[0]
-            radius = refine_radius(self.output_stride, resized)
-            total = refine_probabilities(image, total, radius)
-        return total
+        return self.refine(image, total) if refine else total
 
     # -- the whole path ------------------------------------------------------------------------
     def predict_batch(
@@ -435,9 +449,15 @@ class Segmenter:
         t0 = time.perf_counter()
         array = fast_read_image(image) if isinstance(image, str | Path) else image
         t1 = time.perf_counter()
-        probs = self.probabilities(array, refine=True)
-        mask = probs.argmax(0).astype(np.uint8)
+        probs = self.probabilities(array)
         t2 = time.perf_counter()
-        timings = {"decode_ms": (t1 - t0) * 1e3, "refined_ms": (t2 - t1) * 1e3}
+        probs = self.refine(array, probs)
+        mask = probs.argmax(0).astype(np.uint8)
+        t3 = time.perf_counter()
+        timings = {
+            "decode_ms": (t1 - t0) * 1e3,
+            "infer_ms": (t2 - t1) * 1e3,  # preprocess, network, upsampling and softmax
+            "refine_ms": (t3 - t2) * 1e3,
+        }
         timings["total_ms"] = sum(timings.values())
         return Prediction(mask, timings, probs if probabilities else None)
