@@ -213,3 +213,22 @@ def test_predict_and_cli_refine_give_the_refined_argmax_at_the_original_size(
     run = CliRunner().invoke(app, [*args, "--threads", "2", "--no-overlay"])
     assert run.exit_code == 0, run.output
     np.testing.assert_array_equal(np.asarray(Image.open(out / "a.png")), result.mask)
+
+
+def test_evaluate_cli_refine_scores_the_refined_argmax(small_checkpoint):
+    import json
+
+    from typer.testing import CliRunner
+
+    from atrous.cli import app
+    from atrous.data import open_dataset
+
+    args = ["evaluate", str(small_checkpoint), "synthetic", "--limit", "2", "--json"]
+    run = CliRunner().invoke(app, [*args, "--refine", "--threads", "2"])
+    assert run.exit_code == 0, run.output
+    reported = json.loads(run.stdout)
+    seg = Segmenter.from_file(small_checkpoint, engine="torch", threads=2)
+    data = open_dataset("synthetic", "val", card=seg.card)
+    expected = evaluate(seg, data, refine=True, limit=2, progress=False)
+    assert reported["refine"] is True
+    assert reported["miou"] == pytest.approx(expected.miou, abs=1e-6)
