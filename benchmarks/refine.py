@@ -27,7 +27,7 @@ from atrous.segmenter import Segmenter
 RADIUS_FACTORS = (0.5, 1.0, 1.5, 2.0)  # window radius in output cells
 
 
-def _softmax_cells(label: np.ndarray, classes: int, stride: int) -> np.ndarray:
+def _ceiling_probabilities(label: np.ndarray, classes: int, stride: int) -> np.ndarray:
     """The OS ceiling: one-hot labels averaged over stride x stride cells, enlarged
     bilinearly, as probabilities at the label's size."""
     import torch
@@ -68,19 +68,19 @@ def run(checkpoint: str, threads: int) -> str:
             t1 = time.perf_counter()
             flipped = seg.probabilities(sample.image, flip=True)
             t2 = time.perf_counter()
-            refined = refine_probabilities(sample.image, plain, radius)
+            refined = seg.refine(sample.image, plain)
             t3 = time.perf_counter()
             seconds["network"] += t1 - t0
             seconds["refine"] += t3 - t2
-            both = refine_probabilities(sample.image, flipped, radius)
-            ceiling = _softmax_cells(sample.mask, classes, stride)
+            both = seg.refine(sample.image, flipped)
+            ceiling = _ceiling_probabilities(sample.mask, classes, stride)
             results = {
                 "network": plain,
                 "network + flip": flipped,
                 "refined": refined,
                 "refined + flip": both,
                 f"OS{stride} ceiling": ceiling,
-                f"OS{stride} ceiling refined": refine_probabilities(sample.image, ceiling, radius),
+                f"OS{stride} ceiling refined": seg.refine(sample.image, ceiling),
             }
             if split == "test":
                 for factor in RADIUS_FACTORS:

@@ -119,10 +119,7 @@ def run_demo(
     plot_confusion(evaluation, out / "confusion.png")
     for i in range(min(overlays, len(val))):
         sample = val[i]
-        preds = [
-            segmenter.predict(sample.image).mask,
-            segmenter.probabilities(sample.image, refine=True).argmax(0).astype(np.uint8),
-        ]
+        preds = [segmenter.predict(sample.image, refine=r).mask for r in (False, True)]
         _save_panel(
             out / "overlays" / f"{sample.name}.png", sample.image, sample.mask, preds, val.palette
         )

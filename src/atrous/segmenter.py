@@ -396,18 +396,15 @@ class Segmenter:
                 f"{self.card.name}: outputs {self.card.output}; probabilities (and refinement) "
                 "need a model that outputs logits"
             )
-        total = None
-        runs = 0
-        for scale in scales:
-            for mirrored in (False, True) if flip else (False,):
-                logits = self.logits(image, scale, mirrored)
-                prob = np.exp(logits - logits.max(0, keepdims=True))
-                prob /= prob.sum(0, keepdims=True)
-                total = prob if total is None else total + prob
-                runs += 1
-        if total is None:
+        views = [(s, m) for s in scales for m in ((False, True) if flip else (False,))]
+        if not views:
             raise InputError("probabilities need at least one scale")
-        total /= runs
+        total = 0.0
+        for scale, mirrored in views:
+            logits = self.logits(image, scale, mirrored)
+            prob = np.exp(logits - logits.max(0, keepdims=True))
+            total = total + prob / prob.sum(0, keepdims=True)
+        total /= len(views)
         return self.refine(image, total) if refine else total
 
     # -- the whole path ------------------------------------------------------------------------
