@@ -3,17 +3,28 @@
 A checkpoint is a ``torch.save`` dict with keys ``state_dict``, ``card`` (JSON) and optionally
 ``train_state`` (optimizer, scheduler, RNG, epoch) for resuming. Plain state_dicts load too when a
 zoo name is given.
+
+Checkpoints are untrusted input (``inspect`` exists for files downloaded from elsewhere), so they
+are read with ``torch.load(weights_only=True)``: only tensors, containers and plain values are
+rebuilt, and a pickle that names any other callable is refused before anything runs. The one
+extra allowed is NumPy's array reconstruction (old training states held NumPy's RNG as an array).
 """
 
 from __future__ import annotations
 
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+try:  # NumPy 2 renamed numpy.core to numpy._core
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - NumPy 1.x
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 from atrous._atomic import atomic_path
 from atrous.card import ModelCard, card_from_json
@@ -24,6 +35,16 @@ from atrous.models.zoo import default_card
 __all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "load_state_dict_checked"]
 
 FORMAT = "atrous-checkpoint-v1"
+
+# NumPy arrays in pickles (training states written before RNG states were stored as lists): the
+# reconstruction helpers only build arrays of plain dtypes; nothing else beyond torch's own
+# weights-only allow-list is ever resolved.
+_NUMPY_ARRAY_GLOBALS: list[Any] = [
+    _reconstruct,
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
 
 
 def save_checkpoint(
@@ -48,23 +69,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{path}: file not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except (
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        ValueError,
-        AttributeError,
-        ImportError,
-        ModuleNotFoundError,
-        OSError,
-    ) as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise ModelError(f"{path}: not a readable checkpoint ({reason})") from None
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
+            raise ModelError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
+        raise ModelError(
+            f"{path}: refused, the file asks to run code when loaded ({_unsafe_global(exc)}); "
+            "atrous loads only tensors and plain values from checkpoints"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - nothing runs under weights_only: any error is a bad file
+        raise ModelError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path}: not a checkpoint (holds a {type(data).__name__})")
     return data
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+
+
+def _unsafe_global(exc: BaseException) -> str:
+    """The callable a refused pickle named, from torch's weights-only message."""
+    match = re.search(r"(?:GLOBAL|global) ([\w.]+)", str(exc))
+    return f"needs {match.group(1)}" if match else "not weights only"
 
 
 def load_state_dict_checked(
