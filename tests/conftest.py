@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
-import torch
-
+# as `import atrous` does: OpenMP threads sleep when idle instead of spinning (read when torch
+# loads; spinning threads starve the other tests' processes on a 2-core machine)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
 torch.set_num_threads(2)
 
 
