@@ -264,3 +264,26 @@ def test_unexpected_errors_are_json_500(small_checkpoint, monkeypatch):
     with TestClient(app, raise_server_exceptions=False) as c:
         detail = refusal(c.post("/v1/segment", content=png()), 500, "internal_error")
     assert "RuntimeError" in detail and "boom" not in detail
+
+
+def test_a_full_queue_refuses_before_reading_the_upload(small_checkpoint):
+    import asyncio
+
+    app = create_app(small_checkpoint, threads=1, limits=ServeLimits(queue=1))
+    service = app.state.service
+    chunks_read = []
+
+    async def body():
+        for i in range(100):
+            chunks_read.append(i)
+            yield png()
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as ac:
+            with service.queue:  # one request is in flight: the queue is full
+                return await ac.post("/v1/segment", content=body())
+
+    refused = asyncio.run(scenario())
+    assert "queue limit 1" in refusal(refused, 503, "overloaded")
+    assert len(chunks_read) < 100 and service.uploads.held == 0

@@ -299,6 +299,7 @@ def create_app(
         mask: bool = Query(False, description="json: include the mask as a PNG data URL"),
     ) -> Response:
         """Segment one image; answer with the palette PNG mask, a JPEG overlay or JSON."""
+        service.queue.check()  # full already: refuse before reading the upload for nothing
         data = await read_upload(request, limits)
         image_format = service.probe(data)
         with service.queue:

@@ -116,12 +116,16 @@ class InflightQueue:
         self.retry_after = retry_after
         self.inflight = 0
 
-    def __enter__(self) -> InflightQueue:
+    def check(self) -> None:
+        """Raise the 503 now if the queue is full (e.g. before reading an upload for nothing)."""
         if self.inflight >= self.capacity:
             raise overloaded(
                 f"server busy: {self.inflight} requests in flight (queue limit {self.capacity})",
                 self.retry_after,
             )
+
+    def __enter__(self) -> InflightQueue:
+        self.check()
         self.inflight += 1
         return self
 
