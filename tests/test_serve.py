@@ -346,6 +346,9 @@ def test_serve_cli_answers_over_loopback(small_checkpoint, photo):
         assert Image.open(io.BytesIO(response.content)).size == (80, 60)
         big = encode(np.zeros((63, 80, 3), np.uint8))  # 5,040 pixels
         error(httpx.post(base + "/v1/segment", content=big), 413, "too_many_pixels")
+        # bound to loopback: a page on another name (DNS rebinding) gets no answer
+        rebound = httpx.get(base + "/healthz", headers={"Host": f"evil.example:{port}"})
+        error(rebound, 400, "invalid_host")
     finally:
         server.terminate()
         out, _ = server.communicate(timeout=30)

@@ -47,13 +47,13 @@ class SlowEngine:
         return self.engine.describe()
 
 
-def load(live_server, checkpoint, payloads, clients, requests, queue, pause=0.0):
+def load(live_server, checkpoint, payloads, clients, requests, queue, pause=0.0, retries=0):
     segmenter = Segmenter.from_file(checkpoint, threads=1)
     if pause:
         segmenter = Segmenter(SlowEngine(segmenter.engine, pause), segmenter.card)
     app = create_app(segmenter, limits=ServeLimits(queue=queue))
     url = live_server(app) + "/v1/segment?format=png"
-    report = run_load(url, payloads, clients, requests, validate=right_size)
+    report = run_load(url, payloads, clients, requests, validate=right_size, retries=retries)
     assert report.failures == [], report.failures[:3]  # no request left unanswered
     assert report.answered == clients * requests
     assert set(report.statuses) <= {200, 503}, report.statuses  # no 5xx but deliberate 503s
@@ -75,6 +75,22 @@ def test_overload_sheds_with_503_and_recovers(live_server, small_checkpoint, pay
         live_server, small_checkpoint, payloads, clients=12, requests=3, queue=2, pause=0.05
     )
     assert report.statuses[200] >= 2 and report.statuses[503] >= 1
+    assert report.retries == 0
+
+
+def test_clients_honouring_retry_after_all_get_served(live_server, small_checkpoint, payloads):
+    """The same overload, with the load client retrying each 503 after its Retry-After."""
+    report, _ = load(
+        live_server,
+        small_checkpoint,
+        payloads,
+        clients=12,
+        requests=2,
+        queue=2,
+        pause=0.05,
+        retries=20,
+    )
+    assert report.statuses == {200: 24} and report.retries >= 1
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from atrous.serve import create_app
+from atrous.serve.security import LOOPBACK_HOSTS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,21 +33,30 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def page_url(small_checkpoint, live_server):
-    return live_server(create_app(small_checkpoint, threads=2))
+    """The page as `atrous serve` on loopback serves it: Host allow-list and CSP in force."""
+    return live_server(create_app(small_checkpoint, threads=2, allowed_hosts=LOOPBACK_HOSTS))
 
 
 @pytest.fixture
 def browser_page():
+    """A Chromium page; on teardown, asserts that no Content-Security-Policy blocked anything."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
+        blocked: list[str] = []
         try:
-            yield context.new_page()
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: "Content Security Policy" in m.text and blocked.append(m.text),
+            )
+            yield page
         finally:
             context.close()
+        assert blocked == [], blocked
 
 
 def test_upload_shows_overlay_legend_and_timing(page_url, browser_page, tmp_path, rng):

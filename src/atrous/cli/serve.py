@@ -18,21 +18,35 @@ def serve(
     max_bytes: int = typer.Option(None, help="largest upload in bytes, else 413 [20 MB]"),
     max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [16 M]"),
     queue: int = typer.Option(None, help="requests in flight before 503 [16]"),
+    body_timeout: float = typer.Option(None, help="seconds for an upload to arrive, else 408 [30]"),
+    allowed_hosts: str = typer.Option(
+        None,
+        help="Host names answered, comma list, '*' for any [localhost names on a loopback host]",
+    ),
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /."""
     try:
         import uvicorn
 
         from atrous.serve import ServeLimits, create_app
+        from atrous.serve.security import allowed_hosts_for
     except ImportError as exc:
         raise ConfigError(
             f"serve needs the 'serve' extra ({exc.name} is missing): pip install 'atrous[serve]'"
         ) from None
-    given = {"max_bytes": max_bytes, "max_pixels": max_pixels, "queue": queue}
+    given = {
+        "max_bytes": max_bytes,
+        "max_pixels": max_pixels,
+        "queue": queue,
+        "body_timeout": body_timeout,
+    }
     try:
         limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
         raise ConfigError(f"serve: {exc}") from None
-    application = create_app(model, engine=engine, threads=check_threads(threads), limits=limits)
+    hosts = allowed_hosts_for(host, allowed_hosts.split(",") if allowed_hosts else None)
+    application = create_app(
+        model, engine=engine, threads=check_threads(threads), limits=limits, allowed_hosts=hosts
+    )
     console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

@@ -1,7 +1,9 @@
 """The HTTP service: segment uploaded images with one model, behind bounded limits.
 
 Inference runs in one worker thread per engine, so concurrent requests never oversubscribe the
-engine's threads and the event loop stays free to answer health checks, metrics and 503s.
+engine's threads and the event loop stays free to answer health checks, metrics and 503s. An
+upload is read (within ``body_timeout``) and its image header checked before the request takes
+a place in the queue, so slow or bad uploads never hold one.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from atrous.data.io import decode_image, encode_mask_png
 from atrous.errors import InputError
@@ -33,14 +37,18 @@ from atrous.serve.limits import (
     InflightQueue,
     ServeError,
     ServeLimits,
+    UploadBudget,
     error_response,
     probe_image,
     too_large,
 )
 from atrous.serve.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServeMetrics
+from atrous.serve.security import PAGE_CSP, HostCheckMiddleware, SecurityHeadersMiddleware
 from atrous.visualize import legend, overlay
 
 __all__ = ["create_app", "SegmentService", "Segmentation"]
+
+log = logging.getLogger("atrous.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
 OutputFormat = Literal["png", "overlay", "json"]
@@ -82,19 +90,23 @@ class SegmentService:
         self.card = segmenter.card
         self.limits = limits
         self.queue = InflightQueue(limits.queue, limits.retry_after)
+        self.uploads = UploadBudget(limits.upload_budget, limits.retry_after)
         self.metrics = ServeMetrics(inflight=lambda: self.queue.inflight)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-engine")
         self.pipeline = asyncio.Semaphore(PIPELINE_DEPTH)
         self.skip_background = bool(self.card.classes) and self.card.classes[0] == "background"
 
-    async def segment(self, data: bytes) -> Segmentation:
-        """Check, decode and segment encoded image bytes (raising ServeError on bad input).
+    def probe(self, data: bytes) -> str:
+        """The image format of an upload, read from its header (ServeError if refused)."""
+        return probe_image(data, self.limits.max_pixels)[0]
+
+    async def segment(self, data: bytes, image_format: str) -> Segmentation:
+        """Decode and segment probed image bytes (raising ServeError on bad input).
 
         At most PIPELINE_DEPTH requests are between decoding and the end of inference, so
         decoded images do not pile up in memory while they wait for the engine.
         """
         start = time.perf_counter()
-        image_format, _, _ = probe_image(data, self.limits.max_pixels)
         async with self.pipeline:
             admitted = time.perf_counter()
             try:
@@ -186,8 +198,24 @@ def _timing_headers(timings: dict[str, float]) -> dict[str, str]:
     return {"Server-Timing": ", ".join(parts)}
 
 
-async def read_upload(request: Request, max_bytes: int) -> bytes:
-    """The uploaded image: multipart field 'image' or the raw body; 413 past ``max_bytes``."""
+async def read_upload(request: Request, limits: ServeLimits) -> bytes:
+    """The uploaded image, complete within ``body_timeout`` (else 408); 413 past ``max_bytes``."""
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            data = await _receive_image(request)
+    except TimeoutError:
+        raise ServeError(
+            408,
+            "request_timeout",
+            f"upload not complete within {limits.body_timeout:g} s (send it faster)",
+        ) from None
+    if len(data) > limits.max_bytes:
+        raise too_large(len(data), limits.max_bytes)
+    return data
+
+
+async def _receive_image(request: Request) -> bytes:
+    """Multipart field 'image' or the raw body (422 when there is none)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         async with request.form(max_files=1, max_fields=16) as form:
@@ -203,8 +231,6 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
         raise ServeError(
             422, "missing_image", "empty request: send an image as the body or as field 'image'"
         )
-    if len(data) > max_bytes:
-        raise too_large(len(data), max_bytes)
     return data
 
 
@@ -213,10 +239,13 @@ def create_app(
     engine: str = "auto",
     threads: int | None = None,
     limits: ServeLimits = ServeLimits(),
+    allowed_hosts: tuple[str, ...] | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving ``model`` (a file, zoo name or ready Segmenter).
 
     Endpoints: POST /v1/segment, GET /v1/model, GET /healthz, GET /metrics, and the page at /.
+    ``allowed_hosts``: Host header names answered (any port), others get 400; None answers any
+    (``atrous serve`` on a loopback address passes LOOPBACK_HOSTS against DNS rebinding).
     """
     if isinstance(model, Segmenter):
         segmenter = model
@@ -246,6 +275,17 @@ def create_app(
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_response(ServeError(422, "invalid_request", f"{where}: {first['msg']}"))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, _: ClientDisconnect) -> JSONResponse:
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("atrous serve: %s disconnected before its upload was complete", peer)
+        return error_response(ServeError(499, "client_disconnected", "upload not complete"))
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        detail = f"internal error ({type(exc).__name__}); see the server log"
+        return error_response(ServeError(500, "internal_error", detail))
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = "not_found" if exc.status_code == 404 else "http_error"
@@ -259,9 +299,11 @@ def create_app(
         mask: bool = Query(False, description="json: include the mask as a PNG data URL"),
     ) -> Response:
         """Segment one image; answer with the palette PNG mask, a JPEG overlay or JSON."""
+        service.queue.check()  # full already: refuse before reading the upload for nothing
+        data = await read_upload(request, limits)
+        image_format = service.probe(data)
         with service.queue:
-            data = await read_upload(request, limits.max_bytes)
-            result = await service.segment(data)
+            result = await service.segment(data, image_format)
             return await asyncio.to_thread(service.render, result, fmt, alpha, mask)
 
     @app.get("/v1/model")
@@ -287,9 +329,13 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+        return FileResponse(
+            STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP}
+        )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_bytes, budget=service.uploads)
+    app.add_middleware(HostCheckMiddleware, allowed=allowed_hosts)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     return app

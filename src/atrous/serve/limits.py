@@ -1,7 +1,7 @@
-"""Request limits of the HTTP service: upload size, image pixels and the in-flight queue.
+"""Request limits of the HTTP service: upload size and time, image pixels, the in-flight queue.
 
-Every limit turns into a JSON error with its HTTP status (413, 415, 422, 503), so a client can
-tell a too-large upload from a corrupt one, and memory stays bounded under any load.
+Every limit turns into a JSON error with its HTTP status (408, 413, 415, 422, 503), so a client
+can tell a too-large upload from a corrupt one, and memory stays bounded under any load.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ __all__ = [
     "ServeLimits",
     "ServeError",
     "InflightQueue",
+    "UploadBudget",
     "BodyLimitMiddleware",
     "error_response",
     "probe_image",
     "IMAGE_SIGNATURES",
+    "SERVED_FORMATS",
 ]
 
 # Leading bytes of the image formats PIL decodes: bytes that start like an image but do not
@@ -41,6 +43,10 @@ IMAGE_SIGNATURES: tuple[bytes, ...] = (
     b"P6",  # Netpbm
 )
 
+# The formats the service opens: common photo formats only. PIL's other plugins (EPS runs
+# Ghostscript, and a dozen rarely used formats) are never given untrusted bytes.
+SERVED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+
 MULTIPART_SLACK = 64 * 1024  # room for multipart boundaries and part headers around the file
 
 
@@ -53,19 +59,37 @@ class ServeLimits:
         max_pixels: largest accepted image, width x height, checked before decoding. One
             inference holds the logits at full size (4 bytes x classes per pixel), so this
             bounds the memory of a request.
+            At most PIL's decompression-bomb limit (about 89 M pixels).
         queue: most requests admitted at once (running or waiting for the engine); more get 503.
+            A request is admitted once its whole upload has arrived and its header was read,
+            so a slow upload never holds a place.
         retry_after: seconds sent in the Retry-After header of a 503.
+        body_timeout: seconds an upload may take to arrive, from the request's headers to its
+            last byte; past it the request is answered 408.
     """
 
     max_bytes: int = 20_000_000
     max_pixels: int = 16_000_000  # a 12 MP photo fits; see the docstring for its memory
     queue: int = 16
     retry_after: int = 1
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_pixels", "queue", "retry_after"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.body_timeout < float("inf"):
+            raise ValueError(f"body_timeout must be a positive number, got {self.body_timeout}")
+        if self.max_pixels > Image.MAX_IMAGE_PIXELS:
+            raise ValueError(
+                f"max_pixels must be at most {Image.MAX_IMAGE_PIXELS:,} (the decompression-bomb "
+                f"limit), got {self.max_pixels:,}"
+            )
+
+    @property
+    def upload_budget(self) -> int:
+        """Bytes that uploads still arriving may hold at once: a full queue's worth."""
+        return self.queue * (self.max_bytes + MULTIPART_SLACK)
 
 
 class ServeError(Exception):
@@ -92,19 +116,54 @@ class InflightQueue:
         self.retry_after = retry_after
         self.inflight = 0
 
-    def __enter__(self) -> InflightQueue:
+    def check(self) -> None:
+        """Raise the 503 now if the queue is full (e.g. before reading an upload for nothing)."""
         if self.inflight >= self.capacity:
-            raise ServeError(
-                503,
-                "overloaded",
+            raise overloaded(
                 f"server busy: {self.inflight} requests in flight (queue limit {self.capacity})",
-                headers={"Retry-After": str(self.retry_after)},
+                self.retry_after,
             )
+
+    def __enter__(self) -> InflightQueue:
+        self.check()
         self.inflight += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.inflight -= 1
+
+
+def overloaded(detail: str, retry_after: int) -> ServeError:
+    """The 503 refusal, with the Retry-After a client should honour."""
+    return ServeError(503, "overloaded", detail, headers={"Retry-After": str(retry_after)})
+
+
+class UploadBudget:
+    """Bytes held by uploads still arriving, shared by all requests; past ``capacity``, 503.
+
+    Bounds the memory of bodies in transit by their bytes, not their number, so clients that
+    trickle a few bytes hold almost nothing while a flood of large uploads is refused.
+    Used from the event loop only (no lock).
+    """
+
+    def __init__(self, capacity: int, retry_after: int = 1) -> None:
+        self.capacity = capacity
+        self.retry_after = retry_after
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        """Account ``size`` more bytes, or raise 503 if they do not fit."""
+        if self.held + size > self.capacity:
+            raise overloaded(
+                f"server busy: uploads in transit hold {self.held:,} bytes "
+                f"(limit {self.capacity:,})",
+                self.retry_after,
+            )
+        self.held += size
+
+    def release(self, size: int) -> None:
+        """Give back ``size`` bytes once their upload is complete or abandoned."""
+        self.held -= size
 
 
 def error_response(error: ServeError) -> JSONResponse:
@@ -128,13 +187,17 @@ class BodyLimitMiddleware:
 
     A declared Content-Length over the limit is refused before any byte is read; a body that
     streams past it raises ServeError(413) inside ``receive``, so a client cannot make the
-    server buffer an unbounded upload.
+    server buffer an unbounded upload. Bytes received count against ``budget`` until the body
+    is complete (ServeError 503 past it).
     """
 
-    def __init__(self, app, max_bytes: int, slack: int = MULTIPART_SLACK) -> None:
+    def __init__(
+        self, app, max_bytes: int, budget: UploadBudget, slack: int = MULTIPART_SLACK
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.cap = max_bytes + slack
+        self.budget = budget
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -144,29 +207,45 @@ class BodyLimitMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.cap:
             await error_response(too_large(int(declared), self.max_bytes))(scope, receive, send)
             return
-        received = 0
+        received = held = 0
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, held
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
                 if received > self.cap:
                     raise too_large(received, self.max_bytes)
+                self.budget.take(size)
+                held += size
+                if not message.get("more_body", False):
+                    self.budget.release(held)
+                    held = 0
             return message
 
-        await self.app(scope, limited_receive, send)
+        try:
+            await self.app(scope, limited_receive, send)
+        finally:
+            self.budget.release(held)
 
 
 def probe_image(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     """Identify encoded image bytes without decoding them: (format, width, height).
 
-    Raises ServeError 415 for bytes that are not an image, 422 for an image whose header is
-    broken, 413 for an image over ``max_pixels``.
+    Raises ServeError 415 for bytes that are not an image of SERVED_FORMATS, 422 for an image
+    whose header is broken, 413 for an image over ``max_pixels`` (or PIL's bomb limit).
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=SERVED_FORMATS) as image:
             fmt, (width, height) = image.format or "unknown", image.size
+    except Image.DecompressionBombError:
+        bomb = 2 * Image.MAX_IMAGE_PIXELS  # PIL refuses to open images past this
+        raise ServeError(
+            413,
+            "too_many_pixels",
+            f"image of more than {bomb:,} pixels exceeds the {max_pixels:,} pixel limit",
+        ) from None
     except UnidentifiedImageError:
         if data.startswith(IMAGE_SIGNATURES):
             raise ServeError(

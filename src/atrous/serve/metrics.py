@@ -1,6 +1,8 @@
 """Prometheus metrics of the HTTP service: requests, latency, errors by status, queue depth.
 
-Each app gets its own registry, so several apps in one process (tests) do not share counters.
+Every label takes a bounded set of values (made-up methods and paths count as 'other'), so
+clients cannot grow the registry. Each app gets its own registry, so several apps in one
+process (tests) do not share counters.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ __all__ = ["ServeMetrics", "MetricsMiddleware", "CONTENT_TYPE_LATEST"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 KNOWN_PATHS = ("/", "/v1/segment", "/v1/model", "/healthz", "/metrics")
+KNOWN_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")
+
+
+def method_label(method: str) -> str:
+    """A bounded label for a request method: the standard ones, else 'other'."""
+    return method if method in KNOWN_METHODS else "other"
 
 
 def path_label(path: str) -> str:
@@ -71,7 +79,7 @@ class ServeMetrics:
     def observe(self, method: str, path: str, code: int, seconds: float) -> None:
         """Record one finished request."""
         label = path_label(path)
-        self.requests.labels(method, label, str(code)).inc()
+        self.requests.labels(method_label(method), label, str(code)).inc()
         self.latency.labels(label).observe(seconds)
         if code >= 400:
             self.errors.labels(str(code)).inc()
