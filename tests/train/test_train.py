@@ -89,7 +89,7 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    root = Path(__file__).resolve().parents[1] / "src" / "atrous" / "configs"
+    root = Path(__file__).resolve().parents[2] / "src" / "atrous" / "configs"
     for path in sorted(root.glob("*.yaml")):
         config = load_experiment(path)
         assert isinstance(config, ExperimentConfig), path
@@ -249,8 +249,11 @@ def test_time_budget_shortens_run_and_schedule(tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["train_state"]
     # the poly horizon moved to the end of the shortened run (2 iterations of batch 8)
     assert state["scheduler"]["lr_lambdas"][0]["total_iters"] == 2
+    # a resume trains on (the run stopped short of train.epochs): the plan is re-planned towards
+    # train.epochs and this call's own budget (the same 1e-4 min) stops it one epoch later
     resumed = train(config, tmp_path / "run", resume=True, progress=False)
-    assert resumed.epochs_run == 1 and state["epoch"] == 1  # nothing left to run
+    assert state["epoch"] == 1 and resumed.epochs_run == 2
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
 def test_train_spawns_local_processes_that_agree_on_a_budget(tmp_path):
