@@ -305,10 +305,8 @@ def _end_epoch(
     save_checkpoint(run.last_path, run.net, run.card, train_state=train_state(run, epoch + 1))
     if log is not None:
         log.epoch(run.history)
-    ips, val = (
-        row["images_per_second"],
-        f"  val mIoU {row['val_miou']:.4f}" if "val_miou" in row else "",
-    )
+    val = f"  val mIoU {row['val_miou']:.4f}" if "val_miou" in row else ""
+    ips = row["images_per_second"]
     return f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  {ips:.1f} img/s{val}"
 
 

@@ -94,7 +94,7 @@ def plan_resume(run: Run, path: Path, saved_epochs: int | None) -> tuple[bool, s
     elif done < planned:
         return True, f"resuming {path} at epoch {done + 1}/{planned}"
     elif done >= epochs:
-        return False, f"{path} has run all {epochs} epochs of train.epochs: nothing left to train"
+        return False, f"{path} has run all {epochs} planned epochs: nothing left to train"
     else:
         reason = f"its plan ended at epoch {done} (time budget); training on to {epochs}"
     run.scheduler.set_total_iters(epochs * run.iters_per_epoch)
