@@ -133,19 +133,21 @@ TINY_OVERRIDES = [
 ]  # fmt: skip
 
 
-def test_resume_with_other_epochs_is_refused_and_keeps_config(tmp_path):
+def test_resume_with_fewer_epochs_is_refused_and_keeps_config(tmp_path):
+    """More epochs continue (tests/train/test_resume_plan.py); as many as already run or
+    fewer are refused with one line, and the folder's config stays the one trained with."""
     run = tmp_path / "run"
     first = runner.invoke(
-        app, ["train", "demo", "--out", str(run), "train.epochs=1", *TINY_OVERRIDES]
+        app, ["train", "demo", "--out", str(run), "train.epochs=2", *TINY_OVERRIDES]
     )
     assert first.exit_code == 0, first.output
     saved = (run / "config.yaml").read_text()
-    args = ["train", "demo", "--resume", "--out", str(run), "train.epochs=2", *TINY_OVERRIDES]
-    message = _fails(args, "train.epochs=1")
-    assert "train.epochs=2" in message and "train.backbone_weights=" in message
+    args = ["train", "demo", "--resume", "--out", str(run), "train.epochs=1", *TINY_OVERRIDES]
+    message = _fails(args, "train.epochs=1 but 2 epochs have already run")
+    assert "needs train.epochs above 2" in message
     assert (run / "config.yaml").read_text() == saved
     # the same schedule still resumes (here: finished, so nothing is trained or rewritten)
-    same = ["train", "demo", "--resume", "--out", str(run), "train.epochs=1", *TINY_OVERRIDES]
+    same = ["train", "demo", "--resume", "--out", str(run), "train.epochs=2", *TINY_OVERRIDES]
     again = runner.invoke(app, same)
     assert again.exit_code == 0, again.output
     assert "nothing left to train" in again.output

@@ -6,11 +6,12 @@ being silently ignored.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from atrous.errors import AtrousError, ConfigError
 
@@ -39,6 +40,24 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        """Refuse NaN and infinities in every float field, tuples and lists of floats included:
+        a NaN learning rate trains NaN weights, a NaN budget disables the budget."""
+        if _non_finite(value):
+            raise ValueError(f"must be finite (no NaN or infinity), got {value}")
+        return value
+
+
+def _non_finite(value: Any) -> bool:
+    """True for a NaN or infinite float, or a tuple/list holding one (at any depth)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, tuple | list):
+        return any(_non_finite(v) for v in value)
+    return False
 
 
 class ModelConfig(StrictModel):

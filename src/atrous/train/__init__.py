@@ -1,5 +1,19 @@
-"""Training: the loop, losses, LR schedules, checkpoints and torchrun multi-process support."""
+"""Training: the loop, the run, the time budget, losses, LR schedules, checkpoints and torchrun
+multi-process support."""
 
-from atrous.train.loop import TrainResult, fit, train, train_one_epoch
+from atrous.train.api import train
+from atrous.train.budget import TimeBudget
+from atrous.train.loop import NonFiniteLoss, TrainResult, fit, train_one_epoch, validate
+from atrous.train.run import Run, build_run
 
-__all__ = ["TrainResult", "fit", "train", "train_one_epoch"]
+__all__ = [
+    "NonFiniteLoss",
+    "Run",
+    "TimeBudget",
+    "TrainResult",
+    "build_run",
+    "fit",
+    "train",
+    "train_one_epoch",
+    "validate",
+]

@@ -22,6 +22,9 @@ __all__ = [
     "average_buffers",
     "barrier",
     "broadcast_int",
+    "broadcast_floats",
+    "all_ranks",
+    "unwrap",
     "launched",
     "spawn_local",
 ]
@@ -57,6 +60,31 @@ def broadcast_int(value: int, info: DistInfo) -> int:
     tensor = torch.tensor([value], dtype=torch.int64)
     dist.broadcast(tensor, src=0)
     return int(tensor.item())
+
+
+def broadcast_floats(values: list[float], info: DistInfo) -> list[float]:
+    """Rank 0's ``values`` on every rank (results every rank should report alike)."""
+    if not info.enabled:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.broadcast(tensor, src=0)
+    return [float(v) for v in tensor.tolist()]
+
+
+def all_ranks(flag: bool, info: DistInfo) -> bool:
+    """True when ``flag`` holds on every rank (a verdict all ranks must act on together)."""
+    if not info.enabled:
+        return flag
+    tensor = torch.tensor([int(flag)], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return bool(tensor.item())
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.module
+    return model
 
 
 def _free_port() -> int:

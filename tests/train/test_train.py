@@ -89,7 +89,7 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path):
 
 
 def test_shipped_configs_are_valid():
-    root = Path(__file__).resolve().parents[1] / "src" / "atrous" / "configs"
+    root = Path(__file__).resolve().parents[2] / "src" / "atrous" / "configs"
     for path in sorted(root.glob("*.yaml")):
         config = load_experiment(path)
         assert isinstance(config, ExperimentConfig), path
@@ -249,8 +249,11 @@ def test_time_budget_shortens_run_and_schedule(tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["train_state"]
     # the poly horizon moved to the end of the shortened run (2 iterations of batch 8)
     assert state["scheduler"]["lr_lambdas"][0]["total_iters"] == 2
+    # a resume trains on (the run stopped short of train.epochs): the plan is re-planned towards
+    # train.epochs and this call's own budget (the same 1e-4 min) stops it one epoch later
     resumed = train(config, tmp_path / "run", resume=True, progress=False)
-    assert resumed.epochs_run == 1 and state["epoch"] == 1  # nothing left to run
+    assert state["epoch"] == 1 and resumed.epochs_run == 2
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
 def test_train_spawns_local_processes_that_agree_on_a_budget(tmp_path):
@@ -337,6 +340,25 @@ def test_ddp_two_ranks_end_with_identical_weights(tmp_path):
     proc = _torchrun(tmp_path, _ddp_config(epochs=1, train_size=16))  # 2 steps per rank
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_ranks_agree(tmp_path)
+    # only rank 0 names a checkpoint (what `atrous train` prints from); rank 1 has its scores,
+    # not "best val mIoU -1.0000 (epoch -1)"
+    r0, r1 = (json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["rank"] == 0 and r0["best_checkpoint"] == str(tmp_path / "out" / "best.pt")
+    assert r1["rank"] == 1 and r1["best_checkpoint"] is None
+    assert r0["best_epoch"] == r1["best_epoch"] == 1
+    assert r1["best_miou"] == r0["best_miou"] >= 0.0
+
+
+@pytest.mark.slow
+def test_ddp_cli_reports_the_best_score_once(tmp_path):
+    path = _write(tmp_path, _ddp_config(epochs=1, train_size=16), "ddp.yaml")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "atrous", "train", str(path), "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if "best val mIoU" in line]
+    assert len(lines) == 1 and "-1.0000" not in lines[0], proc.stdout
 
 
 @pytest.mark.slow
