@@ -32,6 +32,8 @@ def test_demo_writes_summary_overlays_and_curve(tmp_path):
     assert summary["val_miou_refined"] == round(result.refined.miou, 4)
     assert result.refined.refine and not result.evaluation.refine
     assert summary["epochs"] == 1 and len(summary["miou_vs_minutes"]) == 1
+    assert summary["degenerate"] is result.train.degenerate
+    assert f"| degenerate | {result.train.degenerate} |" in (out / "summary.md").read_text()
     assert len(list((out / "overlays").glob("*.png"))) == 2
     names = ("best.pt", "eval.json", "eval_refined.json", "confusion.png", "miou_vs_minutes.png")
     for name in (*names, "summary.md"):

@@ -146,6 +146,8 @@ def _summary(
         "total_minutes": round(minutes, 2),
         "train_images_per_second": round(float(np.median(ips)), 1) if ips else None,
         "best_epoch": result.best_epoch,
+        # a single class predicted, or no better than all-background (budget too short)
+        "degenerate": result.degenerate,
         "val_miou": round(evaluation.miou, 4),
         "val_miou_refined": round(refined.miou, 4),
         "val_pixel_accuracy": round(evaluation.pixel_accuracy, 4),
