@@ -8,14 +8,33 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from atrous.card import ModelCard, Provenance
-from atrous.config import ModelConfig, Preprocessing
+from atrous.config import (
+    ExperimentConfig,
+    ModelConfig,
+    ModelSection,
+    Preprocessing,
+    format_validation_error,
+    load_experiment,
+)
 from atrous.data.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
-from atrous.errors import ModelError
+from atrous.errors import ConfigError, ModelError
 from atrous.models.deeplab import DeepLab
 
-__all__ = ["ZooEntry", "register", "list_models", "get_entry", "get_model", "default_card"]
+__all__ = [
+    "ZooEntry",
+    "register",
+    "list_models",
+    "get_entry",
+    "get_model",
+    "default_card",
+    "check_model_section",
+    "resolve_experiment",
+]
 
 _TF_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # TF DeepLab scales to [-1, 1]
 
@@ -82,6 +101,26 @@ def default_card(name: str, **overrides: object) -> ModelCard:
         preprocessing=entry.preprocessing.model_copy(update={"size": max(entry.input_size)}),
         provenance=Provenance(zoo_name=name, dataset=entry.dataset, source=entry.source),
     )
+
+
+def check_model_section(section: ModelSection, source: str) -> None:
+    """One-line ConfigError naming ``source`` unless ``section`` names a zoo entry whose config
+    accepts the overrides (checks across fields included, e.g. width_mult on a ResNet)."""
+    try:
+        default_card(section.name, **section.overrides)
+    except ModelError as exc:  # unknown model name
+        raise ConfigError(f"{source}: key 'model': {exc}") from None
+    except ValidationError as exc:
+        inner = format_validation_error(exc, "overrides")
+        raise ConfigError(f"{source}: key 'model': {inner}") from None
+
+
+def resolve_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """``load_experiment``, then the model section resolved against the zoo (one-line errors
+    naming the file), so a bad model name stops a run before it writes anything."""
+    config = load_experiment(path, overrides)
+    check_model_section(config.model, str(path))
+    return config
 
 
 _TF_ZOO = "TensorFlow DeepLab model zoo (research/deeplab/g3doc/model_zoo.md)"
