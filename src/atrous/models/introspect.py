@@ -49,16 +49,18 @@ def config_from_state_dict(
     branches = len(unit_indices(keys, r"head\.branches\.(\d+)\."))
     if branches == 0:
         fields["head"] = "none"
-    elif branches == 1:
-        fields["head"] = "pooling"
     else:
+        fields["head_channels"] = int(state_dict["head.branches.0.0.weight"].shape[0])
+    if branches == 1:
+        fields["head"] = "pooling"
+    elif branches > 1:
         w = state_dict["head.branches.1.0.weight"]
         fields["separable_aspp"] = w.shape[1] == 1
         fields["atrous_rates"] = tuple(6 * (i + 1) for i in range(branches - 1))
-        fields["head_channels"] = int(state_dict["head.branches.0.0.weight"].shape[0])
     if any(k.startswith("decoder.") for k in keys):
         fields["decoder"] = True
         fields["separable_decoder"] = state_dict["decoder.refine.0.0.weight"].shape[1] == 1
         fields["low_level_channels"] = int(state_dict["decoder.reduce.0.weight"].shape[0])
+        fields["decoder_channels"] = int(state_dict["classifier.weight"].shape[1])
     fields["aux_loss"] = any(k.startswith("aux_classifier.") for k in keys)
     return ModelConfig.model_validate(fields)

@@ -41,13 +41,19 @@ _TF_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # TF DeepLab scale
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A published configuration: architecture, input size, dataset, and published figures."""
+    """A published configuration: architecture, input size, dataset, and published figures.
+
+    ``params`` and ``macs`` are measured on the built model (``atrous.bench.cost``) at
+    ``input_size``; a test recomputes them, so an entry cannot drift from its model.
+    """
 
     name: str
     config: ModelConfig
     input_size: tuple[int, int]
     dataset: str
     source: str
+    params: int
+    macs: int
     published: dict[str, float | str] = field(default_factory=dict)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
@@ -135,6 +141,8 @@ register(
         input_size=(513, 513),
         dataset="voc",
         source=f"{_TF_ZOO}; NXP eIQ",
+        params=697_013,
+        macs=867_496_704,
         published={"miou": 70.19, "gmacs": 0.88, "size_mb": 7.6, "protocol": _VOC_PROTOCOL},
         preprocessing=Preprocessing(**_TF_NORM),
     )
@@ -146,6 +154,8 @@ register(
         input_size=(513, 513),
         dataset="voc",
         source=_TF_ZOO,
+        params=2_113_557,
+        macs=2_740_709_056,
         published={"miou": 75.32, "gmacs": 2.75, "size_mb": 23.0, "protocol": _VOC_PROTOCOL},
         preprocessing=Preprocessing(**_TF_NORM),
     )
@@ -157,6 +167,8 @@ register(
         input_size=(512, 512),
         dataset="voc",
         source="ST model zoo (STM32 AI), DeepLabV3 MobileNetV2 a0.50",
+        params=2_004_309,
+        macs=2_199_920_640,
         published={
             "miou": 73.44,
             "accuracy": 93.29,
@@ -172,6 +184,8 @@ register(
         input_size=(257, 257),
         dataset="voc",
         source="ST model zoo (STM32 AI), per-tensor int8",
+        params=700_245,
+        macs=239_003_344,
         published={
             "miou": 59.33,
             "accuracy": 88.6,
@@ -190,6 +204,8 @@ register(
         input_size=(513, 513),
         dataset="voc",
         source=_TF_ZOO,
+        params=41_055_413,
+        macs=54_035_303_024,
         published={"miou": 82.20, "gmacs": 54.17, "size_mb": 439.0, "protocol": _VOC_PROTOCOL},
         preprocessing=Preprocessing(**_TF_NORM),
     )
@@ -207,6 +223,8 @@ register(
         input_size=(1025, 2049),
         dataset="cityscapes",
         source=_TF_ZOO,
+        params=43_477_323,
+        macs=513_037_697_336,
         published={
             "note": "the TF zoo's Xception-71 Cityscapes checkpoint uses a DPC head, not ASPP"
         },
@@ -220,6 +238,8 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source="torchvision deeplabv3_resnet50",
+        params=41_413_738,
+        macs=166_239_199_488,
         published={
             "miou": 66.4,
             "gflops": 178.7,
@@ -235,6 +255,8 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source="torchvision deeplabv3_resnet101",
+        params=60_405_866,
+        macs=246_260_293_888,
         published={
             "miou": 67.4,
             "gflops": 258.7,
