@@ -21,9 +21,9 @@ from atrous.config import (
     format_validation_error,
     load_experiment,
 )
-from atrous.data.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
 from atrous.errors import ConfigError, ModelError
 from atrous.models.deeplab import DeepLab
+from atrous.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
 
 __all__ = [
     "ZooEntry",
