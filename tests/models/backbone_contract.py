@@ -101,7 +101,9 @@ def check_fold(name: str) -> None:
     expected = model(x)
     fold_batchnorm(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+    # deep nets with random statistics reach large activations: the error scales with them
+    scale = max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5 * scale)
     assert expected.std() > 1e-3  # not two constant maps
 
 
