@@ -7,8 +7,7 @@ import torch
 
 from atrous.checkpoint import load_checkpoint, save_checkpoint
 from atrous.errors import ModelError
-from atrous.inspection import inspect_model
-from atrous.models import default_card, get_model
+from atrous.models import get_model
 
 
 def test_round_trip_gives_identical_outputs(tiny_checkpoint):
@@ -68,29 +67,6 @@ def test_other_architecture_checkpoint_is_rejected(tmp_path):
     torch.save(model.state_dict(), path)
     with pytest.raises(ModelError, match="weights do not fit the model"):
         load_checkpoint(path, zoo_name="deeplabv3_mnv2_dm05_os16")
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "deeplabv3plus_xception71_os16",
-        "deeplabv3plus_xception65_os16",
-        "deeplabv3_mnv2_dm05_os16",
-        "deeplabv3_mnv2_a050_aspp_os16_512",
-        "deeplabv3_resnet101_os8",
-    ],
-)
-def test_inspect_recognises_architecture_from_plain_weights(tmp_path, name):
-    path = tmp_path / "w.pth"
-    torch.save(get_model(name).state_dict(), path)
-    info = inspect_model(path, (65, 65))
-    expected = default_card(name).model
-    arch = info["architecture"]
-    assert arch["backbone"].split(" ")[0] == expected.backbone
-    assert arch["decoder"] == expected.decoder
-    assert arch["separable_aspp"] == expected.separable_aspp
-    assert len(arch["atrous_rates"]) == len(expected.resolved_rates())
-    assert info["params"] == sum(p.numel() for p in get_model(name).parameters())
 
 
 def test_save_is_atomic_when_interrupted(tmp_path, tiny_checkpoint, monkeypatch):

@@ -7,13 +7,24 @@ being silently ignored.
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from atrous.errors import AtrousError, ConfigError
+from atrous.errors import ConfigError
+from atrous.registry import backbone_fields, get_backbone, list_backbones
 
 __all__ = [
     "StrictModel",
@@ -60,14 +71,23 @@ def _non_finite(value: Any) -> bool:
     return False
 
 
+def _known_backbone(name: str) -> str:
+    """``name`` if a backbone is registered under it (ValueError listing the known ones)."""
+    get_backbone(name)
+    return name
+
+
 class ModelConfig(StrictModel):
     """Architecture of a DeepLab model: everything needed to rebuild it with no other input.
 
-    ``atrous_rates`` left unset means (6, 12, 18) scaled by 16 / output_stride; an empty list with
-    ``head='aspp'`` is the image-pooling + 1x1 head. ``head='pooling'`` is the same thing by name.
+    ``backbone`` is a name in the backbone registry (``atrous.registry.list_backbones()``); the
+    backbone-specific fields (``width_mult``, ``multi_grid`` ...) stay at their defaults unless
+    the backbone takes them. ``atrous_rates`` left unset means (6, 12, 18) scaled by
+    16 / output_stride; an empty list with ``head='aspp'`` is the image-pooling + 1x1 head.
+    ``head='pooling'`` is the same thing by name.
     """
 
-    backbone: Literal["mobilenet_v2", "resnet50", "resnet101", "xception65", "xception71"]
+    backbone: Annotated[str, AfterValidator(_known_backbone)]
     num_classes: int = 21
     width_mult: float = 1.0
     channel_divisor: int = 8
@@ -89,10 +109,14 @@ class ModelConfig(StrictModel):
     def _check(self) -> ModelConfig:
         if self.num_classes < 1:
             raise ValueError("num_classes must be at least 1")
-        if self.backbone == "mobilenet_v2" and not 0.1 <= self.width_mult <= 2.0:
+        # a field another backbone takes and this one does not must stay at its default
+        others = backbone_fields() & type(self).model_fields.keys()
+        for name in sorted(others - set(get_backbone(self.backbone).fields)):
+            if getattr(self, name) != type(self).model_fields[name].default:
+                users = ", ".join(_backbones_taking(name))
+                raise ValueError(f"{name} applies to {users} only, not {self.backbone}")
+        if not 0.1 <= self.width_mult <= 2.0:
             raise ValueError(f"width_mult must be in [0.1, 2.0], got {self.width_mult}")
-        if self.backbone != "mobilenet_v2" and self.width_mult != 1.0:
-            raise ValueError(f"width_mult applies to mobilenet_v2 only, not {self.backbone}")
         return self
 
     @property
@@ -328,17 +352,35 @@ class ModelSection(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> ModelSection:
-        from atrous.models.zoo import default_card  # here: the zoo imports this module
-
-        try:
-            default_card(self.name, **self.overrides)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        except ValidationError as exc:
-            raise ValueError(format_validation_error(exc, "overrides")) from None
-        except AtrousError as exc:  # unknown model name
-            raise ValueError(str(exc)) from None
+        # each override on its own; the name and the merged config are checked against the zoo
+        # where the experiment is resolved (atrous.models.zoo.resolve_experiment)
+        for key, value in self.overrides.items():
+            _check_override(str(key), value)
         return self
+
+
+def _check_override(key: str, value: Any) -> None:
+    """ValueError unless ``key`` is a ModelConfig field and ``value`` valid for it alone."""
+    try:
+        _field_adapter(key).validate_python(value)
+    except KeyError:
+        raise ValueError(f"overrides: unknown key '{key}'") from None
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"overrides: key '{key}': {message}") from None
+
+
+@cache
+def _field_adapter(key: str) -> TypeAdapter:
+    """A validator for one ModelConfig field (its type and constraints); KeyError if none."""
+    field = ModelConfig.model_fields[key]
+    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return TypeAdapter(kind)
+
+
+def _backbones_taking(field: str) -> list[str]:
+    """Registered backbones whose factory takes ``field``."""
+    return [n for n in list_backbones() if field in get_backbone(n).fields]
 
 
 class ExperimentConfig(StrictModel):

@@ -13,16 +13,17 @@ from atrous.errors import ModelError
 from atrous.models.deeplab import DeepLab
 from atrous.models.introspect import config_from_state_dict
 from atrous.models.zoo import default_card, list_models
+from atrous.registry import get_backbone
 
 __all__ = ["inspect_model", "describe_config"]
 
 
 def describe_config(config: ModelConfig) -> dict[str, Any]:
     """The architecture facts users ask about, in words."""
+    widths = "width_mult" in get_backbone(config.backbone).fields
     return {
         "arch": "DeepLabV3+" if config.decoder else "DeepLabV3",
-        "backbone": config.backbone
-        + (f" x{config.width_mult}" if config.backbone == "mobilenet_v2" else ""),
+        "backbone": config.backbone + (f" x{config.width_mult}" if widths else ""),
         "output_stride": config.output_stride,
         "head": {"aspp": "ASPP", "pooling": "image pooling + 1x1", "none": "none"}[config.head],
         "atrous_rates": list(config.resolved_rates()),

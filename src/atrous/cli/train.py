@@ -10,9 +10,9 @@ import typer
 
 from atrous._atomic import atomic_write_text
 from atrous.cli._app import app, check_threads, console, print_json, print_table
-from atrous.config import load_experiment
 from atrous.data import SegmentationDataset, open_dataset
 from atrous.errors import InputError
+from atrous.models.zoo import resolve_experiment
 
 SYNTHETIC_SPLITS = ("train", "val", "test")
 
@@ -75,7 +75,7 @@ def train_command(
     """Train a model from an experiment YAML; checkpoints, metrics and TensorBoard go to OUT."""
     from atrous.train import train
 
-    experiment = load_experiment(_config_path(config), overrides or [])
+    experiment = resolve_experiment(_config_path(config), overrides or [])
     if qat or from_ is not None:
         from atrous.cli.quantize import qat_command
 

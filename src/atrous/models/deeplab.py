@@ -8,27 +8,19 @@ from torch import nn
 
 from atrous.config import ModelConfig
 from atrous.models.aspp import ASPP, ConvBNReLU
-from atrous.models.backbones import Backbone, MobileNetV2, ResNet, Xception
+from atrous.models.backbones import Backbone
 from atrous.models.decoder import Decoder
+from atrous.registry import get_backbone
 
 __all__ = ["DeepLab", "build_model", "build_backbone", "set_output_stride"]
 
 
 def build_backbone(config: ModelConfig) -> Backbone:
-    """Instantiate the backbone named in ``config`` at its output stride."""
-    name, os_ = config.backbone, config.output_stride
-    if name == "mobilenet_v2":
-        return MobileNetV2(
-            width_mult=config.width_mult, output_stride=os_, channel_divisor=config.channel_divisor
-        )
-    if name.startswith("resnet"):
-        return ResNet(
-            depth=int(name[6:]),
-            output_stride=os_,
-            multi_grid=config.multi_grid,
-            deep_stem=config.deep_stem,
-        )
-    return Xception(depth=int(name[8:]), output_stride=os_, multi_grid=config.multi_grid)
+    """Instantiate the registered backbone named in ``config`` at its output stride, passing
+    it the config fields it declares."""
+    spec = get_backbone(config.backbone)
+    own = {name: getattr(config, name) for name in spec.fields}
+    return spec.factory(output_stride=config.output_stride, **own)
 
 
 class DeepLab(nn.Module):

@@ -8,27 +8,52 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from atrous.card import ModelCard, Provenance
-from atrous.config import ModelConfig, Preprocessing
-from atrous.data.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
-from atrous.errors import ModelError
+from atrous.config import (
+    ExperimentConfig,
+    ModelConfig,
+    ModelSection,
+    Preprocessing,
+    format_validation_error,
+    load_experiment,
+)
+from atrous.errors import ConfigError, ModelError
 from atrous.models.deeplab import DeepLab
+from atrous.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
 
-__all__ = ["ZooEntry", "register", "list_models", "get_entry", "get_model", "default_card"]
+__all__ = [
+    "ZooEntry",
+    "register",
+    "list_models",
+    "get_entry",
+    "get_model",
+    "default_card",
+    "check_model_section",
+    "resolve_experiment",
+]
 
 _TF_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # TF DeepLab scales to [-1, 1]
 
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A published configuration: architecture, input size, dataset, and published figures."""
+    """A published configuration: architecture, input size, dataset, and published figures.
+
+    ``params`` and ``macs`` are measured on the built model (``atrous.bench.cost``) at
+    ``input_size``; a test recomputes them, so an entry cannot drift from its model.
+    """
 
     name: str
     config: ModelConfig
     input_size: tuple[int, int]
     dataset: str
     source: str
+    params: int
+    macs: int
     published: dict[str, float | str] = field(default_factory=dict)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
@@ -84,6 +109,26 @@ def default_card(name: str, **overrides: object) -> ModelCard:
     )
 
 
+def check_model_section(section: ModelSection, source: str) -> None:
+    """One-line ConfigError naming ``source`` unless ``section`` names a zoo entry whose config
+    accepts the overrides (checks across fields included, e.g. width_mult on a ResNet)."""
+    try:
+        default_card(section.name, **section.overrides)
+    except ModelError as exc:  # unknown model name
+        raise ConfigError(f"{source}: key 'model': {exc}") from None
+    except ValidationError as exc:
+        inner = format_validation_error(exc, "overrides")
+        raise ConfigError(f"{source}: key 'model': {inner}") from None
+
+
+def resolve_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """``load_experiment``, then the model section resolved against the zoo (one-line errors
+    naming the file), so a bad model name stops a run before it writes anything."""
+    config = load_experiment(path, overrides)
+    check_model_section(config.model, str(path))
+    return config
+
+
 _TF_ZOO = "TensorFlow DeepLab model zoo (research/deeplab/g3doc/model_zoo.md)"
 _VOC_PROTOCOL = "VOC 2012 val, 513x513 pad, dataset-level mIoU, single scale"
 
@@ -96,6 +141,8 @@ register(
         input_size=(513, 513),
         dataset="voc",
         source=f"{_TF_ZOO}; NXP eIQ",
+        params=697_013,
+        macs=867_496_704,
         published={"miou": 70.19, "gmacs": 0.88, "size_mb": 7.6, "protocol": _VOC_PROTOCOL},
         preprocessing=Preprocessing(**_TF_NORM),
     )
@@ -107,6 +154,8 @@ register(
         input_size=(513, 513),
         dataset="voc",
         source=_TF_ZOO,
+        params=2_113_557,
+        macs=2_740_709_056,
         published={"miou": 75.32, "gmacs": 2.75, "size_mb": 23.0, "protocol": _VOC_PROTOCOL},
         preprocessing=Preprocessing(**_TF_NORM),
     )
@@ -118,6 +167,8 @@ register(
         input_size=(512, 512),
         dataset="voc",
         source="ST model zoo (STM32 AI), DeepLabV3 MobileNetV2 a0.50",
+        params=2_004_309,
+        macs=2_199_920_640,
         published={
             "miou": 73.44,
             "accuracy": 93.29,
@@ -133,6 +184,8 @@ register(
         input_size=(257, 257),
         dataset="voc",
         source="ST model zoo (STM32 AI), per-tensor int8",
+        params=700_245,
+        macs=239_003_344,
         published={
             "miou": 59.33,
             "accuracy": 88.6,
@@ -151,6 +204,8 @@ register(
         input_size=(513, 513),
         dataset="voc",
         source=_TF_ZOO,
+        params=41_055_413,
+        macs=54_035_303_024,
         published={"miou": 82.20, "gmacs": 54.17, "size_mb": 439.0, "protocol": _VOC_PROTOCOL},
         preprocessing=Preprocessing(**_TF_NORM),
     )
@@ -168,6 +223,8 @@ register(
         input_size=(1025, 2049),
         dataset="cityscapes",
         source=_TF_ZOO,
+        params=43_477_323,
+        macs=513_037_697_336,
         published={
             "note": "the TF zoo's Xception-71 Cityscapes checkpoint uses a DPC head, not ASPP"
         },
@@ -181,6 +238,8 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source="torchvision deeplabv3_resnet50",
+        params=41_413_738,
+        macs=166_239_199_488,
         published={
             "miou": 66.4,
             "gflops": 178.7,
@@ -196,6 +255,8 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source="torchvision deeplabv3_resnet101",
+        params=60_405_866,
+        macs=246_260_293_888,
         published={
             "miou": 67.4,
             "gflops": 258.7,

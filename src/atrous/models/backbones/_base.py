@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -13,6 +15,7 @@ __all__ = [
     "StrideTracker",
     "init_weights",
     "zero_init_residuals",
+    "unit_indices",
 ]
 
 
@@ -96,3 +99,8 @@ def zero_init_residuals(model: nn.Module) -> int:
             nn.init.zeros_(norm.weight)
             count += 1
     return count
+
+
+def unit_indices(keys: Iterable[str], pattern: str) -> set[int]:
+    """The distinct integer indices captured by ``pattern``'s group (units of a stage)."""
+    return {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}

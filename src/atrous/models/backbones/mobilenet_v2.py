@@ -6,6 +6,9 @@ final 1280-channel 1x1 convolution is dropped, as in TF DeepLab (features end at
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,9 +19,11 @@ from atrous.models.backbones._base import (
     StrideTracker,
     init_weights,
     make_divisible,
+    unit_indices,
 )
+from atrous.registry import register_backbone
 
-__all__ = ["MobileNetV2", "ConvBNReLU6", "InvertedResidual"]
+__all__ = ["MobileNetV2", "ConvBNReLU6", "InvertedResidual", "mobilenet_v2"]
 
 # (expansion t, output channels c, repeats n, stride s) from the paper's Table 2.
 _SETTINGS = [
@@ -135,3 +140,26 @@ class MobileNetV2(Backbone):
             elif i == self._aux_index:
                 aux = x
         return [low, aux, x]
+
+
+def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``features.N.`` keys; the width from the last unit's channels (320 at width 1), the
+    channel divisor from whether the stride-4 unit's 24 channels were rounded to eight."""
+    units = unit_indices(state, r"features\.(\d+)\.")
+    if not units:
+        return None
+    out = int(state[f"features.{max(units)}.conv.2.weight"].shape[0])
+    width = round(out / 320 * 20) / 20
+    low = int(state["features.3.conv.2.weight"].shape[0])
+    divisor = 8 if low == make_divisible(24 * width, 8) else 1
+    return {"backbone": "mobilenet_v2", "width_mult": width, "channel_divisor": divisor}
+
+
+@register_backbone("mobilenet_v2", fields=("width_mult", "channel_divisor"), signature=_signature)
+def mobilenet_v2(
+    *, output_stride: int = 16, width_mult: float = 1.0, channel_divisor: int = 8
+) -> MobileNetV2:
+    """MobileNetV2 at ``output_stride`` (see :class:`MobileNetV2` for the arguments)."""
+    return MobileNetV2(
+        width_mult=width_mult, output_stride=output_stride, channel_divisor=channel_divisor
+    )

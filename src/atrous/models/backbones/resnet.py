@@ -6,14 +6,22 @@ directly; ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (ResNet-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from atrous.models.backbones._base import Backbone, FeatureInfo, StrideTracker, init_weights
+from atrous.models.backbones._base import (
+    Backbone,
+    FeatureInfo,
+    StrideTracker,
+    init_weights,
+    unit_indices,
+)
+from atrous.registry import register_backbone
 
-__all__ = ["ResNet", "Bottleneck"]
+__all__ = ["ResNet", "Bottleneck", "resnet50", "resnet101"]
 
 _DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -114,3 +122,36 @@ class ResNet(Backbone):
         low = self.layer1(x)
         aux = self.layer3(self.layer2(low))
         return [low, aux, self.layer4(aux)]
+
+
+def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``layer4.`` keys; the depth from the units of layer3, the stem from its first key."""
+    if not any(k.startswith("layer4.") for k in state):
+        return None
+    units = len(unit_indices(state, r"layer3\.(\d+)\."))
+    depth = next((d for d, blocks in _DEPTHS.items() if blocks[2] == units), None)
+    if depth is None:
+        names = " or ".join(str(d) for d in _DEPTHS)
+        raise ValueError(f"ResNet with {units} units in layer3 is not {names}")
+    return {"backbone": f"resnet{depth}", "deep_stem": "conv1.0.weight" in state}
+
+
+_FIELDS = ("multi_grid", "deep_stem")
+
+
+@register_backbone("resnet50", fields=_FIELDS, signature=_signature)
+def resnet50(
+    *, output_stride: int = 16, multi_grid: Sequence[int] | None = None, deep_stem: bool = False
+) -> ResNet:
+    """ResNet-50 at ``output_stride`` (see :class:`ResNet` for the arguments)."""
+    return ResNet(depth=50, output_stride=output_stride, multi_grid=multi_grid, deep_stem=deep_stem)
+
+
+@register_backbone("resnet101", fields=_FIELDS, signature=_signature)
+def resnet101(
+    *, output_stride: int = 16, multi_grid: Sequence[int] | None = None, deep_stem: bool = False
+) -> ResNet:
+    """ResNet-101 at ``output_stride`` (see :class:`ResNet` for the arguments)."""
+    return ResNet(
+        depth=101, output_stride=output_stride, multi_grid=multi_grid, deep_stem=deep_stem
+    )

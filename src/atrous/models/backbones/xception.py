@@ -7,15 +7,23 @@ entry-flow units so that more work happens at strides 4 and 8.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from atrous.models.atrous_conv import AtrousConv2d
-from atrous.models.backbones._base import Backbone, FeatureInfo, StrideTracker, init_weights
+from atrous.models.backbones._base import (
+    Backbone,
+    FeatureInfo,
+    StrideTracker,
+    init_weights,
+    unit_indices,
+)
+from atrous.registry import register_backbone
 
-__all__ = ["Xception", "SeparableConv2d", "XceptionBlock"]
+__all__ = ["Xception", "SeparableConv2d", "XceptionBlock", "xception65", "xception71"]
 
 # Entry flow per variant: (channels, stride); all entry units use a projected (conv) shortcut.
 _ENTRY = {
@@ -162,3 +170,27 @@ class Xception(Backbone):
                 low = mid
         aux = self.middle_flow(x)
         return [low, aux, self.exit_flow(aux)]
+
+
+def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``entry_flow.`` keys; the depth from the number of entry-flow units."""
+    units = len(unit_indices(state, r"entry_flow\.(\d+)\."))
+    if not units:
+        return None
+    depth = next((d for d, entry in _ENTRY.items() if len(entry) == units), None)
+    if depth is None:
+        names = " or ".join(str(d) for d in _ENTRY)
+        raise ValueError(f"Xception with {units} entry units is not {names}")
+    return {"backbone": f"xception{depth}"}
+
+
+@register_backbone("xception65", fields=("multi_grid",), signature=_signature)
+def xception65(*, output_stride: int = 16, multi_grid: Sequence[int] | None = None) -> Xception:
+    """Aligned Xception-65 at ``output_stride`` (see :class:`Xception` for the arguments)."""
+    return Xception(depth=65, output_stride=output_stride, multi_grid=multi_grid)
+
+
+@register_backbone("xception71", fields=("multi_grid",), signature=_signature)
+def xception71(*, output_stride: int = 16, multi_grid: Sequence[int] | None = None) -> Xception:
+    """Aligned Xception-71 at ``output_stride`` (see :class:`Xception` for the arguments)."""
+    return Xception(depth=71, output_stride=output_stride, multi_grid=multi_grid)

@@ -1,4 +1,7 @@
-"""Model zoo: shapes at odd sizes, output strides, multiply-add targets, feature contract."""
+"""DeepLab assembly over the zoo: shapes at odd sizes, output strides, heads, atrous convs.
+
+The per-backbone contract is in test_backbone_contract.py, the zoo's figures in test_zoo.py.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +10,19 @@ import torch
 
 from atrous.bench.cost import measure_cost
 from atrous.config import ModelConfig
-from atrous.errors import ModelError
 from atrous.models import build_model, get_entry, get_model, list_models
-from atrous.models.backbones import MobileNetV2, ResNet, Xception
+from atrous.models.backbones import MobileNetV2
 from atrous.models.backbones._base import make_divisible
 
-SMALL = [
-    "deeplabv3_mnv2_dm05_os16",
-    "deeplabv3_mnv2_os16",
-    "deeplabv3_mnv2_a050_aspp_os16_512",
-    "deeplabv3_mnv2_a050_noaspp_257",
-]
-LARGE = [
-    "deeplabv3plus_xception65_os16",
-    "deeplabv3plus_xception71_os16",
-    "deeplabv3_resnet50_os8",
-    "deeplabv3_resnet101_os8",
-]
+
+def _heavy(name: str) -> bool:
+    """Entries over 10 G multiply-adds at their input size run at small sizes only."""
+    return get_entry(name).macs > 10e9
 
 
-def test_zoo_has_published_entries():
-    assert set(SMALL + LARGE) <= set(list_models())
-    assert list_models("deeplabv3plus_*") == LARGE[:2]
-    with pytest.raises(ModelError, match="unknown model 'nope'"):
-        get_entry("nope")
+ZOO = list_models()
+SMALL = [n for n in ZOO if not _heavy(n)]
+LARGE = [n for n in ZOO if _heavy(n)]
 
 
 @pytest.mark.parametrize(
@@ -70,22 +62,6 @@ def test_one_pixel_input_is_rejected_clearly():
         seg.predict(np.zeros((1, 1, 3), np.uint8))
 
 
-@pytest.mark.parametrize(
-    "name, target, tolerance",
-    [
-        ("deeplabv3_mnv2_dm05_os16", 0.88, 0.03),
-        ("deeplabv3_mnv2_os16", 2.75, 0.03),
-        ("deeplabv3plus_xception65_os16", 54.17, 0.05),
-    ],
-)
-def test_multiply_adds_match_published(name, target, tolerance):
-    entry = get_entry(name)
-    cost = measure_cost(get_model(name), (513, 513))
-    assert abs(cost.gmacs - target) / target < tolerance, cost.gmacs
-    assert entry.published["gmacs"] == target
-    assert sum(cost.by_stage.values()) == cost.macs
-
-
 def test_mac_counter_on_a_known_conv():
     conv = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
@@ -93,25 +69,6 @@ def test_mac_counter_on_a_known_conv():
     cost = measure_cost(conv, (10, 20))
     assert cost.macs == 10 * 20 * 8 * 3 * 9 + 10 * 20 * 8 * 9
     assert cost.params == 8 * 3 * 9 + 8 + 8 * 9 + 8
-
-
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
-@pytest.mark.parametrize(
-    "backbone",
-    [
-        lambda os_: MobileNetV2(width_mult=0.35, output_stride=os_),
-        lambda os_: ResNet(depth=50, output_stride=os_),
-        lambda os_: Xception(depth=65, output_stride=os_),
-    ],
-)
-def test_backbone_feature_contract(backbone, output_stride):
-    net = backbone(output_stride).eval()
-    with torch.no_grad():
-        feats = net(torch.randn(1, 3, 64, 96))
-    for feat, info in zip(feats, net.feature_info, strict=True):
-        assert feat.shape[1] == info.channels
-    assert feats[0].shape[-2:] == (16, 24)  # stride 4
-    assert feats[2].shape[-2:] == (64 // output_stride, 96 // output_stride)
 
 
 def test_output_stride_uses_dilation_not_truncation():
