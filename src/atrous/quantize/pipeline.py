@@ -18,6 +18,7 @@ from torch import nn
 
 from atrous.card import ModelCard
 from atrous.errors import InputError
+from atrous.export.onnx import export_onnx
 from atrous.quantize.bias_correction import bias_correct
 from atrous.quantize.channel_padding import CHANNEL_MULTIPLE, pad_channels
 from atrous.quantize.equalize import equalize as equalize_model
@@ -29,6 +30,7 @@ from atrous.quantize.ptq import (
     quantize_onnx,
 )
 from atrous.quantize.sensitivity import MixedResult, Scorer, auto_mixed
+from atrous.sources import load_engine
 
 __all__ = [
     "QuantizeResult",
@@ -70,8 +72,6 @@ def prepare_for_int8(
 
 def export_float(model: nn.Module, card: ModelCard, path: Path) -> Path:
     """Export the prepared float model to ONNX with its card (dynamic H/W)."""
-    from atrous.export.onnx import export_onnx
-
     return export_onnx(model, card, path, opset=17, dynamic=True)
 
 
@@ -146,8 +146,6 @@ def quantize_model(
                 raise InputError(f"{src}: file not found")
             float_path = src
         else:
-            from atrous.runtimes import load_engine
-
             torch_engine, card = load_engine(str(model), "torch")
             net = torch_engine.model  # type: ignore[attr-defined]
             batches = calibration_batches(calib, card, num)

@@ -1,6 +1,6 @@
 """Static int8 post-training quantization of an ONNX model (ONNX Runtime QDQ, or OpenVINO NNCF).
 
-Calibration images go through the model card's own preprocessing (the Segmenter's), so the
+Calibration images go through the model card's own preprocessing (``atrous.preprocess``), so the
 ranges seen at calibration are those seen at inference (pitfall 2). Defaults follow what is fast
 on an AVX2 CPU without VNNI: uint8 activations with per-channel int8 weights.
 """
@@ -10,15 +10,23 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
 from atrous._atomic import atomic_path
-from atrous.card import ModelCard
+from atrous.card import (
+    FastPathFacts,
+    ModelCard,
+    onnx_card,
+    read_onnx_card,
+    set_onnx_metadata,
+    write_onnx_card,
+)
 from atrous.errors import InputError, ModelError
+from atrous.preprocess import image_of, preprocess
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -38,16 +46,6 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
 
-def image_of(item: Any) -> np.ndarray:
-    """An RGB uint8 image from a dataset sample, a (image, mask) pair or a bare array."""
-    image = getattr(item, "image", None)
-    if image is None:
-        image = item[0] if isinstance(item, tuple | list) else item
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        raise InputError(f"calibration item is not an H x W x 3 image ({type(item).__name__})")
-    return image
-
-
 def calibration_batches(
     items: Iterable[Any],
     card: ModelCard | None,
@@ -61,7 +59,6 @@ def calibration_batches(
     arrays (used as they are).
     """
     batches: list[np.ndarray] = []
-    segmenter = None
     for item in items:
         if len(batches) >= num:
             break
@@ -69,20 +66,14 @@ def calibration_batches(
             # preprocessed: float batches, or uint8 pixel batches for graphs that take pixels
             batches.append(item if item.dtype == np.uint8 else item.astype(np.float32, copy=False))
             continue
-        if segmenter is None:
-            if card is None and card_source is not None:
-                from atrous.export.onnx import read_onnx_card
-
-                card = read_onnx_card(card_source)
-            if card is None:
-                raise ModelError(
-                    f"{card_source or 'model'}: no model card (preprocessing) to calibrate from "
-                    "images; is it an atrous segmentation model?"
-                )
-            from atrous.segmenter import Segmenter
-
-            segmenter = Segmenter(cast(Any, None), card)  # preprocessing only, no engine needed
-        batches.append(segmenter.preprocess([image_of(item)])[0])
+        if card is None and card_source is not None:
+            card = read_onnx_card(card_source)
+        if card is None:
+            raise ModelError(
+                f"{card_source or 'model'}: no model card (preprocessing) to calibrate from "
+                "images; is it an atrous segmentation model?"
+            )
+        batches.append(preprocess(card, [image_of(item)])[0])
     if not batches:
         raise InputError("calibration data is empty")
     return batches
@@ -118,21 +109,23 @@ def quantizable_nodes(path: str | Path) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS]
 
 
-def copy_metadata(source: str | Path, target: str | Path, notes: dict[str, Any]) -> None:
-    """Copy ``source``'s metadata (the model card) into ``target``, adding provenance notes."""
-    from atrous.card import card_from_json
-    from atrous.runtimes import CARD_KEY
-
+def copy_metadata(
+    source: str | Path,
+    target: str | Path,
+    notes: dict[str, Any],
+    fast_path: FastPathFacts | None = None,
+) -> None:
+    """Copy ``source``'s metadata (the model card) into ``target``, adding provenance notes
+    (and, for a fast graph, its updated ``fast_path`` section)."""
     src = onnx.load(str(source), load_external_data=False)
     dst = onnx.load(str(target))
-    props = {p.key: p.value for p in src.metadata_props}
-    if CARD_KEY in props:
-        card = card_from_json(props[CARD_KEY], str(source))
-        card.provenance.notes = {**card.provenance.notes, **notes}
-        props[CARD_KEY] = card.to_json()
     del dst.metadata_props[:]
-    for key, value in props.items():
-        dst.metadata_props.add(key=key, value=value)
+    set_onnx_metadata(dst, {p.key: p.value for p in src.metadata_props})
+    card = onnx_card(src, str(source))
+    if card is not None:
+        card.provenance.notes = {**card.provenance.notes, **notes}
+        card.fast_path = fast_path or card.fast_path
+        write_onnx_card(dst, card)
     onnx.save(dst, str(target))
 
 
@@ -174,7 +167,7 @@ def quantize_onnx(
     engine: Literal["onnxruntime", "openvino"] = "onnxruntime",
     calibration_cache: str | Path | None = None,
     preprocess: bool = True,
-    notes: dict[str, Any] | None = None,
+    fast_path: FastPathFacts | None = None,
 ) -> Path:
     """Quantize a float ONNX model to static int8 and write it to ``out``; return ``out``.
 
@@ -192,7 +185,7 @@ def quantize_onnx(
         calibration_cache: JSON file of activation ranges; written on first use, reused after
             (sensitivity sweeps calibrate once).
         preprocess: run ORT's optimisation/shape-inference pre-pass (skip if already done).
-        notes: extra provenance notes for the written model card (merged over the source's).
+        fast_path: the written card's fast-path section (a quantized fast graph's).
     """
     model_path, out = Path(model_path), Path(out)
     if not model_path.is_file():
@@ -244,6 +237,7 @@ def quantize_onnx(
         copy_metadata(
             model_path,
             target,
-            {"quantization": {"engine": "onnxruntime", **settings}, **(notes or {})},
+            {"quantization": {"engine": "onnxruntime", **settings}},
+            fast_path,
         )
     return out

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from atrous.card import card_json_of
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, ShapeSpecializer, cast_input, error_line
+from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -90,7 +91,7 @@ class OrtEngine:
     @property
     def card_json(self) -> str | None:
         """The model card stored in the ONNX metadata (key ``atrous.card``), if any."""
-        return self.session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
+        return card_json_of(self.session.get_modelmeta().custom_metadata_map)
 
     def signature(self) -> Signature:
         """Input and first output shapes (None for symbolic dims) and dtypes."""
