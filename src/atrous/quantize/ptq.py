@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from atrous._atomic import atomic_path
 from atrous.card import (
@@ -27,6 +34,7 @@ from atrous.card import (
 )
 from atrous.errors import InputError, ModelError
 from atrous.preprocess import image_of, preprocess
+from atrous.quantize.nncf_ptq import quantize_openvino
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -44,6 +52,11 @@ Granularity = Literal["per-channel", "per-tensor"]
 Activations = Literal["uint8", "int8"]
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+CALIBRATORS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 def calibration_batches(
@@ -131,8 +144,6 @@ def copy_metadata(
 
 def preprocess_for_quantization(source: Path, target: Path) -> Path:
     """ORT's recommended pre-pass: graph optimisation (folds BN) and shape inference."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     try:
         quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
     except Exception:  # symbolic inference can fail on dynamic resizes; retry without it
@@ -150,6 +161,41 @@ def check_settings(granularity: str, activations: str, method: str, engine: str)
         raise InputError(f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}")
     if engine not in ("onnxruntime", "openvino"):
         raise InputError(f"quantize engine must be onnxruntime or openvino, got '{engine}'")
+
+
+def _quantize_static(
+    prepared: Path,
+    target: Path,
+    batches: Sequence[np.ndarray],
+    granularity: str,
+    activations: str,
+    method: str,
+    reduce_range: bool,
+    nodes_to_exclude: Sequence[str],
+    calibration_cache: str | Path | None,
+) -> None:
+    """ONNX Runtime's static QDQ quantization with the settings atrous uses (int8 weights,
+    symmetric; activations uint8 asymmetric or int8 symmetric)."""
+    quantize_static(
+        str(prepared),
+        str(target),
+        BatchReader(_input_name(prepared), batches),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=granularity == "per-channel",
+        reduce_range=reduce_range,
+        calibrate_method=CALIBRATORS[method],
+        nodes_to_exclude=list(nodes_to_exclude),
+        extra_options={
+            "ActivationSymmetric": activations == "int8",
+            "WeightSymmetric": True,
+            "CalibMovingAverage": False,
+            "CalibTensorRangeSymmetric": False,
+        },
+        calibration_providers=["CPUExecutionProvider"],
+        calibration_cache_path=calibration_cache,
+    )
 
 
 def quantize_onnx(
@@ -200,39 +246,21 @@ def quantize_onnx(
         "float_nodes": list(nodes_to_exclude),
     }
     if engine == "openvino":
-        from atrous.quantize.nncf_ptq import quantize_openvino
-
         return quantize_openvino(model_path, batches, out, granularity, nodes_to_exclude)
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
     with tempfile.TemporaryDirectory(prefix="atrous-ptq-") as tmp, atomic_path(out) as target:
         prepared = model_path
         if preprocess:
             prepared = preprocess_for_quantization(model_path, Path(tmp) / "prepared.onnx")
-        quantize_static(
-            str(prepared),
-            str(target),
-            BatchReader(_input_name(prepared), batches),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=granularity == "per-channel",
-            reduce_range=reduce_range,
-            calibrate_method=methods[method],
-            nodes_to_exclude=list(nodes_to_exclude),
-            extra_options={
-                "ActivationSymmetric": activations == "int8",
-                "WeightSymmetric": True,
-                "CalibMovingAverage": False,
-                "CalibTensorRangeSymmetric": False,
-            },
-            calibration_providers=["CPUExecutionProvider"],
-            calibration_cache_path=calibration_cache,
+        _quantize_static(
+            prepared,
+            target,
+            batches,
+            granularity,
+            activations,
+            method,
+            reduce_range,
+            nodes_to_exclude,
+            calibration_cache,
         )
         copy_metadata(
             model_path,

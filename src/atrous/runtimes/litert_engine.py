@@ -7,6 +7,7 @@ atrous card lives in the flatbuffer's metadata list under ``atrous.card``.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,6 @@ class LiteRtEngine:
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads and model file."""
-        from importlib.metadata import version
-
         return {
             "engine": self.name,
             "version": version("ai-edge-litert"),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from atrous.card import card_json_of
 from atrous.errors import ModelError
@@ -57,8 +58,6 @@ class OrtEngine:
 
     def _open(self, fixed_dims: dict[str, int] | None = None) -> Any:
         """A session on the file; ``fixed_dims`` pins symbolic input dimensions by name."""
-        import onnxruntime as ort
-
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -111,8 +110,6 @@ class OrtEngine:
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads and model file."""
-        import onnxruntime as ort
-
         return {
             "engine": self.name,
             "version": ort.__version__,
