@@ -26,8 +26,8 @@ from atrous.bench.profile import profile_segmenter  # noqa: E402
 from atrous.export.parity import synthetic_image  # noqa: E402
 from atrous.fastpath import export_fast_int8  # noqa: E402
 from atrous.models import default_card, get_model  # noqa: E402
-from atrous.runtimes import load_engine  # noqa: E402
 from atrous.segmenter import Segmenter  # noqa: E402
+from atrous.sources import load_engine  # noqa: E402
 from fast_path import NAME, trained_at_21_classes  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "channel_padding.md"

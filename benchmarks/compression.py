@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
+from atrous.bench.compare import Variant, compare, markdown_table, miou_scorer
 from atrous.bench.cost import measure_cost
 from atrous.checkpoint import load_checkpoint
 from atrous.config import load_experiment
 from atrous.data import build_dataset
 from atrous.export.onnx import export_onnx
 from atrous.quantize.channel_padding import pad_channels
-from atrous.quantize.compare import Variant, compare, markdown_table, miou_scorer
 from atrous.quantize.finetune import dataset_batches, finetune
 from atrous.quantize.fold import fold_batchnorm
 from atrous.quantize.fp16 import fp16_weights

@@ -32,9 +32,10 @@ from atrous.export.onnx import export_onnx
 from atrous.export.parity import diversify, sample_batch, synthetic_image
 from atrous.fastpath import DEFAULT_LABEL_STRIDE, export_fast_int8, export_fast_onnx, fast_engine
 from atrous.models import default_card, get_model
-from atrous.runtimes import TorchEngine, load_engine
+from atrous.runtimes import TorchEngine
 from atrous.runtimes.openvino_engine import OpenVinoEngine
 from atrous.segmenter import Segmenter
+from atrous.sources import load_engine
 
 NAME = "deeplabv3_mnv2_dm05_os16"
 NOTES = """## Notes
@@ -197,11 +198,10 @@ def quantize_naive(source: Path, path: Path, card, sizes: list[int]) -> Path:
     )
     import onnx
 
-    from atrous.export.onnx import set_metadata
-    from atrous.runtimes import CARD_KEY
+    from atrous.card import write_onnx_card
 
     proto = onnx.load(str(path))
-    set_metadata(proto, {CARD_KEY: card.to_json()})
+    write_onnx_card(proto, card)
     onnx.save(proto, str(path))
     return path
 

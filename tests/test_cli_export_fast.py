@@ -52,7 +52,7 @@ def test_export_fast_int8_reports_agreement(tmp_path):
         threads=1,
     )
     assert result.images_checked == 2 and 0.0 <= result.agreement <= 1.0
-    assert read_onnx_card(result.path).provenance.notes["fast_path"]["precision"] == "int8"
+    assert read_onnx_card(result.path).fast_path.precision == "int8"
 
 
 def test_export_fast_int8_openvino_from_cli(tmp_path):
@@ -68,7 +68,7 @@ def test_export_fast_int8_openvino_from_cli(tmp_path):
     assert report["images_checked"] == 8 and out.with_suffix(".bin").exists()
     seg = Segmenter.from_file(out, engine="auto", threads=1)
     assert seg.engine.describe()["engine"] == "openvino"
-    assert seg.card.provenance.notes["fast_path"]["engine"] == "openvino"
+    assert seg.card.fast_path.engine == "openvino"
     assert seg.predict(np.zeros((40, 50, 3), np.uint8)).mask.shape == (40, 50)
 
 

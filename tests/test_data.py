@@ -265,20 +265,30 @@ def test_data_check_cli(folder):
 def test_synthetic_means_the_set_the_model_was_trained_on():
     import json
 
+    from atrous.card import card_from_json
     from atrous.models import default_card
+
+    def older_card(data: dict):  # as 'atrous train' recorded it before the typed section
+        raw = json.loads(card.to_json())
+        raw["provenance"].pop("training_data")
+        raw["provenance"]["notes"] = {"config": {"data": data}}
+        return card_from_json(raw)
 
     default = DataConfig(kind="synthetic")
     card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=5)
     assert len(open_dataset("synthetic", "val", card=card)) == default.val_size  # no record
     trained = DataConfig(kind="synthetic", image_size=64, val_size=7, object_scale=(0.2, 0.3))
-    card.provenance.notes["config"] = {"data": json.loads(trained.model_dump_json())}
+    card.provenance.training_data = trained
     data = open_dataset("synthetic", "val", card=card)
     assert len(data) == 7 and data[0].image.shape == (64, 64, 3)
     np.testing.assert_array_equal(data[3].mask, build_dataset(trained, "val")[3].mask)
+    migrated = older_card(json.loads(trained.model_dump_json()))
+    assert migrated.provenance.training_data == trained
+    assert len(open_dataset("synthetic", "val", card=migrated)) == 7
     # a model trained on another dataset is scored on the default synthetic set
-    card.provenance.notes["config"] = {"data": {"kind": "voc", "root": "VOC2012"}}
-    data = open_dataset("synthetic", "val", card=card)
-    assert len(data) == default.val_size and data[0].image.shape[0] == default.image_size
+    for other in (older_card({"kind": "voc", "root": "VOC2012"}), older_card({"kind": "?"})):
+        data = open_dataset("synthetic", "val", card=other)
+        assert len(data) == default.val_size and data[0].image.shape[0] == default.image_size
 
 
 def test_check_refuses_an_unknown_kind(folder):

@@ -14,7 +14,8 @@ from atrous.errors import ConfigError, ModelError
 from atrous.export import check_parity, export_model, export_onnx, parity_sizes
 from atrous.export.onnx import read_onnx_card
 from atrous.export.parity import diversify, sample_batch, synthetic_image
-from atrous.runtimes import TorchEngine, load_engine
+from atrous.runtimes import TorchEngine
+from atrous.sources import load_engine
 
 SIZES = [(65, 97), (129, 129)]
 
@@ -62,7 +63,7 @@ def test_onnx_carries_the_card_and_dynamic_axes(tiny, tiny_onnx):
     assert stored is not None
     assert stored.classes == card.classes and stored.model == card.model
     assert stored.preprocessing == card.preprocessing and stored.output == "logits"
-    assert stored.provenance.notes["export"]["format"] == "onnx"
+    assert stored.export.format == "onnx"
     proto = onnx.load(str(tiny_onnx.path))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
@@ -153,7 +154,7 @@ def test_openvino_export_via_cli_round_trips_at_two_sizes(tiny, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.bin", "tiny.xml"]  # no leftovers
     engine, loaded = load_engine(out, "openvino", threads=2)
     assert engine.name == "openvino" and loaded.classes == card.classes
-    assert loaded.provenance.notes["export"]["format"] == "openvino"
+    assert loaded.export.format == "openvino"
     assert loaded.output == "labels"  # the measured default: argmax inside the graph
     reference = TorchEngine(model, threads=2)
     for i, size in enumerate(SIZES):
@@ -368,7 +369,7 @@ def test_int8_tflite_export_checks_held_out_images(tiny_checkpoint, tmp_path):
         num=4,
     )
     assert len(result.parity.rows) == 8 and all(r.threshold == 0.95 for r in result.parity.rows)
-    assert result.card.provenance.notes["export"]["precision"] == "int8"
+    assert result.card.export.precision == "int8"
     engine, _ = load_engine(result.path, "litert", threads=2)
     assert engine.describe()["engine"] == "litert"
     with pytest.raises(ModelError, match="calibration"):

@@ -7,11 +7,13 @@ import onnx
 import pytest
 import torch
 
+from atrous.card import CARD_KEY
 from atrous.export.parity import diversify, synthetic_image
-from atrous.fastpath import FastGraph, export_fast_onnx, fast_card, fast_segmenter
+from atrous.fastpath import FastGraph, export_fast_onnx, fast_card
 from atrous.models import default_card, get_model
-from atrous.runtimes import CARD_KEY, TorchEngine, load_engine
-from atrous.segmenter import Segmenter
+from atrous.runtimes import TorchEngine
+from atrous.segmenter import Segmenter, fast_segmenter
+from atrous.sources import load_engine
 
 NAME = "deeplabv3_mnv2_dm05_os16"
 
@@ -209,7 +211,7 @@ def test_narrow_high_resolution_convs_are_found_from_shapes(net, tmp_path):
 def test_folded_normalisation_takes_a_mean_colour_border_from_the_host(net, tmp_path, order):
     import onnxruntime as ort
 
-    from atrous.export.onnx import proto_card, set_metadata
+    from atrous.card import onnx_card, write_onnx_card
     from atrous.fastpath import Normalize, fold_input_normalization
 
     card = net[1].model_copy(deep=True)
@@ -243,10 +245,10 @@ def test_folded_normalisation_takes_a_mean_colour_border_from_the_host(net, tmp_
             dynamo=False,
         )
         proto = onnx.load(str(path))
-        set_metadata(proto, {CARD_KEY: fast_card(card, 2).to_json()})
+        write_onnx_card(proto, fast_card(card, 2))
         assert fold_input_normalization(proto)
         assert not any(n.name == "/normalize/Conv" for n in proto.graph.node)
-        pre = proto_card(proto).preprocessing
+        pre = onnx_card(proto).preprocessing
         assert pre.border == padding
         # the host's canvas: the image inside a border of the card's padding colour
         canvas = np.empty((1, 3, 33 + 2 * padding, 41 + 2 * padding), np.uint8)
@@ -403,8 +405,8 @@ def test_openvino_int8_fast_graph_runs_every_convolution_in_int8(net, tmp_path):
     path = export_fast_int8(model, card, tmp_path / "int8.xml", images[:6], num=6)
     assert path.with_suffix(".bin").exists()
     ir = ov.Core().read_model(str(path))
-    notes = card_from_json(ir.get_rt_info(RT_INFO_CARD).astype(str)).provenance.notes
-    assert notes["fast_path"]["engine"] == "openvino" and notes["fast_path"]["precision"] == "int8"
+    facts = card_from_json(ir.get_rt_info(RT_INFO_CARD).astype(str)).fast_path
+    assert facts.engine == "openvino" and facts.precision == "int8"
     # depthwise weights are int8 with one scale per output channel (NNCF sees folded constants,
     # not the Reshape of the ONNX weights, which gave a scale per channel and kernel column)
     depthwise = [op for op in ir.get_ordered_ops() if op.get_type_name() == "GroupConvolution"]

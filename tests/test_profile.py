@@ -12,8 +12,9 @@ from atrous.bench.profile import block_labels, block_of, profile_segmenter
 from atrous.cli import app
 from atrous.export.onnx import export_onnx
 from atrous.models import default_card, get_model
-from atrous.runtimes import TorchEngine, load_engine
+from atrous.runtimes import TorchEngine
 from atrous.segmenter import Segmenter
+from atrous.sources import load_engine
 
 NAME = "deeplabv3_mnv2_dm05_os16"
 

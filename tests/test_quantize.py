@@ -341,5 +341,5 @@ def test_fast_int8_graph_agrees_with_fast_fp32(trained, tmp_path):
     assert len(np.unique(np.concatenate([m.ravel() for m in masks32]))) == NUM_CLASSES
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert "QuantizeLinear" in ops and "BatchNormalization" not in ops
-    notes = read_onnx_card(int8).provenance.notes["fast_path"]
-    assert notes["precision"] == "int8" and notes["label_stride"] == 1
+    facts = read_onnx_card(int8).fast_path
+    assert facts.precision == "int8" and facts.label_stride == 1

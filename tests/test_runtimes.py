@@ -8,8 +8,9 @@ import pytest
 from atrous.errors import ModelError
 from atrous.export import export_onnx
 from atrous.export.parity import diversify, synthetic_image
-from atrous.runtimes import TorchEngine, load_engine
+from atrous.runtimes import TorchEngine
 from atrous.segmenter import Segmenter
+from atrous.sources import load_engine
 
 pytestmark = pytest.mark.usefixtures("private_engine_cache")
 
@@ -195,8 +196,8 @@ def test_foreign_person_tflite_gives_probability_mask(tmp_path, rng):
 
 def test_tflite_metadata_round_trip_keeps_the_model_runnable(tmp_path):
     _needs_litert()
+    from atrous.card import add_tflite_metadata, read_tflite_metadata
     from atrous.models.zoo import default_card
-    from atrous.runtimes.litert_engine import add_tflite_metadata, read_tflite_metadata
 
     path = tflite_model(tmp_path / "m.tflite", size=9, channels=4)
     card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=4)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from atrous.bench.cost import measure_cost
 from atrous.card import card_from_json
 from atrous.checkpoint import load_state_dict_checked, read_checkpoint
 from atrous.config import ModelConfig
-from atrous.errors import ModelError
+from atrous.cost import measure_cost
 from atrous.models.deeplab import DeepLab
 from atrous.models.introspect import config_from_state_dict
-from atrous.models.zoo import default_card, list_models
+from atrous.models.zoo import default_card
 from atrous.registry import get_backbone
+from atrous.runtimes import model_file_mb, read_exported_card
+from atrous.sources import classify
 
 __all__ = ["inspect_model", "describe_config"]
 
@@ -47,15 +48,15 @@ def inspect_model(
     For exported files the card comes from metadata, a sidecar or the inferred contract, with
     ``contract`` overrides (``key=value``) applied.
     """
-    text = str(source)
-    path = Path(text)
+    found = classify(source)
+    text, path = found.text, found.path
     info: dict[str, Any] = {"source": text}
     card = None
-    if not path.exists() and text in list_models():
+    if found.kind == "zoo":
         card = default_card(text)
         config = card.model
         info["origin"] = "zoo (random weights)"
-    elif path.suffix in (".pt", ".pth", ".ckpt"):
+    elif found.kind == "checkpoint":
         data = read_checkpoint(path)
         info["file_mb"] = path.stat().st_size / 1e6
         if "card" in data:
@@ -69,16 +70,12 @@ def inspect_model(
             info["origin"] = (
                 "plain state_dict (architecture inferred from weights; output stride unknown)"
             )
-    elif path.exists():
-        from atrous.runtimes import model_file_mb, read_exported_card
-
+    else:
         card, card_origin = read_exported_card(path, contract)
         config = card.model
         origin = "its signature (no card inside)" if card_origin == "inferred" else card_origin
         info["origin"] = f"{path.suffix[1:]} file, card from {origin}"
         info["file_mb"] = model_file_mb(path)
-    else:
-        raise ModelError(f"{text}: no such file or zoo model; see 'atrous zoo'")
     if config is not None:
         info["architecture"] = describe_config(config)
         if input_size is None:

@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from atrous._atomic import atomic_write_text
+from atrous.bench.latency import benchmark, with_input_size
 from atrous.errors import InputError
-from atrous.fastpath import DEFAULT_LABEL_STRIDE
+from atrous.evaluate import evaluate
+from atrous.export.onnx import export_onnx
+from atrous.fastpath import (
+    DEFAULT_LABEL_STRIDE,
+    export_fast_onnx,
+    fast_card,
+    fast_engine,
+    quantize_fast_onnx,
+)
+from atrous.preprocess import preprocess
+from atrous.quantize.nncf_ptq import nncf_available
+from atrous.runtimes import TorchEngine
+from atrous.segmenter import Segmenter, fast_segmenter
+from atrous.sources import load_engine, load_source
 
 __all__ = [
     "Candidate",
@@ -148,31 +163,15 @@ def candidates(models: Sequence[str], search: dict[str, list[Any]]) -> list[Cand
 def int8_suffix() -> str:
     """The file type of an int8 fast-graph candidate: OpenVINO IR (its fastest build, see
     ``atrous.fastpath``) when NNCF is installed, else ONNX for ONNX Runtime."""
-    from atrous.quantize.nncf_ptq import nncf_available
-
     return ".xml" if nncf_available() else ".onnx"
 
 
 def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = None):
     """A Segmenter for the candidate (exports and quantizes into ``work_dir`` as needed)."""
-    from atrous.bench.latency import with_input_size
-    from atrous.export.pipeline import load_source
-    from atrous.fastpath import (
-        export_fast_onnx,
-        fast_card,
-        fast_engine,
-        fast_segmenter,
-        quantize_fast_onnx,
-    )
-    from atrous.runtimes import TorchEngine, load_engine
-    from atrous.segmenter import Segmenter
-
     net, card = load_source(cand.model)
     if cand.engine == "torch":
         seg = Segmenter(TorchEngine(net, cand.threads), card)
     elif cand.engine == "onnxruntime":
-        from atrous.export.onnx import export_onnx
-
         path = work_dir / f"{Path(cand.model).stem}-plain.onnx"
         if not path.exists():
             export_onnx(net, card, path)
@@ -185,7 +184,7 @@ def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = N
         if not fp32.exists():
             export_fast_onnx(net, card, fp32, label_stride=cand.label_stride)
         if not int8.exists():
-            calib = [Segmenter(None, fcard).preprocess([im])[0] for im in (calibration or [])]
+            calib = [preprocess(fcard, [im])[0] for im in (calibration or [])]
             quantize_fast_onnx(fp32, int8, calib, fcard)
         engine, loaded = load_engine(int8, fast_engine(int8), cand.threads)
         seg = Segmenter(engine, loaded)
@@ -327,8 +326,6 @@ def optimize(
         runs: timed runs per latency measurement; limit: evaluate only the first N samples.
         measure: replaces the real measurement with ``candidate -> (miou, latency_ms)``.
     """
-    import tempfile
-
     if latency_budget_ms <= 0:
         raise InputError(f"latency budget must be positive, got {latency_budget_ms} ms")
     cands = candidates(models, search or {})
@@ -375,9 +372,6 @@ def _real_measure(val_data: Any, work: Path, runs: int, limit: int | None):
     """candidate -> (mIoU from the evaluator, end-to-end median ms from the benchmark)."""
 
     def measure(cand: Candidate) -> tuple[float, float]:
-        from atrous.bench.latency import benchmark
-        from atrous.evaluate import evaluate
-
         calibration = [val_data[i].image for i in range(min(8, len(val_data)))]
         seg = open_candidate(cand, work, calibration)
         miou = 100 * float(evaluate(seg, val_data, limit=limit, progress=False).miou)

@@ -50,11 +50,9 @@ def card_if_synthetic(model: str, *data: str | None) -> ModelCard | None:
     synthetic set (``atrous.data.open_dataset``); None otherwise, without loading anything."""
     if "synthetic" not in data:
         return None
-    from pathlib import Path
+    from atrous.sources import source_card
 
-    from atrous.runtimes import load_engine
-
-    return load_engine(model, "onnxruntime" if Path(model).suffix == ".onnx" else "torch")[1]
+    return source_card(model)
 
 
 def check_threads(threads: int | None) -> int | None:

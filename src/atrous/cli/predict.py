@@ -13,8 +13,8 @@ from atrous.cli._app import app, check_threads, console
 from atrous.cli.models import CONTRACT_HELP
 from atrous.data.io import read_image, write_mask_png
 from atrous.errors import InputError
-from atrous.runtimes import load_engine
 from atrous.segmenter import Segmenter
+from atrous.sources import load_engine
 from atrous.visualize import save_overlay
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}

@@ -28,14 +28,14 @@ def _macs(model: str, size: tuple[int, int]) -> int | None:
     if Path(model).suffix == ".onnx":
         return None
     from atrous.bench.cost import measure_cost
-    from atrous.runtimes import load_engine
+    from atrous.sources import load_engine
 
     engine, _ = load_engine(model, "torch")
     return measure_cost(engine.model, size).macs  # type: ignore[attr-defined]
 
 
 def _print_rows(rows, as_json: bool, extra: dict | None = None) -> None:
-    from atrous.quantize.compare import COLUMNS
+    from atrous.bench.compare import COLUMNS
 
     if as_json:
         print_json({"variants": [r.to_dict() for r in rows], **(extra or {})})
@@ -76,7 +76,7 @@ def quantize_command(
     With --engine litert: a fixed-size .tflite in float and in full-integer int8 (LiteRT's
     calibrator: int8 activations, min/max ranges), side by side.
     """
-    from atrous.quantize.compare import Variant, compare, miou_scorer
+    from atrous.bench.compare import Variant, compare, miou_scorer
     from atrous.quantize.pipeline import quantize_model
 
     if mixed not in (None, "auto"):
@@ -159,10 +159,10 @@ def _quantize_litert(
     as_json: bool,
 ) -> None:
     """Float and int8 .tflite files of ``model`` at one size, then the side-by-side table."""
+    from atrous.bench.compare import Variant, compare
     from atrous.bench.cost import measure_cost
     from atrous.export.pipeline import load_source
     from atrous.export.tflite import export_tflite
-    from atrous.quantize.compare import Variant, compare
 
     net, card_of_model = load_source(model)
     side = size or card_of_model.preprocessing.size or 513
@@ -213,10 +213,10 @@ def prune_command(
     """Structured channel pruning to a multiply-add ratio; exports the smaller network to ONNX."""
     import tempfile
 
+    from atrous.bench.compare import Variant, compare
     from atrous.export.onnx import export_onnx
-    from atrous.quantize.compare import Variant, compare
     from atrous.quantize.prune import prune
-    from atrous.runtimes import load_engine
+    from atrous.sources import load_engine
 
     engine, card = load_engine(model, "torch")
     net = engine.model  # type: ignore[attr-defined]
@@ -253,8 +253,8 @@ def prune_command(
 
 def qat_command(experiment, checkpoint: Path | None, out: Path, steps: int | None) -> None:
     """``atrous train --qat --from CHECKPOINT``: QAT, int8 export, then the comparison table."""
+    from atrous.bench.compare import Variant, compare
     from atrous.data import build_dataset
-    from atrous.quantize.compare import Variant, compare
     from atrous.quantize.qat import qat_train
 
     if checkpoint is None:

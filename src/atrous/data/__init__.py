@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from atrous.config import DataConfig
 from atrous.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
 
@@ -58,13 +56,9 @@ def synthetic_config(card: ModelCard | None = None) -> DataConfig:
     """The synthetic set ``card``'s model was trained on (``atrous train`` records its config in
     the card), so that 'synthetic' scores a demo model on its own kind of scenes; else the
     default set."""
-    notes = card.provenance.notes.get("config") if card is not None else None
-    data = notes.get("data") if isinstance(notes, dict) else None
-    if isinstance(data, dict) and data.get("kind") == "synthetic":
-        try:
-            return DataConfig.model_validate(data)
-        except ValidationError:  # a card from another version: fall back to the default set
-            pass
+    trained_on = card.provenance.training_data if card is not None else None
+    if trained_on is not None and trained_on.kind == "synthetic":
+        return trained_on.model_copy()
     return DataConfig(kind="synthetic")
 
 

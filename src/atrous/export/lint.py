@@ -7,12 +7,13 @@ whose node names carry the module scope (functional ``F.interpolate`` calls have
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import onnx
 import torch
 from torch import nn
+
+from atrous.export.onnx import torch_to_onnx
 
 __all__ = ["LintWarning", "lint_model", "lint_onnx"]
 
@@ -113,10 +114,8 @@ def lint_model(
 ) -> list[LintWarning]:
     """All lints for exporting ``model`` to ``format`` ('onnx', 'openvino' or 'tflite')."""
     found = _dilated_convs(model) if format == "tflite" else []
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.eval(), (torch.zeros(1, 3, *size),), buffer, dynamo=False, opset_version=17
+    with torch.no_grad():
+        proto = torch_to_onnx(
+            model.eval(), torch.zeros(1, 3, *size), io.BytesIO(), dynamo=False, what="lint export"
         )
-    return found + lint_onnx(onnx.load_from_string(buffer.getvalue()), format)
+    return found + lint_onnx(proto, format)

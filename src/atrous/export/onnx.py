@@ -6,27 +6,36 @@ Segmenter use the same pre/post-processing contract as the checkpoint it came fr
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
+import onnxslim
 import torch
 from torch import nn
 
 from atrous._atomic import atomic_path
-from atrous.card import ModelCard, card_from_json
+from atrous.card import (
+    CARD_KEY,
+    ExportFacts,
+    ModelCard,
+    read_onnx_card,
+    write_onnx_card,
+)
 from atrous.errors import ModelError
-from atrous.runtimes import CARD_KEY
 
 __all__ = [
     "CARD_KEY",
     "ArgmaxHead",
     "export_onnx",
     "read_onnx_card",
-    "proto_card",
     "exported_card",
     "INPUT_NAME",
+    "torch_to_onnx",
 ]
 
 INPUT_NAME = "input"
@@ -46,11 +55,61 @@ class ArgmaxHead(nn.Module):
         return self.model(x).argmax(1).to(torch.uint8)
 
 
-def exported_card(card: ModelCard, fmt: str, with_argmax: bool, **notes: object) -> ModelCard:
-    """A copy of ``card`` describing the exported file: its output kind and export settings."""
+def torch_to_onnx(
+    net: nn.Module,
+    sample: torch.Tensor,
+    target: str | Path | io.BytesIO,
+    *,
+    opset: int = 17,
+    input_names: Sequence[str] = (INPUT_NAME,),
+    output_names: Sequence[str] = ("logits",),
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    dynamo: bool | None = None,
+    source: str | Path = "model",
+    what: str = "ONNX export",
+) -> onnx.ModelProto:
+    """``torch.onnx.export`` as every atrous exporter calls it; returns the written graph.
+
+    The TorchScript exporter below opset 18, the dynamo exporter from 18 (``dynamo`` forces
+    one); warnings and the exporter's logging are quieted; the weights the dynamo exporter
+    writes to '<file>.data' are read back into the proto and the side file removed (save the
+    proto to keep them); any failure is one ModelError line naming ``source``.
+    """
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)  # the dynamo exporter logs missing torchvision ops
+    side_data = None if isinstance(target, io.BytesIO) else Path(f"{target}.data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (sample,),
+                target if isinstance(target, io.BytesIO) else str(target),
+                dynamo=opset >= 18 if dynamo is None else dynamo,
+                opset_version=opset,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                verbose=False,
+            )
+        if isinstance(target, io.BytesIO):
+            return onnx.load_from_string(target.getvalue())
+        return onnx.load(str(target))
+    except Exception as exc:  # the exporters raise many types; report one line
+        raise ModelError(f"{source}: {what} failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        onnx_log.setLevel(level)
+        if side_data is not None:
+            side_data.unlink(missing_ok=True)
+
+
+def exported_card(card: ModelCard, fmt: str, with_argmax: bool, **facts: Any) -> ModelCard:
+    """A copy of ``card`` describing the exported file: its output kind and export settings
+    (``facts``: the fields of :class:`atrous.card.ExportFacts`)."""
     new = card.model_copy(deep=True)
     new.output = "labels" if with_argmax else card.output
-    new.provenance.notes = {**new.provenance.notes, "export": {"format": fmt, **notes}}
+    new.export = ExportFacts(format=fmt, **facts)
     return new
 
 
@@ -86,32 +145,17 @@ def export_onnx(
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {}
     out_axes = ({0: "batch", 1: "height", 2: "width"} if with_argmax else axes) if dynamic else {}
     out_card = exported_card(card, "onnx", with_argmax, opset=opset, dynamic=dynamic)
-    onnx_log = logging.getLogger("torch.onnx")
-    level = onnx_log.level
-    onnx_log.setLevel(logging.ERROR)  # the dynamo exporter logs missing torchvision ops
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # the dynamo exporter puts the weights in '<file>.data' beside the file; they are read
-        # back into the proto below and saved inline, so that side file must not outlive this
-        side_data = Path(f"{tmp}.data")
-        try:
-            torch.onnx.export(
-                net,
-                (sample,),
-                str(tmp),
-                dynamo=opset >= 18,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[output_name],
-                dynamic_axes={INPUT_NAME: axes, output_name: out_axes} if dynamic else None,
-                verbose=False,
-            )
-            proto = onnx.load(str(tmp))
-        except Exception as exc:  # the exporters raise many types; report one line
-            raise ModelError(f"{path}: ONNX export failed: {str(exc).splitlines()[0]}") from exc
-        finally:
-            onnx_log.setLevel(level)
-            side_data.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        proto = torch_to_onnx(
+            net,
+            sample,
+            tmp,
+            opset=opset,
+            input_names=[INPUT_NAME],
+            output_names=[output_name],
+            dynamic_axes={INPUT_NAME: axes, output_name: out_axes} if dynamic else None,
+            source=path,
+        )
         written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         if written != opset:
             raise ModelError(
@@ -119,11 +163,9 @@ def export_onnx(
                 f"{written} instead; ask for one it can write (17, or 18 to 20)"
             )
         if simplify:
-            import onnxslim
-
             proto = onnxslim.slim(proto)
         _fix_output_shape(proto, card.num_classes, with_argmax)
-        set_metadata(proto, {CARD_KEY: out_card.to_json()})
+        write_onnx_card(proto, out_card)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return path
@@ -137,29 +179,3 @@ def _fix_output_shape(proto: onnx.ModelProto, num_classes: int, with_argmax: boo
     if len(dims) == 4:
         dims[1].Clear()
         dims[1].dim_value = num_classes
-
-
-def set_metadata(proto: onnx.ModelProto, items: dict[str, str]) -> None:
-    """Set (replace) string entries in an ONNX model's ``metadata_props``."""
-    keep = [p for p in proto.metadata_props if p.key not in items]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in items.items():
-        proto.metadata_props.add(key=key, value=value)
-
-
-def read_onnx_card(path: str | Path) -> ModelCard | None:
-    """The card stored in an ONNX file's metadata, or None when it has none."""
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
-    return proto_card(proto, str(path))
-
-
-def proto_card(proto: onnx.ModelProto, source: str = "model") -> ModelCard | None:
-    """The card in a loaded ONNX model's metadata, or None when it has none."""
-    for prop in proto.metadata_props:
-        if prop.key == CARD_KEY:
-            return card_from_json(prop.value, source)
-    return None

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from torch import nn
 
-from atrous.card import ModelCard
+from atrous.card import ModelCard, write_openvino_card
 from atrous.errors import ModelError
 from atrous.export.onnx import export_onnx, exported_card
-from atrous.runtimes.openvino_engine import RT_INFO_CARD
 
 __all__ = ["export_openvino"]
 
@@ -45,7 +44,7 @@ def export_openvino(
             sample_size=sample_size,
         )
         ir = ov.convert_model(str(onnx_path))
-    ir.set_rt_info(out_card.to_json(), RT_INFO_CARD)
+    write_openvino_card(ir, out_card)
     # save beside the target, then move .bin before .xml: an .xml never lacks its weights
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:

@@ -7,7 +7,6 @@ by the card, so the values have the range and spatial structure the network sees
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -15,10 +14,8 @@ import torch
 
 from atrous.card import ModelCard
 from atrous.errors import ModelError
+from atrous.preprocess import Pipeline, predict_masks, preprocess
 from atrous.runtimes import Engine
-
-if TYPE_CHECKING:
-    from atrous.segmenter import Segmenter
 
 __all__ = [
     "ParityRow",
@@ -103,14 +100,12 @@ def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def sample_batch(card: ModelCard, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """One preprocessed image of exactly ``size`` in the card's layout, normalisation and order.
 
-    Uses the Segmenter's own preprocessing, so the check sees what users' inputs look like.
+    Uses the inference preprocessing (``atrous.preprocess``), so the check sees what users'
+    inputs look like.
     """
-    from atrous.segmenter import Segmenter
-
     pre = card.preprocessing.model_copy(update={"resize": "none", "pad_multiple": 1})
     exact = card.model_copy(update={"preprocessing": pre})
-    segmenter = Segmenter(None, exact)  # type: ignore[arg-type]  # preprocess needs no engine
-    batch, _ = segmenter.preprocess([synthetic_image(*size, seed=seed)])
+    batch, _ = preprocess(exact, [synthetic_image(*size, seed=seed)])
     return batch
 
 
@@ -182,16 +177,18 @@ def check_parity(
 
 
 def held_out_agreement(
-    reference: Segmenter,
-    candidate: Segmenter,
+    reference: Pipeline,
+    candidate: Pipeline,
     images: list[np.ndarray],
     threshold: float = INT8_AGREEMENT_THRESHOLD,
 ) -> ParityReport:
-    """Pixel agreement of two Segmenters' masks on held-out images, one row per image: the
-    check for a quantized file, whose logits are not meant to match the float ones closely."""
+    """Pixel agreement of two pipelines' masks (engine + card, e.g. Segmenters) on held-out
+    images, one row per image: the check for a quantized file, whose logits are not meant to
+    match the float ones closely."""
     report = ParityReport(reference=reference.engine.name)
     for image in images:
-        ref, got = reference.predict(image).mask, candidate.predict(image).mask
+        (ref,) = predict_masks(reference.engine, reference.card, [image])
+        (got,) = predict_masks(candidate.engine, candidate.card, [image])
         report.rows.append(
             ParityRow(
                 candidate.engine.name,

@@ -10,15 +10,24 @@ from typing import Any
 from torch import nn
 
 from atrous.card import ModelCard
-from atrous.errors import ConfigError, ModelError
+from atrous.errors import ConfigError
 from atrous.export.lint import LintWarning, lint_model
 from atrous.export.onnx import export_onnx
 from atrous.export.openvino import export_openvino
 from atrous.export.parity import ParityReport, check_parity, held_out_agreement, synthetic_image
 from atrous.export.tflite import export_tflite
-from atrous.runtimes import Engine, TorchEngine, load_engine
+from atrous.preprocess import Pipeline, image_of
+from atrous.runtimes import Engine, TorchEngine
+from atrous.sources import load_engine, load_source
 
-__all__ = ["FORMATS", "ExportResult", "export_model", "parity_sizes", "WITH_ARGMAX_DEFAULT"]
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "export_model",
+    "load_source",
+    "parity_sizes",
+    "WITH_ARGMAX_DEFAULT",
+]
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
 ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
@@ -49,9 +58,6 @@ def _int8_agreement(
     """Masks of the quantized file against float PyTorch's on held-out calibration images (or
     synthetic photos when none are left over), both resizing images to the file's size, so
     the check measures quantization and nothing else."""
-    from atrous.quantize.ptq import image_of
-    from atrous.segmenter import Segmenter
-
     side = out_card.preprocessing.size or 513
     images = [image_of(item) for item in held] or [
         synthetic_image(side, side, seed=i) for i in range(4)
@@ -60,8 +66,7 @@ def _int8_agreement(
     same_size.preprocessing = out_card.preprocessing.model_copy(
         update={"layout": card.preprocessing.layout}
     )
-    reference_segmenter = Segmenter(reference, same_size)
-    return held_out_agreement(reference_segmenter, Segmenter(candidate, out_card), images)
+    return held_out_agreement(Pipeline(reference, same_size), Pipeline(candidate, out_card), images)
 
 
 def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
@@ -77,19 +82,6 @@ def parity_sizes(card: ModelCard, size: tuple[int, int] | None = None) -> list[t
     multiple = max(1, card.preprocessing.pad_multiple)
     short = -(-(h * 3 // 4) // multiple) * multiple
     return [(h, w), (max(multiple, short), w)]
-
-
-def load_source(source: str | Path) -> tuple[nn.Module, ModelCard]:
-    """A PyTorch model and its card from a checkpoint or a zoo name (random weights)."""
-    from atrous.checkpoint import load_checkpoint
-    from atrous.models.zoo import default_card, get_model, list_models
-
-    text = str(source)
-    if Path(text).suffix in (".pt", ".pth", ".ckpt"):
-        return load_checkpoint(text)
-    if not Path(text).exists() and text in list_models():
-        return get_model(text).eval(), default_card(text)
-    raise ModelError(f"{text}: expected a checkpoint (.pt) or a zoo name to export")
 
 
 def export_model(

@@ -19,11 +19,11 @@ import onnx
 from torch import nn
 
 from atrous._atomic import atomic_write_bytes
-from atrous.card import ModelCard
+from atrous.card import ModelCard, write_tflite_card
 from atrous.errors import ModelError
 from atrous.export.onnx import export_onnx, exported_card
-from atrous.runtimes import CARD_KEY
-from atrous.runtimes.litert_engine import MISSING, add_tflite_metadata, litert_available
+from atrous.preprocess import image_of, preprocess
+from atrous.runtimes.litert_engine import MISSING, litert_available
 
 __all__ = ["export_tflite", "tflite_card", "PRECISIONS"]
 
@@ -87,15 +87,11 @@ def export_tflite(
             raise ModelError(f"{path}: {exc}") from None
     if precision == "int8":
         content = quantize_tflite(content, _calibration_batches(out_card, calibration))
-    content = add_tflite_metadata(content, {CARD_KEY: out_card.to_json().encode("utf-8")})
+    content = write_tflite_card(content, out_card)
     atomic_write_bytes(path, content)
     return path
 
 
 def _calibration_batches(card: ModelCard, items: Sequence[Any]) -> list:
     """Calibration items preprocessed exactly as the .tflite's card will preprocess images."""
-    from atrous.quantize.ptq import image_of
-    from atrous.segmenter import Segmenter
-
-    segmenter = Segmenter(None, card)  # type: ignore[arg-type]  # preprocess needs no engine
-    return [segmenter.preprocess([image_of(item)])[0] for item in items]
+    return [preprocess(card, [image_of(item)])[0] for item in items]

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atrous.data.transforms import Normalize, TransformedDataset, train_transform
+
 __all__ = ["finetune", "dataset_batches"]
 
 
@@ -73,8 +75,6 @@ def dataset_batches(
     Pass the model's own training ``crop`` and ``scale_range``: fine-tuning on another
     distribution moves the model away from the one it was trained (and is evaluated) on.
     """
-    from atrous.data.transforms import Normalize, TransformedDataset, train_transform
-
     data = TransformedDataset(
         dataset, train_transform(crop, scale_range), Normalize(card.preprocessing)
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atrous.card import FastPathFacts, read_onnx_card, write_openvino_card
 from atrous.errors import InputError, ModelError
 
 __all__ = ["nncf_available", "quantize_openvino"]
@@ -50,16 +51,16 @@ def quantize_openvino(
     granularity: str = "per-channel",
     float_nodes: Sequence[str] = (),
     preset: str = "mixed",
-    notes: dict | None = None,
+    fast_path: FastPathFacts | None = None,
     input_layout: str = "NCHW",
 ) -> Path:
     """Quantize ``model_path`` (ONNX) with NNCF and save OpenVINO IR at ``out`` (.xml).
 
     ``preset``: 'mixed' (asymmetric activations: safe for inputs that are not ReLU outputs) or
-    'performance' (symmetric: the CPU plugin's fastest int8 kernels). ``notes`` are merged into
-    the card's provenance notes. ``input_layout='NHWC'`` makes the IR take channels-last
-    input and 4-D output (the transposes merge into the CPU plugin's own reorders; the card
-    says so).
+    'performance' (symmetric: the CPU plugin's fastest int8 kernels). ``fast_path``
+    replaces the card's fast-path section (a quantized fast graph's). ``input_layout='NHWC'``
+    makes the IR take channels-last input and 4-D output (the transposes merge into the CPU
+    plugin's own reorders; the card says so).
     """
     if out.suffix != ".xml":
         raise InputError(f"{out}: OpenVINO output must be an .xml file")
@@ -67,10 +68,6 @@ def quantize_openvino(
         raise ModelError("engine 'openvino' needs NNCF: pip install 'atrous[openvino]'")
     import nncf
     import openvino as ov
-
-    from atrous.card import card_from_json
-    from atrous.export.onnx import read_onnx_card
-    from atrous.runtimes.openvino_engine import RT_INFO_CARD
 
     if granularity != "per-channel":
         # NNCF's CPU target always uses per-channel weight scales for convolutions
@@ -111,14 +108,13 @@ def quantize_openvino(
         quantized = steps.build()
     card = read_onnx_card(model_path)
     if card is not None:
-        card = card_from_json(card.to_json())
         card.preprocessing = card.preprocessing.model_copy(update={"layout": input_layout})
         card.provenance.notes = {
             **card.provenance.notes,
             "quantization": {"engine": "openvino-nncf", "calibration_images": len(batches)},
-            **(notes or {}),
         }
-        quantized.set_rt_info(card.to_json(), RT_INFO_CARD)
+        card.fast_path = fast_path or card.fast_path
+        write_openvino_card(quantized, card)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
         staged = Path(tmp) / out.name

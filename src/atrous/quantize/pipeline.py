@@ -18,6 +18,7 @@ from torch import nn
 
 from atrous.card import ModelCard
 from atrous.errors import InputError
+from atrous.export.onnx import export_onnx
 from atrous.quantize.bias_correction import bias_correct
 from atrous.quantize.channel_padding import CHANNEL_MULTIPLE, pad_channels
 from atrous.quantize.equalize import equalize as equalize_model
@@ -29,6 +30,7 @@ from atrous.quantize.ptq import (
     quantize_onnx,
 )
 from atrous.quantize.sensitivity import MixedResult, Scorer, auto_mixed
+from atrous.sources import load_source
 
 __all__ = [
     "QuantizeResult",
@@ -70,8 +72,6 @@ def prepare_for_int8(
 
 def export_float(model: nn.Module, card: ModelCard, path: Path) -> Path:
     """Export the prepared float model to ONNX with its card (dynamic H/W)."""
-    from atrous.export.onnx import export_onnx
-
     return export_onnx(model, card, path, opset=17, dynamic=True)
 
 
@@ -86,6 +86,40 @@ def choose_calibration(
         )
         scores[method] = score(candidate)
     return max(scores, key=lambda m: scores[m])
+
+
+def _prepare_float(
+    model: str | Path,
+    calib: Any,
+    float_path: Path,
+    settings: dict[str, Any],
+    num: int,
+    equalize: bool,
+    bias_correction: bool,
+    relu6: str,
+    channel_multiple: int,
+) -> list:
+    """Prepare the checkpoint or zoo model for int8 (``prepare_for_int8``, channel padding),
+    export it as float ONNX to ``float_path``, record what was done in ``settings``; return
+    the preprocessed calibration batches."""
+    net, card = load_source(model)
+    batches = calibration_batches(calib, card, num)
+    prepare_for_int8(
+        net,
+        batches,
+        granularity=settings["granularity"],
+        equalize=equalize,
+        bias_correction=bias_correction,
+        relu6=relu6,
+    )
+    if channel_multiple > 1:
+        pad_channels(net, channel_multiple)
+        settings["channel_multiple"] = channel_multiple
+    export_float(net, card, float_path)
+    settings.update(equalize=equalize, bias_correction=bias_correction)
+    if equalize:
+        settings["relu6"] = relu6
+    return batches
 
 
 def quantize_model(
@@ -139,34 +173,14 @@ def quantize_model(
         "engine": engine,
     }
     with tempfile.TemporaryDirectory(prefix="atrous-quant-") as tmp:
-        float_path = Path(tmp) / "float.onnx"
         src = Path(str(model))
-        if src.suffix == ".onnx":
-            if not src.is_file():
-                raise InputError(f"{src}: file not found")
-            float_path = src
-        else:
-            from atrous.runtimes import load_engine
-
-            torch_engine, card = load_engine(str(model), "torch")
-            net = torch_engine.model  # type: ignore[attr-defined]
-            batches = calibration_batches(calib, card, num)
-            prepare_for_int8(
-                net,
-                batches,
-                granularity=granularity,
-                equalize=equalize,
-                bias_correction=bias_correction,
-                relu6=relu6,
-            )
-            if channel_multiple > 1:
-                pad_channels(net, channel_multiple)
-                settings["channel_multiple"] = channel_multiple
-            export_float(net, card, float_path)
-            calib = batches
-            settings.update(equalize=equalize, bias_correction=bias_correction)
-            if equalize:
-                settings["relu6"] = relu6
+        float_path = src
+        if src.suffix != ".onnx":
+            float_path = Path(tmp) / "float.onnx"
+            prepare = (num, equalize, bias_correction, relu6, channel_multiple)
+            calib = _prepare_float(model, calib, float_path, settings, *prepare)
+        elif not src.is_file():
+            raise InputError(f"{src}: file not found")
         scorer = score(float_path) if score is not None else None
         if method == "auto":
             method = choose_calibration(
@@ -185,9 +199,8 @@ def quantize_model(
             mixed_result = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
         else:
             quantize_onnx(float_path, calib, out, engine=engine, **quant)
-        kept = float_path
-        if keep_float is not None and float_path != src:
-            keep_float.parent.mkdir(parents=True, exist_ok=True)
-            kept = Path(keep_float)
+        kept = float_path if keep_float is None or float_path == src else Path(keep_float)
+        if kept != float_path:
+            kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_bytes(float_path.read_bytes())
         return QuantizeResult(out, kept, settings, mixed_result)

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from atrous.bench.cost import measure_cost
+from atrous.cost import measure_cost
 from atrous.errors import ModelError
 from atrous.quantize._chains import Unit, find_chains, is_depthwise
 from atrous.quantize.capped_relu import CappedReLU
@@ -186,7 +186,7 @@ def prune(
 ) -> PruneResult:
     """Prune every prunable group by one common fraction, the largest that meets the MAC target.
 
-    The fraction is found by bisection on the measured multiply-adds (atrous.bench.cost), so
+    The fraction is found by bisection on the measured multiply-adds (atrous.cost), so
     the result is at or just under ``target_macs_ratio`` of the original. The input model is
     left untouched; the pruned copy is in eval mode and needs fine-tuning to recover accuracy.
     """

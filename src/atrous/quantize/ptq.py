@@ -1,6 +1,6 @@
 """Static int8 post-training quantization of an ONNX model (ONNX Runtime QDQ, or OpenVINO NNCF).
 
-Calibration images go through the model card's own preprocessing (the Segmenter's), so the
+Calibration images go through the model card's own preprocessing (``atrous.preprocess``), so the
 ranges seen at calibration are those seen at inference (pitfall 2). Defaults follow what is fast
 on an AVX2 CPU without VNNI: uint8 activations with per-channel int8 weights.
 """
@@ -10,15 +10,31 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from atrous._atomic import atomic_path
-from atrous.card import ModelCard
+from atrous.card import (
+    FastPathFacts,
+    ModelCard,
+    onnx_card,
+    read_onnx_card,
+    set_onnx_metadata,
+    write_onnx_card,
+)
 from atrous.errors import InputError, ModelError
+from atrous.preprocess import image_of, preprocess
+from atrous.quantize.nncf_ptq import quantize_openvino
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -36,16 +52,11 @@ Granularity = Literal["per-channel", "per-tensor"]
 Activations = Literal["uint8", "int8"]
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
-
-
-def image_of(item: Any) -> np.ndarray:
-    """An RGB uint8 image from a dataset sample, a (image, mask) pair or a bare array."""
-    image = getattr(item, "image", None)
-    if image is None:
-        image = item[0] if isinstance(item, tuple | list) else item
-    if not isinstance(image, np.ndarray) or image.ndim != 3:
-        raise InputError(f"calibration item is not an H x W x 3 image ({type(item).__name__})")
-    return image
+CALIBRATORS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 def calibration_batches(
@@ -61,7 +72,6 @@ def calibration_batches(
     arrays (used as they are).
     """
     batches: list[np.ndarray] = []
-    segmenter = None
     for item in items:
         if len(batches) >= num:
             break
@@ -69,20 +79,14 @@ def calibration_batches(
             # preprocessed: float batches, or uint8 pixel batches for graphs that take pixels
             batches.append(item if item.dtype == np.uint8 else item.astype(np.float32, copy=False))
             continue
-        if segmenter is None:
-            if card is None and card_source is not None:
-                from atrous.export.onnx import read_onnx_card
-
-                card = read_onnx_card(card_source)
-            if card is None:
-                raise ModelError(
-                    f"{card_source or 'model'}: no model card (preprocessing) to calibrate from "
-                    "images; is it an atrous segmentation model?"
-                )
-            from atrous.segmenter import Segmenter
-
-            segmenter = Segmenter(cast(Any, None), card)  # preprocessing only, no engine needed
-        batches.append(segmenter.preprocess([image_of(item)])[0])
+        if card is None and card_source is not None:
+            card = read_onnx_card(card_source)
+        if card is None:
+            raise ModelError(
+                f"{card_source or 'model'}: no model card (preprocessing) to calibrate from "
+                "images; is it an atrous segmentation model?"
+            )
+        batches.append(preprocess(card, [image_of(item)])[0])
     if not batches:
         raise InputError("calibration data is empty")
     return batches
@@ -118,28 +122,28 @@ def quantizable_nodes(path: str | Path) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type in QUANTIZED_OPS]
 
 
-def copy_metadata(source: str | Path, target: str | Path, notes: dict[str, Any]) -> None:
-    """Copy ``source``'s metadata (the model card) into ``target``, adding provenance notes."""
-    from atrous.card import card_from_json
-    from atrous.runtimes import CARD_KEY
-
+def copy_metadata(
+    source: str | Path,
+    target: str | Path,
+    notes: dict[str, Any],
+    fast_path: FastPathFacts | None = None,
+) -> None:
+    """Copy ``source``'s metadata (the model card) into ``target``, adding provenance notes
+    (and, for a fast graph, its updated ``fast_path`` section)."""
     src = onnx.load(str(source), load_external_data=False)
     dst = onnx.load(str(target))
-    props = {p.key: p.value for p in src.metadata_props}
-    if CARD_KEY in props:
-        card = card_from_json(props[CARD_KEY], str(source))
-        card.provenance.notes = {**card.provenance.notes, **notes}
-        props[CARD_KEY] = card.to_json()
     del dst.metadata_props[:]
-    for key, value in props.items():
-        dst.metadata_props.add(key=key, value=value)
+    set_onnx_metadata(dst, {p.key: p.value for p in src.metadata_props})
+    card = onnx_card(src, str(source))
+    if card is not None:
+        card.provenance.notes = {**card.provenance.notes, **notes}
+        card.fast_path = fast_path or card.fast_path
+        write_onnx_card(dst, card)
     onnx.save(dst, str(target))
 
 
 def preprocess_for_quantization(source: Path, target: Path) -> Path:
     """ORT's recommended pre-pass: graph optimisation (folds BN) and shape inference."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     try:
         quant_pre_process(str(source), str(target), skip_symbolic_shape=False)
     except Exception:  # symbolic inference can fail on dynamic resizes; retry without it
@@ -159,6 +163,41 @@ def check_settings(granularity: str, activations: str, method: str, engine: str)
         raise InputError(f"quantize engine must be onnxruntime or openvino, got '{engine}'")
 
 
+def _quantize_static(
+    prepared: Path,
+    target: Path,
+    batches: Sequence[np.ndarray],
+    granularity: str,
+    activations: str,
+    method: str,
+    reduce_range: bool,
+    nodes_to_exclude: Sequence[str],
+    calibration_cache: str | Path | None,
+) -> None:
+    """ONNX Runtime's static QDQ quantization with the settings atrous uses (int8 weights,
+    symmetric; activations uint8 asymmetric or int8 symmetric)."""
+    quantize_static(
+        str(prepared),
+        str(target),
+        BatchReader(_input_name(prepared), batches),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=granularity == "per-channel",
+        reduce_range=reduce_range,
+        calibrate_method=CALIBRATORS[method],
+        nodes_to_exclude=list(nodes_to_exclude),
+        extra_options={
+            "ActivationSymmetric": activations == "int8",
+            "WeightSymmetric": True,
+            "CalibMovingAverage": False,
+            "CalibTensorRangeSymmetric": False,
+        },
+        calibration_providers=["CPUExecutionProvider"],
+        calibration_cache_path=calibration_cache,
+    )
+
+
 def quantize_onnx(
     model_path: str | Path,
     calib: Iterable[Any],
@@ -174,7 +213,7 @@ def quantize_onnx(
     engine: Literal["onnxruntime", "openvino"] = "onnxruntime",
     calibration_cache: str | Path | None = None,
     preprocess: bool = True,
-    notes: dict[str, Any] | None = None,
+    fast_path: FastPathFacts | None = None,
 ) -> Path:
     """Quantize a float ONNX model to static int8 and write it to ``out``; return ``out``.
 
@@ -192,7 +231,7 @@ def quantize_onnx(
         calibration_cache: JSON file of activation ranges; written on first use, reused after
             (sensitivity sweeps calibrate once).
         preprocess: run ORT's optimisation/shape-inference pre-pass (skip if already done).
-        notes: extra provenance notes for the written model card (merged over the source's).
+        fast_path: the written card's fast-path section (a quantized fast graph's).
     """
     model_path, out = Path(model_path), Path(out)
     if not model_path.is_file():
@@ -207,43 +246,26 @@ def quantize_onnx(
         "float_nodes": list(nodes_to_exclude),
     }
     if engine == "openvino":
-        from atrous.quantize.nncf_ptq import quantize_openvino
-
         return quantize_openvino(model_path, batches, out, granularity, nodes_to_exclude)
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
     with tempfile.TemporaryDirectory(prefix="atrous-ptq-") as tmp, atomic_path(out) as target:
         prepared = model_path
         if preprocess:
             prepared = preprocess_for_quantization(model_path, Path(tmp) / "prepared.onnx")
-        quantize_static(
-            str(prepared),
-            str(target),
-            BatchReader(_input_name(prepared), batches),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=granularity == "per-channel",
-            reduce_range=reduce_range,
-            calibrate_method=methods[method],
-            nodes_to_exclude=list(nodes_to_exclude),
-            extra_options={
-                "ActivationSymmetric": activations == "int8",
-                "WeightSymmetric": True,
-                "CalibMovingAverage": False,
-                "CalibTensorRangeSymmetric": False,
-            },
-            calibration_providers=["CPUExecutionProvider"],
-            calibration_cache_path=calibration_cache,
+        _quantize_static(
+            prepared,
+            target,
+            batches,
+            granularity,
+            activations,
+            method,
+            reduce_range,
+            nodes_to_exclude,
+            calibration_cache,
         )
         copy_metadata(
             model_path,
             target,
-            {"quantization": {"engine": "onnxruntime", **settings}, **(notes or {})},
+            {"quantization": {"engine": "onnxruntime", **settings}},
+            fast_path,
         )
     return out

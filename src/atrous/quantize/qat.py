@@ -9,6 +9,7 @@ static QDQ quantization as post-training quantization, so QAT and PTQ files are 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,13 @@ from torch import nn
 from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 from torch.nn.utils import parametrize
 
+from atrous.checkpoint import load_checkpoint
+from atrous.data import build_dataset
+from atrous.export.onnx import export_onnx
 from atrous.quantize.bias_correction import fake_quantize_weight
-from atrous.quantize.finetune import finetune
+from atrous.quantize.finetune import dataset_batches, finetune
 from atrous.quantize.fold import fold_batchnorm
+from atrous.quantize.ptq import calibration_batches, quantize_onnx
 
 __all__ = [
     "WeightFakeQuant",
@@ -107,11 +112,6 @@ def qat_export(
     granularity: str = "per-channel",
 ) -> Path:
     """Export a QAT-fine-tuned model and quantize it statically for ONNX Runtime."""
-    import tempfile
-
-    from atrous.export.onnx import export_onnx
-    from atrous.quantize.ptq import calibration_batches, quantize_onnx
-
     batches = calibration_batches(calib, card, num)
     with tempfile.TemporaryDirectory(prefix="atrous-qat-") as tmp:
         float_path = export_onnx(model, card, Path(tmp) / "qat_float.onnx")
@@ -135,12 +135,6 @@ def qat_train(
     ``qat_float.onnx`` (the fine-tuned float network, BN folded) and ``model.int8.onnx`` into
     ``out_dir``; returns both paths.
     """
-    from atrous.checkpoint import load_checkpoint
-    from atrous.data import build_dataset
-    from atrous.export.onnx import export_onnx
-    from atrous.quantize.finetune import dataset_batches
-    from atrous.quantize.ptq import calibration_batches, quantize_onnx
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, card = load_checkpoint(checkpoint)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import onnxruntime as ort
 
 from atrous._atomic import atomic_path
 from atrous.errors import ModelError
@@ -112,8 +113,6 @@ def agreement_scorer(
 
 
 def _run_onnx(path: str | Path, batches: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

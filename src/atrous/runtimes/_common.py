@@ -1,4 +1,4 @@
-"""Small pieces every exported-model engine shares: the card's metadata key, input casting,
+"""Small pieces every exported-model engine shares: input casting,
 one-line load errors, runners specialised for the input shapes that repeat."""
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CARD_KEY", "ShapeSpecializer", "cast_input", "error_line"]
-
-CARD_KEY = "atrous.card"
+__all__ = ["ShapeSpecializer", "cast_input", "error_line"]
 
 
 def cast_input(batch: np.ndarray, dtype: type | np.dtype) -> np.ndarray:

@@ -7,17 +7,19 @@ atrous card lives in the flatbuffer's metadata list under ``atrous.card``.
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from atrous.card import tflite_card_json
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, cast_input, error_line
+from atrous.runtimes._common import cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
-__all__ = ["LiteRtEngine", "litert_available", "read_tflite_metadata", "add_tflite_metadata"]
+__all__ = ["LiteRtEngine", "litert_available"]
 
 MISSING = "the LiteRT runtime is not installed; pip install 'atrous[tflite]' (ai-edge-litert)"
 
@@ -29,40 +31,6 @@ def litert_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def read_tflite_metadata(content: bytes) -> dict[str, bytes]:
-    """Named metadata buffers of a .tflite flatbuffer."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(content, 0)
-    found = {}
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        buffer = model.Buffers(entry.Buffer())
-        if buffer is not None and buffer.DataLength():
-            found[entry.Name().decode()] = buffer.DataAsNumpy().tobytes()
-    return found
-
-
-def add_tflite_metadata(content: bytes, items: dict[str, bytes]) -> bytes:
-    """A copy of a .tflite flatbuffer with named metadata buffers added (or replaced)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(content, 0))
-    model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in items]
-    for name, data in items.items():
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(data, dtype=np.uint8)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name = name.encode()
-        entry.buffer = len(model.buffers) - 1
-        model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 class LiteRtEngine:
@@ -97,11 +65,7 @@ class LiteRtEngine:
     @property
     def card_json(self) -> str | None:
         """The model card in the flatbuffer metadata, if any."""
-        try:
-            data = read_tflite_metadata(self.content).get(CARD_KEY)
-        except Exception:  # a foreign file with unusual metadata: treat as no card
-            return None
-        return data.decode("utf-8") if data else None
+        return tflite_card_json(self.content)
 
     def signature(self) -> Signature:
         """Input/output shapes (None for dynamic dims) and dtypes as the caller sees them."""
@@ -155,8 +119,6 @@ class LiteRtEngine:
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads and model file."""
-        from importlib.metadata import version
-
         return {
             "engine": self.name,
             "version": version("ai-edge-litert"),

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
+from atrous.card import card_json_of
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, ShapeSpecializer, cast_input, error_line
+from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -56,8 +58,6 @@ class OrtEngine:
 
     def _open(self, fixed_dims: dict[str, int] | None = None) -> Any:
         """A session on the file; ``fixed_dims`` pins symbolic input dimensions by name."""
-        import onnxruntime as ort
-
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -90,7 +90,7 @@ class OrtEngine:
     @property
     def card_json(self) -> str | None:
         """The model card stored in the ONNX metadata (key ``atrous.card``), if any."""
-        return self.session.get_modelmeta().custom_metadata_map.get(CARD_KEY)
+        return card_json_of(self.session.get_modelmeta().custom_metadata_map)
 
     def signature(self) -> Signature:
         """Input and first output shapes (None for symbolic dims) and dtypes."""
@@ -110,8 +110,6 @@ class OrtEngine:
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads and model file."""
-        import onnxruntime as ort
-
         return {
             "engine": self.name,
             "version": ort.__version__,

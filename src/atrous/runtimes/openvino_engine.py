@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from atrous.card import RT_INFO_CARD, openvino_card_json
 from atrous.errors import ModelError
-from atrous.runtimes._common import CARD_KEY, ShapeSpecializer, cast_input, error_line
+from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
 __all__ = ["OpenVinoEngine", "RT_INFO_CARD", "cpu_config"]
 
-RT_INFO_CARD = ["atrous", "card"]
 # a dynamic-shape model is also compiled with the shape pinned for each of its first
 # SPECIALIZED_SHAPES repeated input shapes (the int8 fast graph at 513x513: 9.8 instead of
 # 10.9 ms; compiling takes ~0.3 s)
@@ -93,10 +93,7 @@ class OpenVinoEngine:
     @property
     def card_json(self) -> str | None:
         """The model card in the IR's rt_info (or, for .onnx, the ONNX metadata), if any."""
-        for key in (RT_INFO_CARD, ["framework", CARD_KEY]):
-            if self.model.has_rt_info(key):
-                return self.model.get_rt_info(key).astype(str)
-        return None
+        return openvino_card_json(self.model)
 
     def signature(self) -> Signature:
         """Input and first output shapes (None for dynamic dims) and dtypes."""

@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import InputError
+from atrous.evaluate import evaluate
+from atrous.runtimes import model_file_mb
 from atrous.runtimes.auto import time_engine
+from atrous.segmenter import Segmenter
+from atrous.sources import load_engine
 
 __all__ = [
     "Variant",
@@ -76,8 +80,6 @@ def miou_scorer(
     dataset: Any, *, engine: str = "onnxruntime", threads: int = 2, limit: int | None = None
 ) -> Callable[[Path], float]:
     """A Scorer: mean IoU in points of a model file on ``dataset`` (the one evaluator)."""
-    from atrous.evaluate import evaluate
-    from atrous.segmenter import Segmenter
 
     def score(path: Path) -> float:
         segmenter = Segmenter.from_file(path, engine, threads)
@@ -98,8 +100,6 @@ def compare(
     latency: bool = True,
 ) -> list[ComparisonRow]:
     """Measure every variant: size, multiply-adds, mIoU on ``dataset`` (if given), latency."""
-    from atrous.runtimes import load_engine, model_file_mb
-
     if not variants:
         raise InputError("compare: no variants")
     score = miou_scorer(dataset, engine=engine, threads=threads, limit=limit) if dataset else None
