@@ -9,6 +9,7 @@ wide), so no figure is ever cut to "…".
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from rich.table import Table
 from atrous._atomic import atomic_write_text
 
 __all__ = ["Output", "console", "err_console", "format_cell", "plain_table", "record_blocks"]
+
+GAP = 2  # characters between two columns of a _rich_table (right padding, blank rule)
+NAME_FOLD = 16  # the first column (row names) may fold down to this width in a terminal
 
 console = Console()
 err_console = Console(stderr=True)
@@ -59,12 +63,68 @@ def record_blocks(title: str, columns: list[str], rows: list[list[str]]) -> str:
     return "\n\n".join(blocks)
 
 
-def _rich_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    """A compact rich table whose cells fold and headers wrap rather than turn into '…'."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+def _word_widths(columns: list[str], rows: list[list[str]]) -> list[int]:
+    """Per column, the longest word of its header and cells: the narrowest it reads without
+    breaking a word or a number."""
+    return [
+        max(len(word) for text in [name] + [r[i] for r in rows] for word in text.split() or [""])
+        for i, name in enumerate(columns)
+    ]
+
+
+def fold_name(text: str, width: int = NAME_FOLD) -> str:
+    """Words of ``text`` longer than ``width`` on lines of at most ``width``, broken after '_',
+    '-', '/', ':' or '.' where possible (rich wraps only at spaces and would drop a column)."""
+    return " ".join(_fold_word(w, width) if len(w) > width else w for w in text.split(" "))
+
+
+def _fold_word(text: str, width: int) -> str:
+    """One long word on lines of at most ``width`` characters (see :func:`fold_name`)."""
+    lines, line = [], ""
+    for piece in re.findall(r"[^_\-/:.]+[_\-/:.]?|[_\-/:.]", text):
+        if line and len(line) + len(piece) > width:
+            lines.append(line)
+            line = ""
+        line += piece
+        while len(line) > width:  # one piece longer than a line: cut it
+            lines.append(line[:width])
+            line = line[width:]
+    return "\n".join([*lines, line] if line else lines)
+
+
+def _table_width(widths: list[int]) -> int:
+    """Printed width of a ``_rich_table`` whose columns are ``widths`` wide."""
+    return sum(widths) + GAP * (len(widths) - 1)
+
+
+def fit_widths(natural: list[int], minimum: list[int], width: int) -> list[int] | None:
+    """Column widths from ``natural`` down to ``minimum`` (widest first) until the table fits in
+    ``width``; None when even the minimum does not fit."""
+    widths = list(natural)
+    while _table_width(widths) > width:
+        shrinkable = [i for i, (w, m) in enumerate(zip(widths, minimum, strict=True)) if w > m]
+        if not shrinkable:
+            return None
+        widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def _rich_table(title: str, columns: list[str], rows: list[list[str]], widths: list[int]):
+    """A compact rich table of fixed column widths whose cells wrap, never into '…'."""
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        title_justify="left",
+    )
     for i, name in enumerate(columns):
         table.add_column(
-            escape(name), justify="left" if i == 0 else "right", overflow="fold", no_wrap=False
+            escape(name),
+            justify="left" if i == 0 else "right",
+            overflow="fold",
+            width=widths[i],
         )
     for row in rows:
         table.add_row(*[escape(cell) for cell in row])
@@ -108,11 +168,15 @@ class Output:
             out.print(plain_table(title, columns, cells), markup=False, highlight=False,
                       soft_wrap=True)  # fmt: skip
             return
-        table = _rich_table(title, columns, cells)
-        if out.measure(table).minimum > out.width:  # would cut words: one block per row
-            out.print(record_blocks(title, columns, cells), markup=False, highlight=False)
+        natural = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        minimum = _word_widths(columns, cells)
+        minimum[0] = min(minimum[0], NAME_FOLD)  # a long row name may fold onto a few lines
+        widths = fit_widths(natural, minimum, out.width)
+        if widths is None:  # would break words: one block per row
+            out.print(record_blocks(title, columns, cells) + "\n", markup=False, highlight=False)
             return
-        out.print(table)
+        shown = [[fold_name(r[0], widths[0]), *r[1:]] for r in cells]
+        out.print(_rich_table(title, columns, shown, widths))
 
     def print(self, text: str) -> None:
         """A line of the human-readable result (skipped under ``--json``); rich markup allowed."""

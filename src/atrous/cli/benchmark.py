@@ -46,7 +46,9 @@ def benchmark(
     """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
     out = Output(as_json, json_out)
     size_list, thread_list = parse_sizes(sizes), thread_counts(threads)
-    with Progress(console=out.console, transient=True) as progress:
+    with Progress(
+        console=out.console, transient=True, disable=not out.console.is_terminal
+    ) as progress:
         task = progress.add_task("benchmarking", total=runs + warmup)
         result = run_benchmark(
             models,

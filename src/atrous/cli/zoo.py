@@ -11,6 +11,13 @@ from atrous.cli._output import Output
 from atrous.errors import InputError
 from atrous.models.zoo import get_entry, get_model, list_models
 
+HEADERS = {
+    "params_m": "params M",
+    "gmacs": "GMACs",
+    "published_gmacs": "published GMACs",
+    "published_miou": "published mIoU",
+}
+
 
 def zoo_rows(pattern: str, measure: bool) -> list[dict]:
     """One dict per zoo entry matching ``pattern``; measured params / GMACs when asked."""
@@ -49,4 +56,5 @@ def zoo(
     rows = zoo_rows(pattern, measure)
     out.json(rows)
     cols = [c for c in rows[0] if c != "source"]
-    out.table("atrous model zoo", cols, [[r[c] for c in cols] for r in rows])
+    headers = [HEADERS.get(c, c) for c in cols]
+    out.table("atrous model zoo", headers, [[r[c] for c in cols] for r in rows])
