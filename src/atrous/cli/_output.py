@@ -183,10 +183,6 @@ class Output:
         if not self.as_json:
             console.print(text, highlight=False, soft_wrap=not console.is_terminal)
 
-    def aside(self, text: str) -> None:
-        """A line on stderr in every mode (a choice made for the user, e.g. the engine picked)."""
-        err_console.print(text, highlight=False, soft_wrap=True)
-
     def note(self, text: str) -> None:
         """A line about what happened (file written, engine picked): stderr under ``--json``."""
         out = self.console

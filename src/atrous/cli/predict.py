@@ -71,7 +71,7 @@ def predict(
 ) -> None:
     """Segment images; write <name>.png palette masks (and overlays) to --out.
 
-    With --engine auto, the engine picked is named on stderr.
+    The summary line names the engine (the one picked, with --engine auto).
     """
     output = Output(as_json, json_out)
     if not 0.0 <= alpha <= 1.0:
@@ -79,15 +79,17 @@ def predict(
     files = expand_inputs(inputs)
     check_output_folder(out, files)  # before any model is loaded
     segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
-    if engine == "auto":
-        output.aside(f"engine: {segmenter.engine.name} (picked by --engine auto)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a parent is a file, no permission
         raise InputError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     records = _segment_all(output, segmenter, files, out, overlay, alpha, refine)
     output.json({"engine": segmenter.engine.name, "out": str(out), "images": records})
-    output.note(f"wrote {len(files)} mask(s) to {escape(str(out))}")
+    picked = " (picked by --engine auto)" if engine == "auto" else ""
+    output.note(
+        f"wrote {len(files)} mask(s) to {escape(str(out))}; "
+        f"engine: {segmenter.engine.name}{picked}"
+    )
 
 
 def _segment_all(
