@@ -1,5 +1,5 @@
-"""``atrous predict`` never writes over its inputs, names outputs that fit the file system, and
-names the engine ``--engine auto`` picked in its summary; ``atrous export`` writes beside its input."""
+"""``atrous predict`` never writes over its inputs, names outputs that fit the file system and
+names the engine ``--engine auto`` picked; ``atrous export`` writes beside its input."""
 
 from __future__ import annotations
 
