@@ -87,8 +87,7 @@ def predict(
     output.json({"engine": segmenter.engine.name, "out": str(out), "images": records})
     picked = " (picked by --engine auto)" if engine == "auto" else ""
     output.note(
-        f"wrote {len(files)} mask(s) to {escape(str(out))}; "
-        f"engine: {segmenter.engine.name}{picked}"
+        f"wrote {len(files)} mask(s) to {escape(str(out))}; engine: {segmenter.engine.name}{picked}"
     )
 
 
