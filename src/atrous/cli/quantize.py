@@ -77,7 +77,36 @@ def quantize_command(
             )
         _quantize_litert(output, model, calib, eval_data, out, num, side, n_threads, runs, limit)
         return
-    side = side or 513
+    settings = {
+        "num": num,
+        "granularity": granularity,
+        "activations": activations,
+        "method": method,
+        "engine": engine,
+        "equalize": equalize,
+        "bias_correction": bias_correction,
+        "relu6": relu6,
+        "mixed": mixed == "auto",
+        "max_drop": max_drop,
+    }
+    held = (eval_data, limit, runs)
+    _quantize_graph(output, model, calib, held, out, side or 513, n_threads, settings)
+
+
+def _quantize_graph(
+    output: Output,
+    model: str,
+    calib: str,
+    held_out: tuple[str | None, int, int],
+    out: Path | None,
+    side: int,
+    threads: int,
+    settings: dict,
+) -> None:
+    """int8 QDQ .onnx or NNCF .xml (``quantize_model``), then float vs int8 side by side;
+    ``held_out`` is (--eval data, --limit, --runs)."""
+    eval_data, limit, runs = held_out
+    engine = settings["engine"]
     out = out or beside_input(model, f".int8.{'xml' if engine == 'openvino' else 'onnx'}")
     card = card_if_synthetic(model, calib, eval_data)
     calib_set = open_data(calib, "train", card)
@@ -86,18 +115,9 @@ def quantize_command(
         model,
         calib_set,
         out,
-        num=num,
-        granularity=granularity,
-        activations=activations,
-        method=method,
-        engine=engine,
-        equalize=equalize,
-        bias_correction=bias_correction,
-        relu6=relu6,
-        score=lambda float_path: miou_scorer(held, threads=n_threads, limit=limit),
-        mixed=mixed == "auto",
-        max_drop=max_drop,
+        score=lambda float_path: miou_scorer(held, threads=threads, limit=limit),
         keep_float=out.with_name(f"{out.stem}.float.onnx"),
+        **settings,
     )
     if result.mixed is not None:
         output.table(
@@ -107,12 +127,12 @@ def quantize_command(
         )
         output.print(f"kept in float: {', '.join(result.mixed.float_groups) or 'nothing'}")
     macs = macs_of(model, (side, side))
-    label = f"int8 {granularity}" + (" mixed" if mixed else "")
+    label = f"int8 {settings['granularity']}" + (" mixed" if settings["mixed"] else "")
     rows = compare(
         [Variant("float", result.float_path, macs), Variant(label, out, macs)],
         held,
         engine=engine,
-        threads=n_threads,
+        threads=threads,
         size=(side, side),
         limit=limit,
         runs=runs,
