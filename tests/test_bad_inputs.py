@@ -546,7 +546,7 @@ def test_evaluate_refuses_broken_dataset(model, tmp_path, how, needle):
     name = _break_dataset(root, how)
     out = tmp_path / "result.json"
     expect_error(
-        ["evaluate", model, root, "--split", "train", "--out", out, "--threads", "2"],
+        ["evaluate", model, root, "--split", "train", "--json-out", out, "--threads", "2"],
         needle,
         names=name,
     )

@@ -98,7 +98,7 @@ def test_benchmark_cli_writes_json_csv_and_html(tmp_path, tiny_checkpoint):
     path, *_ = tiny_checkpoint
     out = tmp_path / "b.json"
     args = ["benchmark", str(path), "--sizes", "65", "--runs", "2", "--warmup", "1"]
-    args += ["--json", str(out), "--csv", str(tmp_path / "b.csv")]
+    args += ["--json-out", str(out), "--csv", str(tmp_path / "b.csv")]
     args += ["--report", str(tmp_path / "b.html")]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -146,7 +146,9 @@ def test_benchmark_cli_compares_engines_interleaved(tmp_path, tiny_checkpoint, m
     path, *_ = tiny_checkpoint
     out = tmp_path / "b.json"
     args = ["benchmark", str(path), "--engine", "torch,fast", "--sizes", "65", "--runs", "2"]
-    result = CliRunner().invoke(app, args + ["--warmup", "0", "--json", str(out)])
+    result = CliRunner().invoke(
+        app, args + ["--warmup", "0", "--threads", "2", "--json-out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert [r["engine"] for r in data["records"]] == ["torch"] * 2 + ["onnxruntime"] * 2

@@ -24,7 +24,7 @@ def test_export_fast_fp32_from_cli(tmp_path):
         + ["--json"],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["precision"] == "fp32" and report["label_stride"] == 1
     assert report["agreement_with_float"] > 0.99  # fp32 at full resolution: the same network
     card = read_onnx_card(out)
@@ -63,7 +63,7 @@ def test_export_fast_int8_openvino_from_cli(tmp_path):
         + ["-o", str(out), "--json"],
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["engine"] == "openvino" and report["precision"] == "int8"
     assert report["images_checked"] == 8 and out.with_suffix(".bin").exists()
     seg = Segmenter.from_file(out, engine="auto", threads=1)

@@ -68,7 +68,7 @@ def test_predict_keeps_outputs_with_the_same_stem_apart(small_checkpoint, tmp_pa
 
 
 def test_output_stems_are_unique_and_deterministic():
-    from atrous.cli.predict import output_stems
+    from atrous.outputs import output_stems
 
     files = [Path("x/a.png"), Path("x/a.jpg"), Path("y/a.png"), Path("y/a.jpg"), Path("x/b.png")]
     assert output_stems(files) == ["a", "a.jpg", "y_a", "y_a.jpg", "b"]
@@ -98,23 +98,23 @@ def test_negative_threads_is_a_one_line_error(small_checkpoint, tmp_path, comman
 def test_evaluate_refuses_bad_options_before_evaluating(
     small_checkpoint, tmp_path, monkeypatch, option, value, needle
 ):
-    import atrous.evaluate
+    import atrous.cli.evaluate as cli_evaluate
 
     def forbidden(*args, **kwargs):
         raise AssertionError(f"evaluated despite {option} {value}")
 
-    monkeypatch.setattr(atrous.evaluate, "evaluate", forbidden)
+    monkeypatch.setattr(cli_evaluate, "evaluate", forbidden)
     limit = [] if option == "--limit" else ["--limit", "2"]
     _fails(["evaluate", small_checkpoint, "synthetic", option, value, *limit], needle)
 
 
 def test_evaluate_checks_the_plot_suffix_before_evaluating(small_checkpoint, tmp_path, monkeypatch):
-    import atrous.evaluate
+    import atrous.cli.evaluate as cli_evaluate
 
     def forbidden(*args, **kwargs):
         raise AssertionError("evaluated before checking --plot")
 
-    monkeypatch.setattr(atrous.evaluate, "evaluate", forbidden)
+    monkeypatch.setattr(cli_evaluate, "evaluate", forbidden)
     text = tmp_path / "cm.txt"
     _fails(["evaluate", small_checkpoint, "synthetic", "--plot", text], "cannot write .txt files")
     assert not text.exists()

@@ -258,7 +258,7 @@ def test_data_check_cli(folder):
     assert bad.exit_code == 1
     import json
 
-    report = json.loads(bad.output)
+    report = json.loads(bad.stdout)
     assert not report["ok"] and "label values 9" in report["problems"][0]
 
 

@@ -83,7 +83,8 @@ def test_openvino_profile_blocks_sum_to_total(tiny, tmp_path):
 
 def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint):
     path, *_ = tiny_checkpoint
-    args = ["profile", str(path), "--size", "65", "--runs", "2", "--json", str(tmp_path / "p.json")]
+    args = ["profile", str(path), "--size", "65", "--runs", "2"]
+    args += ["--json-out", str(tmp_path / "p.json")]
     result = CliRunner().invoke(app, args + ["--report", str(tmp_path / "p.html")])
     assert result.exit_code == 0, result.output
     assert "backbone 1/16" in result.output

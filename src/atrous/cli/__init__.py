@@ -1,17 +1,25 @@
 """The ``atrous`` command line: a thin typer layer over the Python API.
 
-Each module registers its commands on the shared app; ``main`` formats errors in one place.
+One module per verb registers its command on the shared app (``_app``); the shared options live
+in ``_options`` and every verb prints through ``_output.Output``; ``main`` formats errors in one
+place.
 """
 
-from atrous.cli import (  # noqa: F401  (each module registers its commands)
-    bench,
+from atrous.cli import (  # noqa: F401  (each module registers its command)
+    benchmark,
     data,
+    demo,
+    evaluate,
     export,
-    models,
+    inspect,
+    optimize,
     predict,
+    profile,
+    prune,
     quantize,
     serve,
     train,
+    zoo,
 )
 from atrous.cli._app import app, run
 

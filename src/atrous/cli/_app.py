@@ -1,23 +1,17 @@
-"""The typer app, the shared console and the one place errors are formatted."""
+"""The typer app and the one place errors are formatted (``ATROUS_DEBUG=1``: the traceback)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from atrous.errors import AtrousError, InputError
+from atrous.cli._output import err_console
+from atrous.errors import AtrousError
 
-if TYPE_CHECKING:
-    from atrous.card import ModelCard
-
-__all__ = ["app", "console", "err_console", "print_table", "print_json", "card_if_synthetic", "run"]
+__all__ = ["app", "run"]
 
 app = typer.Typer(
     name="atrous",
@@ -26,46 +20,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """Print rows as a rich table."""
-    table = Table(title=title, show_lines=False)
-    for c in columns:
-        table.add_column(c, justify="left" if c == columns[0] else "right", no_wrap=c == columns[0])
-    for row in rows:
-        table.add_row(*[_fmt(v) for v in row])
-    console.print(table)
-
-
-def print_json(data: Any) -> None:
-    """Print data as indented JSON on stdout (for ``--json``)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def card_if_synthetic(model: str, *data: str | None) -> ModelCard | None:
-    """``model``'s card when a DATA argument is 'synthetic', which then means the model's own
-    synthetic set (``atrous.data.open_dataset``); None otherwise, without loading anything."""
-    if "synthetic" not in data:
-        return None
-    from atrous.sources import source_card
-
-    return source_card(model)
-
-
-def check_threads(threads: int | None) -> int | None:
-    """--threads as given (None: all cores); below 1 it is refused in one line before any work."""
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads: expected a positive number of threads, got {threads}")
-    return threads
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
 
 
 def run() -> None:

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import typer
 
-from atrous.cli._app import app, card_if_synthetic, console, print_json, print_table
-from atrous.cli.models import parse_size
+from atrous.cli._app import app
+from atrous.cli._common import card_if_synthetic, open_data
+from atrous.cli._options import JsonFlag, JsonOut, OutFile, SizeOpt, ThreadsOpt
+from atrous.cli._output import Output
 from atrous.errors import ConfigError
 from atrous.export import export_model
+from atrous.export.pipeline import FORMATS
+from atrous.fastpath import export_fast
+from atrous.outputs import beside_input
+from atrous.quantize.nncf_ptq import nncf_available
 from atrous.runtimes import model_file_mb
 
 
@@ -17,14 +23,15 @@ from atrous.runtimes import model_file_mb
 def export_command(
     checkpoint: str = typer.Argument(..., help="checkpoint (.pt) or zoo name"),
     format: str = typer.Option("onnx", "--format", "-f", help="onnx, openvino or tflite"),
-    size: str = typer.Option(None, help="input size to trace at (HxW); fixed for tflite"),
+    size: SizeOpt = None,
     opset: int = typer.Option(None, help="ONNX opset (default 17)"),
     with_argmax: bool = typer.Option(
         None, "--with-argmax/--no-with-argmax", help="argmax inside the graph (uint8 labels out)"
     ),
-    out: Path = typer.Option(None, "--out", "-o", help="output file"),
-    threads: int = typer.Option(None, help="threads for the parity check"),
-    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+    out: OutFile = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
     fast: bool = typer.Option(
         False,
         "--fast",
@@ -42,12 +49,16 @@ def export_command(
 ) -> None:
     """Export a model; it is checked against PyTorch at two sizes and fails under 99.9%.
 
-    With --fast, writes the fast CPU graph instead and reports its pixel agreement with the
-    float PyTorch path on held-out images. A tflite export with --calib is full-integer int8
-    (for NPU delegates); its masks must agree with PyTorch's on 95% of held-out pixels.
+    --size is the size to trace at (fixed for tflite). The file goes beside the checkpoint
+    unless -o says otherwise (a zoo name: the current folder). With --fast, writes the fast
+    CPU graph instead and reports its pixel agreement with the float PyTorch path on held-out
+    images. A tflite export with --calib is full-integer int8 (for NPU delegates; 'atrous
+    quantize --engine litert' writes the same file beside its float twin and compares them);
+    its masks must agree with PyTorch's on 95% of held-out pixels.
     """
+    output = Output(as_json, json_out)
     if fast:
-        _export_fast(checkpoint, out, label_stride, precision, calib, num, threads, json_out)
+        _export_fast(output, checkpoint, out, label_stride, precision, calib, num, threads)
         return
     if calib and format != "tflite":
         raise ConfigError(
@@ -56,12 +67,12 @@ def export_command(
         )
     precision = precision or ("int8" if calib and format == "tflite" else "fp32")
     items = _calibration_items(checkpoint, calib, num) if precision == "int8" else []
-    with console.status(f"exporting {format} ({precision})"):
+    with output.console.status(f"exporting {format} ({precision})"):
         result = export_model(
             checkpoint,
             format,
-            out,
-            size=parse_size(size) if size else None,
+            out or _default_out(checkpoint, format),
+            size=tuple(size) if size else None,
             opset=opset,
             with_argmax=with_argmax,
             threads=threads,
@@ -69,12 +80,14 @@ def export_command(
             calibration=items,
             num=num,
         )
-    if json_out:
-        print_json(
-            {"path": str(result.path), "output": result.card.output, **result.parity.to_dict()}
-        )
-        return
-    print_table(
+    _print_parity(output, result)
+
+
+def _print_parity(output: Output, result) -> None:
+    """The parity table (or its JSON) and the file written."""
+    rows = result.parity.rows
+    output.json({"path": str(result.path), "output": result.card.output, **result.parity.to_dict()})
+    output.table(
         f"parity vs {result.parity.reference}",
         ["engine", "size", "max abs diff", "argmax agreement", "classes seen"],
         [
@@ -85,29 +98,33 @@ def export_command(
                 f"{r.agreement:.4%}",
                 r.classes_seen,
             ]
-            for r in result.parity.rows
+            for r in rows
         ],
     )
-    if any(r.classes_seen < 2 for r in result.parity.rows):
-        console.print(
+    if any(r.classes_seen < 2 for r in rows):
+        output.note(
             "[yellow]note:[/yellow] the reference predicts a single class on the test images "
             "(untrained weights?), so argmax agreement says little"
         )
     size_mb = model_file_mb(result.path)
-    console.print(f"wrote {result.path} ({size_mb:.2f} MB, output: {result.card.output})")
+    output.note(f"wrote {result.path} ({size_mb:.2f} MB, output: {result.card.output})")
+
+
+def _default_out(checkpoint: str, format: str) -> Path | None:
+    """Beside the checkpoint, named after it (None for an unknown format: the API refuses it)."""
+    return beside_input(checkpoint, FORMATS[format]) if format in FORMATS else None
 
 
 def _calibration_items(checkpoint: str, calib: str | None, num: int) -> list:
     """``num`` calibration samples and 8 more held out, from a dataset (none without one)."""
-    from atrous.data import open_dataset
-
     if not calib:
         return []
-    data = open_dataset(calib, "val", card=card_if_synthetic(checkpoint, calib))
+    data = open_data(calib, "val", card_if_synthetic(checkpoint, calib))
     return [data[i] for i in range(min(len(data), num + 8))]
 
 
 def _export_fast(
+    output: Output,
     checkpoint: str,
     out: Path | None,
     label_stride: int,
@@ -115,18 +132,14 @@ def _export_fast(
     calib: str | None,
     num: int,
     threads: int | None,
-    json_out: bool,
 ) -> None:
-    from atrous.fastpath import export_fast
-    from atrous.quantize.nncf_ptq import nncf_available
-
+    """``export --fast``: the fast graph, then its agreement with the float PyTorch path."""
     precision = precision or ("int8" if calib else "fp32")
     items = _calibration_items(checkpoint, calib, num)
-    stem = Path(checkpoint).stem
     # the int8 graph is fastest on OpenVINO's CPU plugin (int8 depthwise kernels)
     suffix = ".xml" if precision == "int8" and nncf_available() else ".onnx"
-    out = out or Path(f"{stem}-fast-{precision}-s{label_stride}{suffix}")
-    with console.status(f"exporting the fast {precision} graph"):
+    out = out or beside_input(checkpoint, f"-fast-{precision}-s{label_stride}{suffix}")
+    with output.console.status(f"exporting the fast {precision} graph"):
         result = export_fast(
             checkpoint,
             out,
@@ -137,20 +150,18 @@ def _export_fast(
             threads=threads,
         )
     size_mb = model_file_mb(result.path)
-    if json_out:
-        print_json(
-            {
-                "path": str(result.path),
-                "precision": result.precision,
-                "engine": result.engine,
-                "label_stride": result.label_stride,
-                "size_mb": round(size_mb, 3),
-                "agreement_with_float": round(result.agreement, 6),
-                "images_checked": result.images_checked,
-            }
-        )
-        return
-    print_table(
+    output.json(
+        {
+            "path": str(result.path),
+            "precision": result.precision,
+            "engine": result.engine,
+            "label_stride": result.label_stride,
+            "size_mb": round(size_mb, 3),
+            "agreement_with_float": round(result.agreement, 6),
+            "images_checked": result.images_checked,
+        }
+    )
+    output.table(
         "fast graph",
         ["file", "engine", "precision", "labels at", "MB", "agreement with float PyTorch"],
         [

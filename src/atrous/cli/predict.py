@@ -9,10 +9,12 @@ import typer
 from rich.markup import escape
 from rich.progress import Progress
 
-from atrous.cli._app import app, check_threads, console
-from atrous.cli.models import CONTRACT_HELP
+from atrous.cli._app import app
+from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt
+from atrous.cli._output import Output
 from atrous.data.io import read_image, write_mask_png
 from atrous.errors import InputError
+from atrous.outputs import check_output_folder, output_stems
 from atrous.segmenter import Segmenter
 from atrous.sources import load_engine
 from atrous.visualize import save_overlay
@@ -44,33 +46,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return list(unique.values())
 
 
-def output_stems(files: list[Path]) -> list[str]:
-    """Distinct output names (without suffix), so no input's mask overwrites another's: the stem,
-    or for a later input whose stem is taken, stem + extension (same folder, ``a.jpg``) or
-    folder_stem (another folder, ``y_a``), then folder_stem + extension, then a ``-N`` suffix."""
-    first: dict[str, Path] = {}  # stem -> the first input with it
-    taken: set[str] = set()
-    names: list[str] = []
-    for path in files:
-        folder = path.absolute().parent.name or "root"
-        same_folder = first.setdefault(path.stem.casefold(), path).parent == path.parent
-        tagged = path.name if same_folder else f"{folder}_{path.stem}"
-        candidates = [path.stem, tagged, f"{folder}_{path.name}"]
-        name = next((c for c in candidates if c.casefold() not in taken), None)
-        count = 2
-        while name is None or name.casefold() in taken:
-            name, count = f"{candidates[-1]}-{count}", count + 1
-        taken.add(name.casefold())
-        names.append(name)
-    return names
-
-
-def check_out_folder(out: Path) -> None:
-    """Refuse an --out that exists but is not a folder, before any model is loaded."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
-
-
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
@@ -79,31 +54,55 @@ def predict(
         Path("predictions"),
         "--out",
         "-o",
-        help="output folder; inputs sharing a stem get distinct names: the first (in input order, "
-        "folders sorted) a.png, later ones a.jpg.png (same folder) or <folder>_a.png (another)",
+        help="output folder, not one holding the inputs; inputs sharing a stem get distinct "
+        "names: the first (in input order, folders sorted) a.png, later ones a.jpg.png (same "
+        "folder) or <folder>_a.png (another); names too long are cut and tagged with a hash",
     ),
-    engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
-    threads: int = typer.Option(None, help="inference threads (default: all cores)"),
+    engine: EngineOpt = "auto",
+    threads: ThreadsOpt = None,
     overlay: bool = typer.Option(True, help="also write <name>_overlay.jpg"),
     alpha: float = typer.Option(0.5, help="overlay opacity, 0 to 1"),
     refine: bool = typer.Option(
         False, "--refine", help="snap boundaries to image edges (guided filter; slower)"
     ),
-    contract: list[str] = typer.Option(None, help=CONTRACT_HELP),
+    contract: ContractOpt = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
 ) -> None:
-    """Segment images; write <name>.png palette masks (and overlays) to --out."""
+    """Segment images; write <name>.png palette masks (and overlays) to --out.
+
+    The summary line names the engine (the one picked, with --engine auto).
+    """
+    output = Output(as_json, json_out)
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha: expected an opacity from 0 to 1, got {alpha:g}")
-    check_threads(threads)
-    check_out_folder(out)
     files = expand_inputs(inputs)
+    check_output_folder(out, files)  # before any model is loaded
     segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
-    card = segmenter.card
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a parent is a file, no permission
         raise InputError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
-    with Progress(console=console, transient=True, disable=len(files) < 2) as progress:
+    records = _segment_all(output, segmenter, files, out, overlay, alpha, refine)
+    output.json({"engine": segmenter.engine.name, "out": str(out), "images": records})
+    picked = " (picked by --engine auto)" if engine == "auto" else ""
+    output.note(
+        f"wrote {len(files)} mask(s) to {escape(str(out))}; engine: {segmenter.engine.name}{picked}"
+    )
+
+
+def _segment_all(
+    output: Output,
+    segmenter: Segmenter,
+    files: list[Path],
+    out: Path,
+    overlay: bool,
+    alpha: float,
+    refine: bool,
+) -> list[dict]:
+    """Segment ``files`` in order, writing masks (and overlays); one line and record per file."""
+    card, records = segmenter.card, []
+    with Progress(console=output.console, transient=True, disable=len(files) < 2) as progress:
         task = progress.add_task("segmenting", total=len(files))
         for index, (path, stem) in enumerate(zip(files, output_stems(files), strict=True)):
             image = read_image(path)
@@ -114,17 +113,18 @@ def predict(
             write_mask_png(out / f"{stem}.png", result.mask, card.palette)
             if overlay:
                 save_overlay(out / f"{stem}_overlay.jpg", image, result.mask, card.palette, alpha)
-            top = ", ".join(
-                f"{k} {v:.0%}" for k, v in list(result.class_histogram(card.classes).items())[:4]
-            )
+            histogram = result.class_histogram(card.classes)
+            ms = result.timings["total_ms"] - result.timings["decode_ms"]
+            records.append(
+                {"input": str(path), "mask": str(out / f"{stem}.png"), "width": image.shape[1],
+                 "height": image.shape[0], "ms": round(ms, 2), "classes": histogram}
+            )  # fmt: skip
+            top = ", ".join(f"{k} {v:.0%}" for k, v in list(histogram.items())[:4])
             renamed = f" -> {stem}.png" if stem != path.stem else ""
             # the first call also opens sessions and compiles kernels: say so beside its time
             first = " (first image: includes warm-up)" if index == 0 and len(files) > 1 else ""
-            progress.console.print(
-                f"{path.name}{renamed}: {image.shape[1]}x{image.shape[0]} "
-                f"{result.timings['total_ms'] - result.timings['decode_ms']:.1f} ms{first}  "
-                + escape(f"[{top}]"),
-                highlight=False,
-            )
+            line = f"{path.name}{renamed}: {image.shape[1]}x{image.shape[0]} {ms:.1f} ms{first}"
+            if not output.as_json:
+                progress.console.print(escape(f"{line}  [{top}]"), highlight=False, soft_wrap=True)
             progress.advance(task)
-    console.print(f"wrote {len(files)} mask(s) to {out}")
+    return records

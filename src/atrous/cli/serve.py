@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from atrous.cli._app import app, check_threads, console
+from atrous.cli._app import app
+from atrous.cli._options import EngineOpt, ThreadsOpt
+from atrous.cli._output import console
 from atrous.errors import ConfigError
 
 
@@ -13,8 +15,8 @@ def serve(
     model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="port to listen on"),
-    engine: str = typer.Option("auto", help="auto, torch, onnxruntime, openvino or litert"),
-    threads: int = typer.Option(None, help="inference threads (default: all cores)"),
+    engine: EngineOpt = "auto",
+    threads: ThreadsOpt = None,
     max_bytes: int = typer.Option(None, help="largest upload in bytes, else 413 [20 MB]"),
     max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [16 M]"),
     queue: int = typer.Option(None, help="requests in flight before 503 [16]"),
@@ -46,7 +48,7 @@ def serve(
         raise ConfigError(f"serve: {exc}") from None
     hosts = allowed_hosts_for(host, allowed_hosts.split(",") if allowed_hosts else None)
     application = create_app(
-        model, engine=engine, threads=check_threads(threads), limits=limits, allowed_hosts=hosts
+        model, engine=engine, threads=threads, limits=limits, allowed_hosts=hosts
     )
     console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,141 @@
+"""The options verbs share, each with one meaning, type and default everywhere.
+
+- ``--json``: a flag; print the result as JSON on stdout and nothing else there.
+- ``--json-out FILE``: write the same JSON to FILE (with or without ``--json``).
+- ``--out/-o``: where the verb's main output goes (a file, or a folder for predict/train/demo);
+  files default to beside the input (see :func:`atrous.outputs.beside_input`).
+- ``--threads N``: inference threads; default None = the engine's default, the cores this
+  process may run on (``benchmark`` takes a list, ``1,2``, with the same default).
+- ``--size N`` or ``HxW``: a network input size; square-only verbs refuse H != W in one line.
+- ``--engine``: a runtime name (auto, torch, onnxruntime, openvino, litert); auto picks the
+  fastest installed one for an exported file and torch for a checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+import typer
+
+from atrous.errors import ConfigError, InputError
+from atrous.runtimes import default_threads
+
+__all__ = [
+    "CONTRACT_HELP",
+    "ContractOpt",
+    "EngineOpt",
+    "JsonFlag",
+    "JsonOut",
+    "OutFile",
+    "OutFolder",
+    "Size",
+    "SizeOpt",
+    "ThreadCountsOpt",
+    "ThreadsOpt",
+    "parse_ints",
+    "parse_size",
+    "resolve_threads",
+    "square_side",
+    "thread_counts",
+]
+
+CONTRACT_HELP = (
+    "override the model card of a foreign model, key=value "
+    "(e.g. preprocessing.layout=NHWC, output=probability); repeatable"
+)
+ENGINES = "auto, torch, onnxruntime, openvino or litert"
+
+
+class Size(NamedTuple):
+    """A network input size, (height, width)."""
+
+    height: int
+    width: int
+
+
+def parse_size(text: str) -> Size:
+    """'513' or '513x513' (H x W) -> Size; a one-line ConfigError otherwise."""
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        raise ConfigError(f"--size '{text}': expected N or HxW, e.g. 513 or 513x513") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise ConfigError(f"--size '{text}': expected N or HxW with positive sizes")
+    return Size(parts[0], parts[1])
+
+
+def square_side(size: Size | None, verb: str) -> int | None:
+    """The side of a square ``size`` for verbs that take one side; H != W refused in one line."""
+    if size is None:
+        return None
+    if size.height != size.width:
+        raise ConfigError(
+            f"--size {size.height}x{size.width}: {verb} takes a square size (N or NxN)"
+        )
+    return size.height
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """'1,2' -> [1, 2]; a one-line InputError naming ``--what`` otherwise."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--{what}: expected comma-separated integers, got '{text}'") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--{what}: expected positive integers, got '{text}'")
+    return values
+
+
+def _check_threads(threads: int | None) -> int | None:
+    """--threads as given; below 1 it is refused in one line before any work."""
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads: expected a positive number of threads, got {threads}")
+    return threads
+
+
+def resolve_threads(threads: int | None) -> int:
+    """The thread count to use: the one asked for, else the engine default (usable cores)."""
+    return threads if threads is not None else default_threads()
+
+
+THREADS_HELP = "inference threads [default: the cores this process may run on]"
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="print the result as JSON on stdout (nothing else there)")
+]
+JsonOut = Annotated[
+    Path | None,
+    typer.Option("--json-out", metavar="FILE", help="also write the result as JSON to FILE"),
+]
+OutFile = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="output file [default: beside the input]"),
+]
+OutFolder = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help=THREADS_HELP, callback=_check_threads, show_default=False),
+]
+ThreadCountsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--threads",
+        metavar="N[,N...]",
+        help="thread counts to measure, e.g. 1,2 [default: the cores this process may run on]",
+        show_default=False,
+    ),
+]
+SizeOpt = Annotated[
+    Size | None,
+    typer.Option("--size", metavar="N|HxW", parser=parse_size, help="network input size, N or HxW"),
+]
+EngineOpt = Annotated[str, typer.Option("--engine", help=ENGINES)]
+ContractOpt = Annotated[list[str] | None, typer.Option("--contract", help=CONTRACT_HELP)]
+
+
+def thread_counts(text: str | None) -> list[int]:
+    """``benchmark --threads``: '1,2' -> [1, 2]; None -> [the engine default]."""
+    return parse_ints(text, "threads") if text else [default_threads()]

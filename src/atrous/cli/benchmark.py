@@ -1,0 +1,71 @@
+"""``atrous benchmark``: latency, throughput and cost of models measured side by side here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import Progress
+
+from atrous.bench.latency import benchmark as run_benchmark
+from atrous.cli._app import app
+from atrous.cli._options import (
+    JsonFlag,
+    JsonOut,
+    ThreadCountsOpt,
+    parse_size,
+    square_side,
+    thread_counts,
+)
+from atrous.cli._output import Output
+
+
+def parse_sizes(text: str | None) -> list[int | None]:
+    """'257,513' (or '257x257,513') -> [257, 513]; None -> [None] (the card's size)."""
+    if not text:
+        return [None]
+    return [square_side(parse_size(item.strip()), "benchmark") for item in text.split(",")]
+
+
+@app.command()
+def benchmark(
+    models: list[str] = typer.Argument(..., help="checkpoints, exported models or zoo names"),
+    engine: str = typer.Option(
+        "auto", help="comma-separated: auto, torch, onnxruntime, openvino, litert, fast"
+    ),
+    threads: ThreadCountsOpt = None,
+    sizes: str = typer.Option(None, help="comma-separated input sizes (N or NxN), e.g. 257,513"),
+    runs: int = typer.Option(30, help="timed runs per configuration"),
+    warmup: int = typer.Option(5, help="untimed runs first"),
+    network_only: bool = typer.Option(False, help="skip the end-to-end (image file in) timing"),
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
+    csv_out: Path = typer.Option(None, "--csv", help="write results as CSV"),
+    report: Path = typer.Option(None, help="write a self-contained HTML report"),
+) -> None:
+    """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
+    out = Output(as_json, json_out)
+    size_list, thread_list = parse_sizes(sizes), thread_counts(threads)
+    with Progress(
+        console=out.console, transient=True, disable=not out.console.is_terminal
+    ) as progress:
+        task = progress.add_task("benchmarking", total=runs + warmup)
+        result = run_benchmark(
+            models,
+            sizes=size_list,
+            threads=thread_list,
+            runs=runs,
+            warmup=warmup,
+            end_to_end=not network_only,
+            engine=[e.strip() for e in engine.split(",") if e.strip()],
+            progress=lambda done, total: progress.update(task, completed=done),
+        )
+    if csv_out:
+        result.to_csv(csv_out)
+    if report:
+        from atrous.report import benchmark_report  # matplotlib: only when a report is asked
+
+        benchmark_report(result, report)
+    out.json(result.to_dict())
+    columns, rows = result.table_rows()
+    out.table(f"benchmark ({runs} runs, peak RSS {result.peak_rss_mb:.0f} MB)", columns, rows)
