@@ -34,7 +34,7 @@ from atrous.train.distributed import (
     broadcast_floats,
     unwrap,
 )
-from atrous.train.metrics import MetricsLog, progress_bar
+from atrous.train.metrics import MetricsLog, StepReporter, progress_bar
 from atrous.train.resume import _rng_state, _set_rng_state, train_state
 from atrous.train.run import Run, build_card, build_optimizer
 from atrous.train.validation import degenerate_reason, validate, validate_epoch
@@ -210,23 +210,6 @@ def _switch_output_stride(run: Run, epoch: int, planned: int) -> bool:
     return True
 
 
-class _StepReporter:
-    """``on_step`` of one epoch: advances its progress bar and logs loss and LR per step."""
-
-    def __init__(self, run: Run, bar: Progress, task: TaskID, log: MetricsLog | None) -> None:
-        self.run, self.bar, self.task, self.log = run, bar, task, log
-        self.start, self.seen = time.perf_counter(), 0
-
-    def __call__(self, loss: float, lr: float, n: int) -> None:
-        self.seen += n * self.run.dist.world_size
-        ips = self.seen / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, advance=1, loss=loss, lr=lr, ips=ips)
-        if self.log is not None:
-            step = self.run.scheduler.last_epoch  # optimizer steps so far, over all epochs
-            self.log.step("train/loss", loss, step)
-            self.log.step("train/lr", lr, step)
-
-
 def _train_epoch(
     run: Run,
     epoch: int,
@@ -253,7 +236,7 @@ def _train_epoch(
             run.scheduler,
             grad_clip=cfg.grad_clip,
             freeze_backbone=cfg.freeze_backbone,
-            on_step=_StepReporter(run, bar, task, log),
+            on_step=StepReporter(run, bar, task, log),
             channels_last=cfg.channels_last,
             loss_stride=cfg.loss_stride,
             stop=budget.expired if budget is not None else None,
