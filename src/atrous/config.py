@@ -7,6 +7,7 @@ being silently ignored.
 from __future__ import annotations
 
 import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -315,9 +316,28 @@ class TrainConfig(StrictModel):
     # wall-clock budget: after each epoch the run (and its LR schedule) is re-planned to fit;
     # a hard limit too: an epoch still running when it is spent ends early and is the last
     max_minutes: float | None = None
-    # local data-parallel processes (DDP, gloo) started by `train` itself; under torchrun the
-    # launcher's process count applies instead. batch_size is per process.
+    # local data-parallel processes (DDP: gloo on CPUs, NCCL on GPUs) started by `train` itself;
+    # under torchrun the launcher's process count applies instead. batch_size is per process.
     processes: int = 1
+    # auto takes a CUDA GPU, then Apple MPS, else the CPU; cuda is each rank's own GPU (LOCAL_RANK);
+    # on an accelerator data.workers, unless set, becomes one loader worker per core (at most 8)
+    device: str = "auto"
+    # mixed precision (autocast; weights, checkpoints and the loss stay float32): bf16 also on
+    # CPUs (fast with AVX-512-BF16/AMX), fp16 on GPUs only (with a GradScaler)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value: Any) -> Any:
+        """YAML reads a bare ``off`` as False."""
+        return "off" if value is False else value
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -336,6 +356,8 @@ class TrainConfig(StrictModel):
             raise ValueError(f"max_minutes must be positive, got {self.max_minutes}")
         if self.ohem_thresh is not None and not 0 < self.ohem_thresh < 1:
             raise ValueError(f"ohem_thresh is a probability in (0, 1), got {self.ohem_thresh}")
+        if self.amp == "fp16" and self.device == "cpu":
+            raise ValueError("amp fp16 needs a GPU (cuda, mps); on device cpu use amp bf16")
         return self
 
 

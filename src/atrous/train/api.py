@@ -13,11 +13,13 @@ from atrous._atomic import atomic_write_text, remove_stale_temporaries
 from atrous.checkpoint import load_checkpoint, read_checkpoint
 from atrous.config import ExperimentConfig
 from atrous.errors import ConfigError
+from atrous.train.device import Placement, resolve_placement
 from atrous.train.distributed import (
     DistInfo,
     barrier,
     init_distributed,
     launched,
+    local_rank,
     shutdown_distributed,
     spawn_local,
 )
@@ -42,15 +44,17 @@ def train(
     With ``resume``, model, optimizer, scheduler, RNG state, history and epoch come from
     ``out_dir/last.pt`` and training continues the same schedule; a new ``train.epochs`` (or a
     run a time budget ended early) continues to the new horizon with the LR schedule re-planned.
-    Under torchrun each rank calls this; rank 0 alone validates and writes.
+    Under torchrun each rank calls this; rank 0 alone validates and writes. ``train.device``
+    and ``train.amp`` say where and in which precision (each rank takes its LOCAL_RANK's GPU).
     """
-    if config.train.processes > 1 and not launched():
+    cfg = config.train
+    placement = resolve_placement(cfg.device, cfg.amp, local_rank())  # refused before spawning
+    if cfg.processes > 1 and not launched():
         return _train_spawned(config, Path(out_dir or config.out_dir), resume, progress)
-    dist = init_distributed()
+    dist = init_distributed(placement.device)
     try:
-        return _train(
-            config, Path(out_dir or config.out_dir), resume, dist, console, progress, on_epoch_end
-        )
+        out = Path(out_dir or config.out_dir)
+        return _train(config, out, resume, dist, placement, console, progress, on_epoch_end)
     finally:
         shutdown_distributed(dist)
 
@@ -94,6 +98,7 @@ def _train(
     out: Path,
     resume: bool,
     dist: DistInfo,
+    placement: Placement,
     console: Console | None,
     progress: bool,
     on_epoch_end: EpochCallback | None,
@@ -103,15 +108,20 @@ def _train(
     if resume and not last.is_file():
         raise ConfigError(f"{last}: nothing to resume (no last.pt in the output folder)")
     say = console.print if (console is not None and dist.is_main) else (lambda *a, **k: None)
-    run, report = build_run(config, out, dist, resume=resume)
+    run, report = build_run(config, out, dist, resume=resume, placement=placement)
     if report:
         say(report)
+    if placement != Placement():
+        say(f"training on {placement.describe()}")
     proceeds = True
     if resume:
         proceeds, message = plan_resume(run, last, restore(run, last))
         say(message)
     if dist.enabled:
-        run.model = DistributedDataParallel(run.model)
+        on_gpu = placement.device.type == "cuda"
+        run.model = DistributedDataParallel(
+            run.model, device_ids=[placement.device] if on_gpu else None
+        )
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temporaries(out):

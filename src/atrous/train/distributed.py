@@ -1,7 +1,9 @@
-"""Multi-process training on CPU via torchrun: gloo process group, rank 0 alone writes.
+"""Multi-process training via torchrun: NCCL on GPUs, gloo on CPUs; rank 0 alone writes.
 
 ``torchrun --nproc_per_node 2 -m atrous train CONFIG`` starts one process per rank; each reads
-RANK / WORLD_SIZE from the environment. Without those variables everything runs in one process.
+RANK / LOCAL_RANK / WORLD_SIZE from the environment (across machines, torchrun's rendezvous flags
+``--nnodes --node_rank --rdzv_backend c10d --rdzv_endpoint HOST:PORT`` join them into one job).
+Without those variables everything runs in one process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 __all__ = [
     "DistInfo",
+    "backend_for",
     "init_distributed",
     "shutdown_distributed",
     "average_buffers",
@@ -26,6 +29,7 @@ __all__ = [
     "all_ranks",
     "unwrap",
     "launched",
+    "local_rank",
     "spawn_local",
 ]
 
@@ -36,6 +40,8 @@ class DistInfo:
 
     rank: int = 0
     world_size: int = 1
+    # where collective tensors live: NCCL reduces CUDA tensors only, gloo CPU ones
+    comm_device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -53,11 +59,16 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (its GPU under torchrun); 0 in one process."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def broadcast_int(value: int, info: DistInfo) -> int:
     """Rank 0's ``value`` on every rank (decisions that must agree, e.g. epochs planned)."""
     if not info.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64)
+    tensor = torch.tensor([value], dtype=torch.int64, device=info.comm_device)
     dist.broadcast(tensor, src=0)
     return int(tensor.item())
 
@@ -66,7 +77,7 @@ def broadcast_floats(values: list[float], info: DistInfo) -> list[float]:
     """Rank 0's ``values`` on every rank (results every rank should report alike)."""
     if not info.enabled:
         return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64)
+    tensor = torch.tensor(values, dtype=torch.float64, device=info.comm_device)
     dist.broadcast(tensor, src=0)
     return [float(v) for v in tensor.tolist()]
 
@@ -75,7 +86,7 @@ def all_ranks(flag: bool, info: DistInfo) -> bool:
     """True when ``flag`` holds on every rank (a verdict all ranks must act on together)."""
     if not info.enabled:
         return flag
-    tensor = torch.tensor([int(flag)], dtype=torch.int64)
+    tensor = torch.tensor([int(flag)], dtype=torch.int64, device=info.comm_device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return bool(tensor.item())
 
@@ -107,21 +118,32 @@ def _spawned(rank: int, world: int, port: int, fn: Callable[..., Any], args: tup
 
 
 def spawn_local(fn: Callable[..., Any], processes: int, *args: Any) -> None:
-    """Run ``fn(*args)`` in ``processes`` local processes joined into one gloo job, as torchrun
+    """Run ``fn(*args)`` in ``processes`` local processes joined into one job, as torchrun
     would start them; returns when all have finished (re-raising a worker's failure)."""
     import torch.multiprocessing as mp
 
     mp.spawn(_spawned, args=(processes, _free_port(), fn, args), nprocs=processes, join=True)
 
 
-def init_distributed() -> DistInfo:
-    """Join the torchrun job (gloo backend) if WORLD_SIZE > 1; otherwise a 1-process DistInfo."""
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for ``device``: NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device: torch.device | None = None) -> DistInfo:
+    """Join the torchrun job if WORLD_SIZE > 1 (NCCL when ``device`` is a GPU, which becomes this
+    process's current device; gloo otherwise); else a 1-process DistInfo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    device = device or torch.device("cpu")
+    backend = backend_for(device)
+    if backend == "nccl":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size())
+        dist.init_process_group(backend)
+    comm = device if backend == "nccl" else torch.device("cpu")
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), comm_device=comm)
 
 
 def shutdown_distributed(info: DistInfo) -> None:

@@ -26,6 +26,7 @@ from atrous.checkpoint import save_checkpoint
 from atrous.errors import AtrousError
 from atrous.models.deeplab import set_output_stride
 from atrous.train.budget import TimeBudget
+from atrous.train.device import Placement, float_logits, optimizer_step, to_device
 from atrous.train.distributed import (
     all_ranks,
     average_buffers,
@@ -33,7 +34,7 @@ from atrous.train.distributed import (
     broadcast_floats,
     unwrap,
 )
-from atrous.train.metrics import MetricsLog, progress_bar
+from atrous.train.metrics import MetricsLog, StepReporter, progress_bar
 from atrous.train.resume import _rng_state, _set_rng_state, train_state
 from atrous.train.run import Run, build_card, build_optimizer
 from atrous.train.validation import degenerate_reason, validate, validate_epoch
@@ -137,6 +138,8 @@ def train_one_epoch(
     loss_stride: int = 1,
     stop: Callable[[], bool] | None = None,
     all_finite: Callable[[bool], bool] | None = None,
+    placement: Placement | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
     """One pass over ``loader``; the scheduler steps every iteration.
 
@@ -146,20 +149,24 @@ def train_one_epoch(
     ``stop()`` is asked before each step after the first; True ends the epoch early (a time
     budget ran out). A non-finite loss raises :class:`NonFiniteLoss` before its backward pass
     and update; ``all_finite(ok)`` makes the processes of a DDP job agree on that verdict.
+    ``placement`` is the device batches move to and the autocast of the forward pass (default:
+    CPU, float32); the loss is computed in float32 and ``scaler`` (fp16) scales its backward.
     """
     _set_train_mode(model, freeze_backbone)
+    placement = placement or Placement()
+    scaler = scaler or placement.grad_scaler()
     total_loss, images, start = 0.0, 0, time.perf_counter()
     for step, (batch, target) in enumerate(loader):
         if stop is not None and images and stop():  # at least one step per epoch
             break
-        if channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch, target = to_device(batch, target, placement, channels_last)
+        size = None
         if loss_stride > 1:
             target = strided_labels(target, loss_stride)
-            output = model(batch, output_size=target.shape[-2:])
-        else:
-            output = model(batch)
-        loss = criterion(output, target)
+            size = target.shape[-2:]
+        with placement.autocast():
+            output = model(batch, output_size=size) if size is not None else model(batch)
+        loss = criterion(float_logits(output), target)
         value = float(loss.detach())
         lr = optimizer.param_groups[0]["lr"]
         finite = math.isfinite(value)
@@ -168,11 +175,7 @@ def train_one_epoch(
                 f"train loss {value:g} at step {step + 1} (lr {lr:.2e}): stopped before that "
                 "update; try a lower train.lr or train.grad_clip"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        optimizer_step(loss, model, optimizer, scaler, grad_clip)
         scheduler.step()
         total_loss += value * len(batch)
         images += len(batch)
@@ -207,23 +210,6 @@ def _switch_output_stride(run: Run, epoch: int, planned: int) -> bool:
     return True
 
 
-class _StepReporter:
-    """``on_step`` of one epoch: advances its progress bar and logs loss and LR per step."""
-
-    def __init__(self, run: Run, bar: Progress, task: TaskID, log: MetricsLog | None) -> None:
-        self.run, self.bar, self.task, self.log = run, bar, task, log
-        self.start, self.seen = time.perf_counter(), 0
-
-    def __call__(self, loss: float, lr: float, n: int) -> None:
-        self.seen += n * self.run.dist.world_size
-        ips = self.seen / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.update(self.task, advance=1, loss=loss, lr=lr, ips=ips)
-        if self.log is not None:
-            step = self.run.scheduler.last_epoch  # optimizer steps so far, over all epochs
-            self.log.step("train/loss", loss, step)
-            self.log.step("train/lr", lr, step)
-
-
 def _train_epoch(
     run: Run,
     epoch: int,
@@ -250,11 +236,13 @@ def _train_epoch(
             run.scheduler,
             grad_clip=cfg.grad_clip,
             freeze_backbone=cfg.freeze_backbone,
-            on_step=_StepReporter(run, bar, task, log),
+            on_step=StepReporter(run, bar, task, log),
             channels_last=cfg.channels_last,
             loss_stride=cfg.loss_stride,
             stop=budget.expired if budget is not None else None,
             all_finite=(lambda ok: all_ranks(ok, dist)) if dist.enabled else None,
+            placement=run.placement,
+            scaler=run.scaler,
         )
     except NonFiniteLoss as exc:
         raise NonFiniteLoss(f"epoch {epoch + 1}: {exc}; {_kept(run, epoch)}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,16 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from atrous._atomic import atomic_write_text
+from atrous.train.run import Run
 
-__all__ = ["MetricsLog", "progress_bar"]
+__all__ = ["MetricsLog", "StepReporter", "progress_bar"]
 
 
 class MetricsLog:
@@ -73,3 +76,20 @@ def progress_bar(console: Console | None, enabled: bool) -> Progress:
         TimeRemainingColumn(),
     )
     return Progress(*columns, console=console, disable=not enabled, transient=False)
+
+
+class StepReporter:
+    """``on_step`` of one epoch: advances its progress bar and logs loss and LR per step."""
+
+    def __init__(self, run: Run, bar: Progress, task: TaskID, log: MetricsLog | None) -> None:
+        self.run, self.bar, self.task, self.log = run, bar, task, log
+        self.start, self.seen = time.perf_counter(), 0
+
+    def __call__(self, loss: float, lr: float, n: int) -> None:
+        self.seen += n * self.run.dist.world_size
+        ips = self.seen / max(time.perf_counter() - self.start, 1e-9)
+        self.bar.update(self.task, advance=1, loss=loss, lr=lr, ips=ips)
+        if self.log is not None:
+            step = self.run.scheduler.last_epoch  # optimizer steps so far, over all epochs
+            self.log.step("train/loss", loss, step)
+            self.log.step("train/lr", lr, step)

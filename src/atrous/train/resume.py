@@ -3,6 +3,9 @@
 A resume with the same config continues the checkpoint's schedule exactly. A new
 ``train.epochs``, or a run whose plan a time budget ended early, re-plans the poly LR to the new
 horizon (the LR the schedule of that horizon has at the current iteration), and says so.
+
+Checkpoints hold CPU tensors only (they load on any machine); a resume moves the optimizer state
+to the device the run trains on.
 """
 
 from __future__ import annotations
@@ -16,9 +19,21 @@ import torch
 
 from atrous.checkpoint import read_checkpoint
 from atrous.errors import ConfigError, ModelError
+from atrous.train.device import move_optimizer_state
 from atrous.train.run import Run
 
-__all__ = ["train_state", "restore", "plan_resume"]
+__all__ = ["train_state", "restore", "plan_resume", "to_cpu"]
+
+
+def to_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (nested dicts, lists, tuples) copied to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(to_cpu(v) for v in value)
+    return value
 
 
 def _rng_state() -> dict[str, Any]:
@@ -41,10 +56,12 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def train_state(run: Run, epoch: int) -> dict[str, Any]:
-    """What a checkpoint needs to continue ``run`` after ``epoch`` epochs, exactly."""
+    """What a checkpoint needs to continue ``run`` after ``epoch`` epochs, exactly (CPU
+    tensors, wherever the run trains)."""
     return {
         "epoch": epoch,
-        "optimizer": run.optimizer.state_dict(),
+        "optimizer": to_cpu(run.optimizer.state_dict()),
+        "scaler": run.scaler.state_dict(),  # empty unless train.amp=fp16
         "scheduler": run.scheduler.state_dict(),
         "rng": _rng_state(),
         "best_miou": run.best_miou,
@@ -63,6 +80,9 @@ def restore(run: Run, path: Path) -> int | None:
         raise ModelError(f"{path}: no training state to resume from")
     run.model.load_state_dict(data["state_dict"])
     run.optimizer.load_state_dict(state["optimizer"])
+    move_optimizer_state(run.optimizer)
+    if state.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["scaler"])
     run.scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     run.start_epoch = int(state["epoch"])

@@ -1,8 +1,8 @@
 """A training run: everything ``fit`` needs, and how it is built from an ExperimentConfig.
 
 :func:`build_run` makes the model card, datasets, loader, optimizer, poly schedule and loss of
-an experiment; :class:`Run` carries them, plus the state a resume restores (epoch, best mIoU,
-history).
+an experiment, on the device and in the precision ``train.device`` / ``train.amp`` name;
+:class:`Run` carries them, plus the state a resume restores (epoch, best mIoU, history).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from atrous.models.backbones import zero_init_residuals
 from atrous.models.deeplab import DeepLab
 from atrous.models.zoo import default_card
 from atrous.runtimes import default_threads
-from atrous.train.distributed import DistInfo, unwrap
+from atrous.train.device import Placement, loader_settings, resolve_placement
+from atrous.train.distributed import DistInfo, local_rank, unwrap
 from atrous.train.losses import SegmentationLoss
 from atrous.train.pretrained import load_backbone_weights
 from atrous.train.schedules import PolyScheduler
@@ -54,6 +55,10 @@ class Run:
     best_miou: float = -1.0
     best_epoch: int = -1
     history: list[dict[str, Any]] = field(default_factory=list)
+    placement: Placement = field(default_factory=Placement)
+    scaler: torch.amp.GradScaler = field(
+        default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False)
+    )
 
     @property
     def net(self) -> DeepLab:
@@ -132,9 +137,14 @@ def seed_everything(seed: int) -> None:
 
 
 def _make_loader(
-    data: TransformedDataset, batch_size: int, workers: int, dist: DistInfo, seed: int
+    data: TransformedDataset,
+    batch_size: int,
+    workers: tuple[int, bool],
+    dist: DistInfo,
+    seed: int,
 ) -> DataLoader:
-    """Shuffled full batches, each rank its own share (one rank: all of it)."""
+    """Shuffled full batches, each rank its own share (one rank: all of it); ``workers`` is
+    ``(num_workers, pin_memory)``."""
     sampler = DistributedSampler(
         data, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed, drop_last=True
     )
@@ -148,22 +158,27 @@ def _make_loader(
         batch_size=batch_size,
         sampler=sampler,
         drop_last=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
+        num_workers=workers[0],
+        persistent_workers=workers[0] > 0,
+        pin_memory=workers[1],
     )
 
 
-def _build_model(config: ExperimentConfig, card: ModelCard, resume: bool) -> tuple[DeepLab, str]:
-    """The DeepLab of ``card``, initialised as the config says; also a line on backbone weights."""
+def _build_model(
+    config: ExperimentConfig, card: ModelCard, resume: bool, device: torch.device
+) -> tuple[DeepLab, str]:
+    """The DeepLab of ``card`` on ``device``, initialised as the config says; also a line on
+    backbone weights."""
     cfg = config.train
     model = DeepLab(card.model)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     if cfg.zero_init_residual and not cfg.backbone_weights:
         zero_init_residuals(model.backbone)
     report = ""
     if cfg.backbone_weights and not resume:
         report = load_backbone_weights(model, cfg.backbone_weights).summary()
+    model = model.to(device)  # float32 weights whatever train.amp: autocast casts per op
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if cfg.freeze_backbone:
         for p in model.backbone.parameters():
             p.requires_grad_(False)
@@ -188,18 +203,26 @@ def _build_criterion(cfg: TrainConfig, dataset: SegmentationDataset) -> Segmenta
 
 
 def build_run(
-    config: ExperimentConfig, out_dir: Path, dist: DistInfo, *, resume: bool = False
+    config: ExperimentConfig,
+    out_dir: Path,
+    dist: DistInfo,
+    *,
+    resume: bool = False,
+    placement: Placement | None = None,
 ) -> tuple[Run, str]:
-    """Everything an experiment trains with, fresh (a resume then restores its state); also the
+    """Everything an experiment trains with, fresh (a resume then restores its state), on
+    ``placement`` (default: resolved from ``train.device`` / ``train.amp``); also the
     backbone-weights report ('' if none were loaded). Sets torch's thread count and seeds."""
     cfg, data_cfg = config.train, config.data
-    threads = cfg.threads or max(1, default_threads() // dist.world_size)
+    placement = placement or resolve_placement(cfg.device, cfg.amp, local_rank())
+    cores = max(1, default_threads() // dist.world_size)  # this process's share
+    threads = cfg.threads or cores
     torch.set_num_threads(threads)
     seed_everything(cfg.seed)
     train_set = build_dataset(data_cfg, "train")
     val_set = build_dataset(data_cfg, "val") if dist.is_main else None
     card = build_card(config, train_set)
-    model, report = _build_model(config, card, resume)
+    model, report = _build_model(config, card, resume, placement.device)
     transform = train_transform(
         data_cfg.crop_size,
         data_cfg.scale_range,
@@ -209,12 +232,18 @@ def build_run(
         data_cfg.rotate90,
     )
     data = TransformedDataset(train_set, transform, Normalize(card.preprocessing), seed=cfg.seed)
-    loader = _make_loader(data, cfg.batch_size, data_cfg.workers, dist, cfg.seed)
+    workers = loader_settings(
+        placement,
+        data_cfg.workers,
+        "workers" in data_cfg.model_fields_set,
+        cores,
+    )
+    loader = _make_loader(data, cfg.batch_size, workers, dist, cfg.seed)
     optimizer = build_optimizer(model, cfg)
     scheduler = PolyScheduler(optimizer, cfg.epochs * len(loader), cfg.poly_power, cfg.warmup_iters)
-    criterion = _build_criterion(cfg, train_set)
+    criterion = _build_criterion(cfg, train_set).to(placement.device)
     run = Run(
         config, out_dir, card, model, criterion, optimizer, scheduler, loader, data, val_set, dist,
-        threads,
+        threads, placement=placement, scaler=placement.grad_scaler(),
     )  # fmt: skip
     return run, report
