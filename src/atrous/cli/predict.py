@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import typer
@@ -11,64 +10,14 @@ from rich.progress import Progress
 
 from atrous.cli._app import app, check_threads, console
 from atrous.cli.models import CONTRACT_HELP
-from atrous.data.io import read_image, write_mask_png
+from atrous.data.io import read_image
 from atrous.errors import InputError
+from atrous.outputs import IMAGE_SUFFIXES, check_out_folder, expand_inputs, output_stems
+from atrous.outputs import write_prediction
 from atrous.runtimes import load_engine
 from atrous.segmenter import Segmenter
-from atrous.visualize import save_overlay
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> a de-duplicated list of files."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            files.append(path)
-        elif any(ch in item for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            if not matches:
-                raise InputError(f"{item}: pattern matches no files")
-            files += [p for p in matches if p.is_file()]
-        else:
-            raise InputError(f"{item}: file not found")
-    if not files:
-        raise InputError(f"no images found in {', '.join(inputs)}")
-    unique: dict[Path, Path] = {}
-    for path in files:  # the same file named twice (a/x.png, a/../a/x.png) is segmented once
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
-
-
-def output_stems(files: list[Path]) -> list[str]:
-    """Distinct output names (without suffix), so no input's mask overwrites another's: the stem,
-    or for a later input whose stem is taken, stem + extension (same folder, ``a.jpg``) or
-    folder_stem (another folder, ``y_a``), then folder_stem + extension, then a ``-N`` suffix."""
-    first: dict[str, Path] = {}  # stem -> the first input with it
-    taken: set[str] = set()
-    names: list[str] = []
-    for path in files:
-        folder = path.absolute().parent.name or "root"
-        same_folder = first.setdefault(path.stem.casefold(), path).parent == path.parent
-        tagged = path.name if same_folder else f"{folder}_{path.stem}"
-        candidates = [path.stem, tagged, f"{folder}_{path.name}"]
-        name = next((c for c in candidates if c.casefold() not in taken), None)
-        count = 2
-        while name is None or name.casefold() in taken:
-            name, count = f"{candidates[-1]}-{count}", count + 1
-        taken.add(name.casefold())
-        names.append(name)
-    return names
-
-
-def check_out_folder(out: Path) -> None:
-    """Refuse an --out that exists but is not a folder, before any model is loaded."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+__all__ = ["IMAGE_SUFFIXES", "expand_inputs", "output_stems", "check_out_folder", "predict"]
 
 
 @app.command()
@@ -111,9 +60,7 @@ def predict(
                 result = segmenter.predict(image, refine=refine)
             except InputError as exc:  # the segmenter does not know the file name
                 raise InputError(f"{path}: {exc}") from None
-            write_mask_png(out / f"{stem}.png", result.mask, card.palette)
-            if overlay:
-                save_overlay(out / f"{stem}_overlay.jpg", image, result.mask, card.palette, alpha)
+            write_prediction(out, stem, image, result.mask, card.palette, overlay, alpha)
             top = ", ".join(
                 f"{k} {v:.0%}" for k, v in list(result.class_histogram(card.classes).items())[:4]
             )
