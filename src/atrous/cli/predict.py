@@ -12,8 +12,13 @@ from atrous.cli._app import app, check_threads, console
 from atrous.cli.models import CONTRACT_HELP
 from atrous.data.io import read_image
 from atrous.errors import InputError
-from atrous.outputs import IMAGE_SUFFIXES, check_out_folder, expand_inputs, output_stems
-from atrous.outputs import write_prediction
+from atrous.outputs import (
+    IMAGE_SUFFIXES,
+    check_out_folder,
+    expand_inputs,
+    output_stems,
+    write_prediction,
+)
 from atrous.runtimes import load_engine
 from atrous.segmenter import Segmenter
 

@@ -1,0 +1,415 @@
+"""Segment videos, cameras and network streams into an overlay video, masks and a summary.
+
+Decoding, inference and encoding run in three threads joined by bounded queues (frame order
+kept: one thread per stage). OpenCV's decoder and encoder, ONNX Runtime's ``run`` and torch's
+kernels release the GIL, so the stages overlap and throughput approaches 1 / (slowest stage)
+rather than 1 / (sum of stages). ``pipelined=False`` runs the same stages one after another.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from atrous._atomic import (
+    TMP_SUFFIX,
+    atomic_write_text,
+    remove_stale_temporaries,
+    scratch_directory,
+)
+from atrous.data.io import write_mask_png
+from atrous.errors import InputError
+from atrous.segmenter import Segmenter
+from atrous.visualize import overlay as blend
+
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoSummary",
+    "StreamBenchmark",
+    "is_video_source",
+    "open_capture",
+    "segment_video",
+    "stream_benchmark",
+]
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts"}
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+DEFAULT_FPS = 30.0  # for cameras and streams that do not report a frame rate
+FOURCC = "mp4v"  # MPEG-4 Part 2: what opencv-python-headless's FFmpeg encodes without extras
+_END = object()  # the last item through a queue
+
+
+@dataclass
+class VideoSummary:
+    """What one video run did: frames, the frame rate and size kept, throughput, stage times."""
+
+    source: str
+    frames: int
+    fps: float  # the source's frame rate, which the overlay video keeps
+    size: tuple[int, int]  # width, height
+    seconds: float
+    frames_per_second: float  # processing throughput, not the video's rate
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean per frame
+    pipelined: bool = True
+    video: str | None = None
+    masks: str | None = None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+
+def is_video_source(item: str) -> bool:
+    """Whether a ``predict`` input names a video file, a stream URL or a camera index."""
+    if item.lower().startswith(STREAM_SCHEMES):
+        return True
+    if item.isdigit() and not Path(item).exists():
+        return True
+    return Path(item).suffix.lower() in VIDEO_SUFFIXES
+
+
+def source_stem(source: str | int) -> str:
+    """An output name for a source: the file's stem, ``camera0``, or a URL's last part."""
+    text = str(source)
+    if text.isdigit():
+        return f"camera{text}"
+    if text.lower().startswith(STREAM_SCHEMES):
+        tail = text.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return Path(tail).stem or "stream"
+    return Path(text).stem or "video"
+
+
+def open_capture(source: str | int, timeout_s: float = 10.0) -> cv2.VideoCapture:
+    """Open a video file, camera index or stream URL; a one-line InputError when it will not."""
+    text = str(source)
+    camera = isinstance(source, int) or (text.isdigit() and not Path(text).exists())
+    url = text.lower().startswith(STREAM_SCHEMES)
+    if not camera and not url and not Path(text).is_file():
+        raise InputError(f"{text}: file not found")
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout_s * 1e3)]
+    params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout_s * 1e3)]
+    capture = cv2.VideoCapture(int(text) if camera else text, cv2.CAP_ANY, params)
+    if not capture.isOpened():
+        capture.release()
+        what = "camera" if camera else "stream" if url else "video"
+        raise InputError(f"{text}: cannot open as a {what} (OpenCV could not open or decode it)")
+    return capture
+
+
+def _frame_rate(capture: cv2.VideoCapture) -> float:
+    """The frame rate the source reports, or DEFAULT_FPS when it reports none."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
+
+
+def _decoded(capture: cv2.VideoCapture, times: list[float], limit: int | None) -> Iterator:
+    """(index, RGB frame) pairs from the capture, the time of each read appended to ``times``."""
+    index = 0
+    while limit is None or index < limit:
+        start = time.perf_counter()
+        ok, frame = capture.read()
+        if not ok:
+            return
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        times.append(time.perf_counter() - start)
+        yield index, rgb
+        index += 1
+
+
+class _Stopped(Exception):
+    """Another stage failed: this one leaves quietly."""
+
+
+def _put(channel: queue.Queue, item, stop: threading.Event) -> None:
+    """Put into a bounded queue, giving up when the pipeline stops."""
+    while not stop.is_set():
+        try:
+            channel.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            continue
+    raise _Stopped
+
+
+def _get(channel: queue.Queue, stop: threading.Event):
+    """Take from a queue, giving up when the pipeline stops."""
+    while not stop.is_set():
+        try:
+            return channel.get(timeout=0.05)
+        except queue.Empty:
+            continue
+    raise _Stopped
+
+
+def run_pipeline(items: Iterator, infer: Callable, encode: Callable, depth: int = 4) -> None:
+    """Feed ``items`` through ``infer`` then ``encode``, each stage in its own thread (encode in
+    the caller's), joined by queues of ``depth`` items; the first error in any stage stops all
+    and is raised here."""
+    stop, errors = threading.Event(), []
+    decoded, inferred = queue.Queue(depth), queue.Queue(depth)
+
+    def guarded(loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except _Stopped:
+                pass
+            except BaseException as exc:  # handed to the caller's thread
+                errors.append(exc)
+                stop.set()
+
+        return run
+
+    def decode_loop() -> None:
+        for item in items:
+            _put(decoded, item, stop)
+        _put(decoded, _END, stop)
+
+    def infer_loop() -> None:
+        while (item := _get(decoded, stop)) is not _END:
+            _put(inferred, infer(item), stop)
+        _put(inferred, _END, stop)
+
+    def encode_loop() -> None:
+        while (item := _get(inferred, stop)) is not _END:
+            encode(item)
+
+    workers = [
+        threading.Thread(target=guarded(loop), name=f"atrous-{name}", daemon=True)
+        for name, loop in (("decode", decode_loop), ("infer", infer_loop))
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        guarded(encode_loop)()
+    finally:
+        stop.set()  # after a failure; after success every stage has finished already
+        for worker in workers:
+            while worker.is_alive():  # a timed join keeps Ctrl-C deliverable
+                worker.join(0.1)
+    if errors:
+        raise errors[0]
+
+
+@contextmanager
+def _atomic_video_path(path: Path) -> Iterator[Path]:
+    """A path with the target's name (the container follows the suffix) in a temporary folder
+    beside it, renamed over ``path`` on success; a killed writer's folder is removed later."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    folder = Path(
+        tempfile.mkdtemp(
+            prefix=f".{path.name}.pid{os.getpid()}.", suffix=TMP_SUFFIX + ".d", dir=path.parent
+        )
+    )
+    try:
+        yield folder / path.name
+        os.replace(folder / path.name, path)
+    finally:
+        for leftover in folder.iterdir():
+            leftover.unlink()
+        folder.rmdir()
+
+
+class _Encoder:
+    """The encode stage: overlay frames into a video, write palette masks, time each frame."""
+
+    def __init__(
+        self, segmenter: Segmenter, video: Path | None, masks: Path | None, fps: float, alpha: float
+    ) -> None:
+        self.palette, self.video, self.masks = segmenter.card.palette, video, masks
+        self.fps, self.alpha = fps, alpha
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
+        self.times: list[float] = []
+
+    def __call__(self, item: tuple[int, np.ndarray, np.ndarray]) -> None:
+        start = time.perf_counter()
+        index, rgb, mask = item
+        if self.video is not None:
+            if self.writer is None:
+                self._open(rgb.shape[1], rgb.shape[0])
+            blended = blend(rgb, mask, self.palette, self.alpha)
+            self.writer.write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+        if self.size is None:
+            self.size = (rgb.shape[1], rgb.shape[0])
+        if self.masks is not None:
+            write_mask_png(self.masks / f"{index:06d}.png", mask, self.palette)
+        self.times.append(time.perf_counter() - start)
+
+    def _open(self, width: int, height: int) -> None:
+        """Start the video writer at the first frame's size."""
+        fourcc = cv2.VideoWriter_fourcc(*FOURCC)
+        self.writer = cv2.VideoWriter(str(self.video), fourcc, self.fps, (width, height))
+        if not self.writer.isOpened():
+            raise InputError(f"{self.video}: OpenCV cannot write a {FOURCC} video here")
+
+    def close(self) -> None:
+        """Finish the video file (its index is written on release)."""
+        if self.writer is not None:
+            self.writer.release()
+
+
+def _mean_ms(times: list[float]) -> float:
+    """Mean of a list of seconds, in milliseconds (0 when empty)."""
+    return 1e3 * sum(times) / len(times) if times else 0.0
+
+
+def segment_video(
+    segmenter: Segmenter,
+    source: str | int,
+    out: str | Path | None,
+    *,
+    overlay: bool = True,
+    masks: bool = False,
+    alpha: float = 0.5,
+    pipelined: bool = True,
+    max_frames: int | None = None,
+    depth: int = 4,
+) -> VideoSummary:
+    """Segment every frame of ``source`` (a video file, camera index or stream URL).
+
+    Writes to ``out``: ``<name>_overlay.mp4`` (same frame count, size and frame rate),
+    ``<name>_masks/NNNNNN.png`` palette masks when ``masks``, and ``<name>_summary.json``; every
+    file atomically. ``max_frames`` bounds a camera or live stream, which never ends by itself.
+    """
+    capture = open_capture(source)
+    fps, name = _frame_rate(capture), source_stem(source)
+    folder = Path(out) if out is not None else None
+    mask_dir = folder / f"{name}_masks" if masks and folder is not None else None
+    decode_times: list[float] = []
+    infer_times: list[float] = []
+    network_ms: list[float] = []
+
+    def infer(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
+        start = time.perf_counter()
+        prediction = segmenter.predict(item[1])
+        infer_times.append(time.perf_counter() - start)
+        network_ms.append(prediction.timings.get("infer_ms", 0.0))
+        return item[0], item[1], prediction.mask
+
+    with _video_target(folder, name, overlay) as video_path:
+        encoder = _Encoder(segmenter, video_path, mask_dir, fps, alpha)
+        frames = _decoded(capture, decode_times, max_frames)
+        start = time.perf_counter()
+        try:
+            if pipelined:
+                run_pipeline(frames, infer, encoder, depth)
+            else:
+                for item in frames:
+                    encoder(infer(item))
+        finally:
+            encoder.close()
+            capture.release()
+        seconds = time.perf_counter() - start
+        count = len(encoder.times)
+        if count == 0:
+            raise InputError(f"{source}: no frames could be decoded")
+    summary = VideoSummary(
+        source=str(source),
+        frames=count,
+        fps=fps,
+        size=encoder.size or (0, 0),
+        seconds=seconds,
+        frames_per_second=count / seconds if seconds > 0 else 0.0,
+        stage_ms={
+            "decode_ms": _mean_ms(decode_times),
+            "infer_ms": _mean_ms(infer_times),
+            "network_ms": sum(network_ms) / max(1, len(network_ms)),
+            "encode_ms": _mean_ms(encoder.times),
+        },
+        pipelined=pipelined,
+        video=str(folder / f"{name}_overlay.mp4") if video_path is not None else None,
+        masks=str(mask_dir) if mask_dir is not None else None,
+    )
+    if folder is not None:
+        text = json.dumps(summary.to_dict(), indent=2) + "\n"
+        atomic_write_text(folder / f"{name}_summary.json", text)
+    return summary
+
+
+@contextmanager
+def _video_target(folder: Path | None, name: str, overlay: bool) -> Iterator[Path | None]:
+    """The temporary overlay path (None when no video is written), moved into place on exit."""
+    if folder is None or not overlay:
+        yield None
+        return
+    with _atomic_video_path(folder / f"{name}_overlay.mp4") as path:
+        yield path
+
+
+@dataclass
+class StreamBenchmark:
+    """Frames per second of the pipelined and the sequential loop on the same clip."""
+
+    source: str
+    frames: int
+    size: tuple[int, int]
+    repeats: int
+    sequential_fps: list[float]
+    pipelined_fps: list[float]
+    ratios: list[float]  # pipelined / sequential, per interleaved pair
+    stage_ms: dict[str, float]  # from the last sequential run (stages not overlapping)
+
+    @property
+    def ratio(self) -> float:
+        """Median of the per-pair speed-ups (robust to a noisy, shared machine)."""
+        return statistics.median(self.ratios)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dictionary, with the median ratio."""
+        return {**asdict(self), "ratio": self.ratio}
+
+
+def stream_benchmark(
+    segmenter: Segmenter,
+    source: str | int,
+    *,
+    repeats: int = 3,
+    max_frames: int | None = None,
+    masks: bool = False,
+) -> StreamBenchmark:
+    """Frames per second of the sequential and pipelined loops on ``source``, run in interleaved
+    pairs (sequential then pipelined) after one warm-up frame; overlays go to a scratch folder."""
+    seq, pipe, ratios = [], [], []
+    summary: VideoSummary | None = None
+    with scratch_directory("stream") as scratch:
+        capture = open_capture(source)
+        ok, frame = capture.read()
+        capture.release()
+        if not ok:
+            raise InputError(f"{source}: no frames could be decoded")
+        segmenter.predict(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))  # sessions, kernels, caches
+        for _ in range(repeats):
+            runs = []
+            for pipelined in (False, True):
+                kw = {"masks": masks, "pipelined": pipelined, "max_frames": max_frames}
+                runs.append(segment_video(segmenter, source, scratch, **kw))
+            summary = runs[0]
+            seq.append(runs[0].frames_per_second)
+            pipe.append(runs[1].frames_per_second)
+            ratios.append(pipe[-1] / seq[-1])
+    assert summary is not None
+    return StreamBenchmark(
+        source=str(source),
+        frames=summary.frames,
+        size=summary.size,
+        repeats=repeats,
+        sequential_fps=seq,
+        pipelined_fps=pipe,
+        ratios=ratios,
+        stage_ms=summary.stage_ms,
+    )
