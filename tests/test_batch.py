@@ -119,3 +119,13 @@ def test_list_images_names_like_predict_and_reads_uris(tmp_path):
     assert [stem for _, stem in local] == ["x", "b_x"]
     uris = list_images(f"file://{tmp_path / 'b'}")
     assert uris == [(f"file://{tmp_path / 'b' / 'x.png'}", "x")]
+
+
+def test_cli_predict_ray_resumes_a_finished_run(small_checkpoint, tmp_path):
+    images = write_images(tmp_path / "images", 3)
+    out = tmp_path / "out"
+    CliRunner().invoke(app, ["predict", str(small_checkpoint), str(images), "--out", str(out)])
+    args = ["predict", str(small_checkpoint), str(images), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--ray", "ray://nowhere:1"])
+    assert result.exit_code == 0, result.output
+    assert "total=3 written=0 skipped=3 failed=0" in " ".join(result.output.split())

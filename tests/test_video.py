@@ -196,3 +196,25 @@ def test_source_kinds_and_names(tmp_path, monkeypatch):
     assert not is_video_source("0")
     assert source_stem(0) == "camera0" and source_stem("http://h/live/cam1.m3u8?t=1") == "cam1"
     assert source_stem("a/b/clip.mp4") == "clip"
+
+
+def test_cli_predict_video_and_benchmark_stream(small_checkpoint, clip, tmp_path):
+    from typer.testing import CliRunner
+
+    from atrous.cli import app
+
+    out = tmp_path / "o"
+    args = ["predict", str(small_checkpoint), str(clip), "--out", str(out), "--frame-masks"]
+    result = CliRunner().invoke(app, [*args, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"{clip}: {FRAMES} frames at 10 fps" in " ".join(result.output.split())
+    assert len(decoded_frames(out / "clip_overlay.mp4")) == FRAMES
+    assert len(list((out / "clip_masks").glob("*.png"))) == FRAMES
+    mixed = CliRunner().invoke(app, ["predict", str(small_checkpoint), str(clip), "x.png"])
+    assert isinstance(mixed.exception, InputError)
+    assert str(mixed.exception).startswith("x.png: not a video")
+    bench = ["benchmark", str(small_checkpoint), "--stream", str(clip), "--threads", "1"]
+    result = CliRunner().invoke(app, bench)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"stream {clip} (3 interleaved pairs)" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import typer
@@ -24,6 +25,20 @@ def parse_ints(text: str, what: str) -> list[int]:
     return values
 
 
+def _stream_benchmark(models: list[str], source: str, engine: str, threads: list[int]) -> None:
+    """``--stream``: pipelined vs sequential frames/s of each model on a video (atrous.video)."""
+    from atrous.segmenter import Segmenter
+    from atrous.video import stream_benchmark
+
+    rows = []
+    for model, count in ((m, t) for m in models for t in threads):
+        result = stream_benchmark(Segmenter.from_file(model, engine=engine, threads=count), source)
+        fps = [statistics.median(result.sequential_fps), statistics.median(result.pipelined_fps)]
+        rows.append([model, count, result.frames, *fps, result.ratio])
+    columns = ["model", "threads", "frames", "sequential f/s", "pipelined f/s", "ratio"]
+    print_table(f"stream {source} ({result.repeats} interleaved pairs)", columns, rows)
+
+
 @app.command()
 def benchmark(
     models: list[str] = typer.Argument(..., help="checkpoints, exported models or zoo names"),
@@ -39,9 +54,17 @@ def benchmark(
     csv_out: Path = typer.Option(None, "--csv", help="write results as CSV"),
     report: Path = typer.Option(None, help="write a self-contained HTML report"),
     print_json_: bool = typer.Option(False, "--print-json", help="print JSON instead of a table"),
+    stream: str = typer.Option(
+        None, help="a video file or stream URL: frames/s of the pipelined vs the sequential loop"
+    ),
 ) -> None:
     """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
     from atrous.bench.latency import benchmark as run_benchmark
+
+    if stream is not None:
+        return _stream_benchmark(
+            models, stream, engine.split(",")[0], parse_ints(threads, "threads")
+        )
 
     size_list = parse_ints(sizes, "sizes") if sizes else [None]
     with Progress(console=console, transient=True) as progress:

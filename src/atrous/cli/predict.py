@@ -21,8 +21,53 @@ from atrous.outputs import (
 )
 from atrous.runtimes import load_engine
 from atrous.segmenter import Segmenter
+from atrous.video import is_video_source, segment_video
 
 __all__ = ["IMAGE_SUFFIXES", "expand_inputs", "output_stems", "check_out_folder", "predict"]
+
+
+def _predict_on_ray(
+    model: str,
+    inputs: list[str],
+    out: Path,
+    address: str,
+    engine: str,
+    threads: int | None,
+    actors: int,
+    overlay: bool,
+    alpha: float,
+) -> None:
+    """``--ray``: the images on a Ray cluster (or a local instance) via atrous.batch."""
+    from atrous.batch import segment_dataset
+
+    kw = {"engine": engine, "threads": threads or 1, "actors": actors, "alpha": alpha}
+    address_ = None if address == "local" else address
+    summary = segment_dataset(model, inputs, out, address=address_, overlay=overlay, **kw)
+    console.print(" ".join(f"{k}={v}" for k, v in summary.to_dict().items()), highlight=False)
+
+
+def _predict_videos(
+    segmenter: Segmenter,
+    sources: list[str],
+    out: Path,
+    overlay: bool,
+    masks: bool,
+    alpha: float,
+    max_frames: int | None,
+) -> None:
+    """Videos, cameras and stream URLs: overlay video, masks and summary via atrous.video."""
+    images = [source for source in sources if not is_video_source(source)]
+    if images:
+        raise InputError(f"{images[0]}: not a video; segment videos and images in separate runs")
+    for source in sources:
+        kw = {"overlay": overlay, "masks": masks, "alpha": alpha, "max_frames": max_frames}
+        summary = segment_video(segmenter, source, out, **kw)
+        stages = ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in summary.stage_ms.items())
+        console.print(
+            f"{source}: {summary.frames} frames at {summary.fps:g} fps, "
+            f"{summary.frames_per_second:.1f} frames/s ({stages}) -> {out}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -44,12 +89,22 @@ def predict(
         False, "--refine", help="snap boundaries to image edges (guided filter; slower)"
     ),
     contract: list[str] = typer.Option(None, help=CONTRACT_HELP),
+    frame_masks: bool = typer.Option(False, help="videos: also write <name>_masks/NNNNNN.png"),
+    max_frames: int = typer.Option(None, help="videos, cameras, streams: stop after N frames"),
+    ray: str = typer.Option(None, help="run on Ray: 'local' (a local instance) or an address"),
+    actors: int = typer.Option(2, help="with --ray: engines (actors) to run, --threads each"),
 ) -> None:
-    """Segment images; write <name>.png palette masks (and overlays) to --out."""
+    """Segment images (or videos, cameras, stream URLs); write <name>.png palette masks (and
+    overlays; for a video <name>_overlay.mp4 and a summary) to --out."""
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha: expected an opacity from 0 to 1, got {alpha:g}")
     check_threads(threads)
     check_out_folder(out)
+    if ray is not None:
+        return _predict_on_ray(model, inputs, out, ray, engine, threads, actors, overlay, alpha)
+    if any(is_video_source(item) for item in inputs):
+        segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
+        return _predict_videos(segmenter, inputs, out, overlay, frame_masks, alpha, max_frames)
     files = expand_inputs(inputs)
     segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
     card = segmenter.card
