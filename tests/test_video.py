@@ -218,3 +218,18 @@ def test_cli_predict_video_and_benchmark_stream(small_checkpoint, clip, tmp_path
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert f"stream {clip} (3 interleaved pairs)" in text
+
+
+def test_video_overlay_matches_the_image_overlay(rng):
+    from atrous.data.palettes import palette_array
+    from atrous.video import overlay_bgr
+    from atrous.visualize import overlay
+
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    mask = rng.integers(0, 5, (30, 40), dtype=np.uint8)
+    palette = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
+    luts = [np.ascontiguousarray(palette_array(palette)[:, c]) for c in (2, 1, 0)]
+    got = overlay_bgr(image, mask, luts, 0.4)[..., ::-1].astype(int)
+    want = overlay(image, mask, palette, 0.4).astype(int)
+    assert np.abs(got - want).max() <= 1  # rounding only
+    np.testing.assert_array_equal(got[mask == 0], image[mask == 0])

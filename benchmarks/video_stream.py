@@ -1,0 +1,265 @@
+"""Video pipeline and Ray batch throughput on the dm0.5 fast path at 513 (random weights).
+
+Regenerate ``benchmarks/results/video_stream.md`` and ``benchmarks/results/ray_batch.md``::
+
+    PYTHONPATH=src python benchmarks/video_stream.py --frames 60 --repeats 3 --images 200
+
+Stream: a synthetic clip is segmented by the sequential loop (decode, infer, encode one after
+another) and by the pipelined one (three threads, bounded queues), in interleaved pairs, at 1 and
+2 engine threads; ratios are per pair, so a noisy shared machine moves both sides of each.
+GIL: how far a pure-Python loop gets while the engine runs in another thread (1.0 = as if alone).
+Ray: ~200 JPEGs segmented by a plain single-process loop (what ``atrous predict`` does) and by
+:func:`atrous.batch.segment_dataset` on a local Ray instance (2 CPUs: 2 actors x 1 thread, 1 actor x
+2 threads), interleaved; "steady" counts from the first finished image to the last (actor start
+and model load excluded), "end to end" from submission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import atrous  # noqa: F401  (sets the passive OpenMP wait policy before torch loads)
+from atrous.export.pipeline import load_source
+from atrous.fastpath import export_fast_onnx
+from atrous.outputs import expand_inputs, output_stems, write_prediction
+from atrous.segmenter import Segmenter, fast_read_image
+from atrous.video import stream_benchmark
+
+NAME = "deeplabv3_mnv2_dm05_os16"
+RESULTS = Path(__file__).parent / "results"
+STREAM_HEADER = (
+    "| clip | engine threads | frames | decode ms | infer ms | network ms | encode ms "
+    "| sequential f/s | pipelined f/s | ratio (pairs) | GIL |\n" + "|---" * 11 + "|"
+)
+
+
+def write_clip(path: Path, frames: int, width: int, height: int, fps: float = 25.0) -> Path:
+    """A synthetic clip: moving shapes over a textured background (mp4v, like real footage)."""
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), np.uint8), (0, 0), 3)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for i in range(frames):
+        frame = np.roll(background, 4 * i, axis=1)
+        cv2.circle(frame, (width // 4 + 6 * i, height // 2), height // 5, (30, 160, 240), -1)
+        cv2.rectangle(frame, (width // 2, height // 3), (width // 2 + 80, height // 3 + 120), 0, -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def gil_share(segmenter: Segmenter, image: np.ndarray, seconds: float = 1.0) -> float:
+    """Python-loop progress beside the engine's run in another thread, relative to alone."""
+    batch, _ = segmenter.preprocess([image])
+
+    def count() -> int:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            n += 1
+        return n
+
+    alone = count()
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.is_set():
+            segmenter.engine.run(batch)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    beside = count()
+    done.set()
+    worker.join()
+    return beside / alone
+
+
+def stream_part(model: Path, scratch: Path, frames: int, repeats: int) -> list[str]:
+    """Sequential vs pipelined frames/s on two clip sizes at 1 and 2 threads; markdown rows."""
+    rows = []
+    for width, height in ((640, 480), (1280, 720)):
+        clip = write_clip(scratch / f"clip{width}.mp4", frames, width, height)
+        for threads in (1, 2):
+            seg = Segmenter.from_file(model, engine="onnxruntime", threads=threads)
+            result = stream_benchmark(seg, clip, repeats=repeats)
+            seq, pipe = (
+                statistics.median(result.sequential_fps),
+                statistics.median(result.pipelined_fps),
+            )
+            st = result.stage_ms
+            gil = gil_share(seg, np.zeros((height, width, 3), np.uint8))
+            rows.append(
+                f"| {width}x{height} | {threads} | {result.frames} | {st['decode_ms']:.1f} | "
+                f"{st['infer_ms']:.1f} | {st['network_ms']:.1f} | {st['encode_ms']:.1f} | "
+                f"{seq:.1f} | {pipe:.1f} | **{result.ratio:.2f}x** "
+                f"({', '.join(f'{r:.2f}' for r in result.ratios)}) | {gil:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def write_images(folder: Path, count: int) -> Path:
+    """``count`` VOC-sized (500x375) JPEGs with shapes on texture."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = cv2.GaussianBlur(rng.integers(0, 256, (375, 500, 3), np.uint8), (0, 0), 2)
+        cv2.circle(image, (50 + 2 * i % 400, 180), 60, (200, 80, 40), -1)
+        cv2.imwrite(str(folder / f"img{i:04d}.jpg"), image)
+    return folder
+
+
+def plain_run(model: Path, images: Path, out: Path) -> tuple[float, float]:
+    """What ``atrous predict`` does in one process at 2 threads: (end-to-end, steady) images/s."""
+    start = time.perf_counter()
+    seg = Segmenter.from_file(model, engine="onnxruntime", threads=2)
+    files = expand_inputs([str(images)])
+    first = None
+    for path, stem in zip(files, output_stems(files), strict=True):
+        image = fast_read_image(path)
+        write_prediction(out, stem, image, seg.predict(image).mask, seg.card.palette)
+        first = first or time.perf_counter()
+    end = time.perf_counter()
+    return len(files) / (end - start), (len(files) - 1) / (end - first)
+
+
+def ray_run(model: Path, images: Path, out: Path, actors: int, threads: int) -> tuple[float, float]:
+    """segment_dataset on the running Ray instance: (end-to-end, steady) images/s."""
+    from atrous.batch import segment_dataset
+
+    stamps: list[float] = []
+    start = time.perf_counter()
+    kw = {"engine": "onnxruntime", "threads": threads, "actors": actors}
+    note = lambda record: stamps.append(time.perf_counter())  # noqa: E731
+    summary = segment_dataset(model, str(images), out, progress=note, **kw)
+    end = time.perf_counter()
+    assert summary.written == summary.total, summary
+    return summary.total / (end - start), (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+
+def ray_part(model: Path, scratch: Path, count: int, rounds: int) -> list[str]:
+    """Plain loop vs Ray configurations, interleaved over ``rounds``; markdown rows."""
+    import ray
+
+    images = write_images(scratch / "images", count)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    configs = {
+        "plain loop, 2 threads": None,
+        "Ray 2 actors x 1 thread": (2, 1),
+        "Ray 1 actor x 2 threads": (1, 2),
+    }
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
+    try:
+        for r in range(rounds):
+            for name, config in configs.items():
+                out = scratch / f"out-{r}-{len(results[name])}-{config}"
+                if config is None:
+                    run = plain_run(model, images, out)
+                else:
+                    run = ray_run(model, images, out, *config)
+                results[name].append(run)
+                print(name, run, flush=True)
+    finally:
+        ray.shutdown()
+    base = [steady for _, steady in results["plain loop, 2 threads"]]
+    rows = []
+    for name, runs in results.items():
+        e2e, steady = [r[0] for r in runs], [r[1] for r in runs]
+        ratios = [s / b for s, b in zip(steady, base, strict=True)]
+        rows.append(
+            f"| {name} | {statistics.median(e2e):.1f} | {statistics.median(steady):.1f} | "
+            f"{statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}) |"
+        )
+    return rows
+
+
+def machine() -> str:
+    """The CPU name and core count, as ``lscpu`` reports them."""
+    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    name = next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if "Model name" in ln), "?"
+    )
+    load = Path("/proc/loadavg").read_text().split()[0]
+    return f"{name}, {len(os.sched_getaffinity(0))} cores, load average {load} at the start"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--part", choices=["all", "stream", "ray"], default="all")
+    args = parser.parse_args()
+    command = "PYTHONPATH=src python benchmarks/video_stream.py " + " ".join(sys.argv[1:])
+    cpu = machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        net, card = load_source(NAME)  # random weights: timing does not depend on them
+        model = export_fast_onnx(net, card, scratch / "fast.onnx")
+        cv2.setNumThreads(1)  # as the fast path does: OpenCV does not compete with the engine
+        if args.part in ("all", "stream"):
+            rows = stream_part(model, scratch, args.frames, args.repeats)
+            write_stream_md(rows, command, cpu, args)
+        if args.part in ("all", "ray"):
+            rows = ray_part(model, scratch, args.images, args.rounds)
+            write_ray_md(rows, command, cpu, args)
+
+
+def write_stream_md(rows: list[str], command: str, cpu: str, args) -> None:
+    """benchmarks/results/video_stream.md."""
+    text = (
+        f"""# Video pipeline: pipelined vs sequential frames/s
+
+dm0.5 DeepLabV3 (os16, 21 classes, random weights), fast path (fp32 ONNX Runtime graph, labels at
+1/2 upsampled on the host), card size 513 (longest side), synthetic mp4v clips of {args.frames}
+frames; overlay video written (mp4v) in both loops. Per stage: mean ms per frame from the
+sequential run (decode = read + BGR->RGB; infer = the whole `Segmenter.predict`, of which
+network = the engine's run; encode = overlay + write). Ratio = pipelined / sequential frames/s per
+interleaved pair (median, then each pair). GIL = a Python loop's progress while the engine runs in
+another thread (1.0 = unhindered; on 2 busy cores it also loses CPU time, not only the GIL).
+
+Machine: {cpu}. Command: `{command}`
+
+{STREAM_HEADER}
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
+    (RESULTS / "video_stream.md").write_text(text)
+
+
+def write_ray_md(rows: list[str], command: str, cpu: str, args) -> None:
+    """benchmarks/results/ray_batch.md."""
+    text = (
+        f"""# Batch segmentation on Ray: one node
+
+{args.images} synthetic 500x375 JPEGs, dm0.5 fast path at 513 (fp32 ONNX Runtime graph, random
+weights), palette mask + overlay JPEG written per image. Plain loop = what `atrous predict` does
+(one process, 2 threads); Ray = `atrous.batch.segment_dataset` on a local instance (2 CPUs),
+driver on the same machine. End to end = from the call (model load, actor start) to the last
+image; steady = from the first finished image to the last. Ratio = steady images/s over the plain
+loop's in the same round (median, then each round); {args.rounds} interleaved rounds.
+
+Machine: {cpu}. Command: `{command}`
+
+| configuration | end-to-end images/s | steady images/s | steady vs plain loop |
+|---|---|---|---|
+"""
+        + "\n".join(rows)
+        + "\n"
+    )
+    (RESULTS / "ray_batch.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
