@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from atrous._pipeline import run_pipeline
 from atrous.errors import InputError
 from atrous.segmenter import Segmenter
 from atrous.video import (
+    _run_stages,
     is_video_source,
-    run_pipeline,
     segment_video,
     source_stem,
     stream_benchmark,
@@ -233,3 +234,14 @@ def test_video_overlay_matches_the_image_overlay(rng):
     want = overlay(image, mask, palette, 0.4).astype(int)
     assert np.abs(got - want).max() <= 1  # rounding only
     np.testing.assert_array_equal(got[mask == 0], image[mask == 0])
+
+
+def test_ctrl_c_ends_a_live_source_but_not_a_file():
+    def interrupt_at_three(item: int) -> None:
+        if item == 3:
+            raise KeyboardInterrupt
+
+    for pipelined in (True, False):
+        _run_stages(iter(range(10)), lambda v: v, interrupt_at_three, pipelined, 2, live=True)
+        with pytest.raises(KeyboardInterrupt):
+            _run_stages(iter(range(10)), lambda v: v, interrupt_at_three, pipelined, 2, live=False)

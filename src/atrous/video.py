@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +28,7 @@ from atrous._atomic import (
     remove_stale_temporaries,
     scratch_directory,
 )
+from atrous._pipeline import run_pipeline
 from atrous.data.io import write_mask_png
 from atrous.data.palettes import palette_array
 from atrous.errors import InputError
@@ -50,7 +49,6 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 30.0  # for cameras and streams that do not report a frame rate
 FOURCC = "mp4v"  # MPEG-4 Part 2: what opencv-python-headless's FFmpeg encodes without extras
-_END = object()  # the last item through a queue
 
 
 @dataclass
@@ -128,81 +126,6 @@ def _decoded(capture: cv2.VideoCapture, times: list[float], limit: int | None) -
         times.append(time.perf_counter() - start)
         yield index, rgb
         index += 1
-
-
-class _Stopped(Exception):
-    """Another stage failed: this one leaves quietly."""
-
-
-def _put(channel: queue.Queue, item, stop: threading.Event) -> None:
-    """Put into a bounded queue, giving up when the pipeline stops."""
-    while not stop.is_set():
-        try:
-            channel.put(item, timeout=0.05)
-            return
-        except queue.Full:
-            continue
-    raise _Stopped
-
-
-def _get(channel: queue.Queue, stop: threading.Event):
-    """Take from a queue, giving up when the pipeline stops."""
-    while not stop.is_set():
-        try:
-            return channel.get(timeout=0.05)
-        except queue.Empty:
-            continue
-    raise _Stopped
-
-
-def run_pipeline(items: Iterator, infer: Callable, encode: Callable, depth: int = 4) -> None:
-    """Feed ``items`` through ``infer`` then ``encode``, each stage in its own thread (encode in
-    the caller's), joined by queues of ``depth`` items; the first error in any stage stops all
-    and is raised here."""
-    stop, errors = threading.Event(), []
-    decoded, inferred = queue.Queue(depth), queue.Queue(depth)
-
-    def guarded(loop: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                loop()
-            except _Stopped:
-                pass
-            except BaseException as exc:  # handed to the caller's thread
-                errors.append(exc)
-                stop.set()
-
-        return run
-
-    def decode_loop() -> None:
-        for item in items:
-            _put(decoded, item, stop)
-        _put(decoded, _END, stop)
-
-    def infer_loop() -> None:
-        while (item := _get(decoded, stop)) is not _END:
-            _put(inferred, infer(item), stop)
-        _put(inferred, _END, stop)
-
-    def encode_loop() -> None:
-        while (item := _get(inferred, stop)) is not _END:
-            encode(item)
-
-    workers = [
-        threading.Thread(target=guarded(loop), name=f"atrous-{name}", daemon=True)
-        for name, loop in (("decode", decode_loop), ("infer", infer_loop))
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        guarded(encode_loop)()
-    finally:
-        stop.set()  # after a failure; after success every stage has finished already
-        for worker in workers:
-            while worker.is_alive():  # a timed join keeps Ctrl-C deliverable
-                worker.join(0.1)
-    if errors:
-        raise errors[0]
 
 
 @contextmanager
@@ -297,7 +220,8 @@ def segment_video(
 
     Writes to ``out``: ``<name>_overlay.mp4`` (same frame count, size and frame rate),
     ``<name>_masks/NNNNNN.png`` palette masks when ``masks``, and ``<name>_summary.json``; every
-    file atomically. ``max_frames`` bounds a camera or live stream, which never ends by itself.
+    file atomically. ``max_frames`` bounds a camera or live stream, which never ends by itself
+    (Ctrl-C also ends one, keeping what was encoded; on a file it discards the run).
     """
     capture = open_capture(source)
     fps, name = _frame_rate(capture), source_stem(source)
@@ -319,11 +243,8 @@ def segment_video(
         frames = _decoded(capture, decode_times, max_frames)
         start = time.perf_counter()
         try:
-            if pipelined:
-                run_pipeline(frames, infer, encoder, depth)
-            else:
-                for item in frames:
-                    encoder(infer(item))
+            live = not Path(str(source)).is_file()  # a camera or stream: Ctrl-C ends it
+            _run_stages(frames, infer, encoder, pipelined, depth, live)
         finally:
             encoder.close()
             capture.release()
@@ -352,6 +273,22 @@ def segment_video(
         text = json.dumps(summary.to_dict(), indent=2) + "\n"
         atomic_write_text(folder / f"{name}_summary.json", text)
     return summary
+
+
+def _run_stages(
+    frames: Iterator, infer: Callable, encode: Callable, pipelined: bool, depth: int, live: bool
+) -> None:
+    """Decode, infer and encode every frame, overlapped or one after another; Ctrl-C on a live
+    source ends it as its last frame would (the video so far is kept)."""
+    try:
+        if pipelined:
+            run_pipeline(frames, infer, encode, depth)
+        else:
+            for item in frames:
+                encode(infer(item))
+    except KeyboardInterrupt:
+        if not live:
+            raise
 
 
 @contextmanager
