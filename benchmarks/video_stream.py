@@ -39,8 +39,8 @@ from atrous.video import stream_benchmark
 NAME = "deeplabv3_mnv2_dm05_os16"
 RESULTS = Path(__file__).parent / "results"
 STREAM_HEADER = (
-    "| clip | engine threads | frames | decode ms | infer ms | network ms | encode ms "
-    "| sequential f/s | pipelined f/s | ratio (pairs) | GIL |\n" + "|---" * 11 + "|"
+    "| clip | engine threads | frames | decode | pre | network | post | encode (ms) "
+    "| sequential f/s | pipelined f/s | ratio (pairs) | GIL |\n" + "|---" * 12 + "|"
 )
 
 
@@ -98,8 +98,9 @@ def stream_part(model: Path, scratch: Path, frames: int, repeats: int) -> list[s
             st = result.stage_ms
             gil = gil_share(seg, np.zeros((height, width, 3), np.uint8))
             rows.append(
-                f"| {width}x{height} | {threads} | {result.frames} | {st['decode_ms']:.1f} | "
-                f"{st['infer_ms']:.1f} | {st['network_ms']:.1f} | {st['encode_ms']:.1f} | "
+                f"| {width}x{height} | {threads} | {result.frames} | "
+                + " | ".join(f"{v:.1f}" for v in st.values())
+                + " | "
                 f"{seq:.1f} | {pipe:.1f} | **{result.ratio:.2f}x** "
                 f"({', '.join(f'{r:.2f}' for r in result.ratios)}) | {gil:.2f} |"
             )
@@ -224,10 +225,12 @@ def write_stream_md(rows: list[str], command: str, cpu: str, args) -> None:
 dm0.5 DeepLabV3 (os16, 21 classes, random weights), fast path (fp32 ONNX Runtime graph, labels at
 1/2 upsampled on the host), card size 513 (longest side), synthetic mp4v clips of {args.frames}
 frames; overlay video written (mp4v) in both loops. Per stage: mean ms per frame from the
-sequential run (decode = read + BGR->RGB; infer = the whole `Segmenter.predict`, of which
-network = the engine's run; encode = overlay + write). Ratio = pipelined / sequential frames/s per
-interleaved pair (median, then each pair). GIL = a Python loop's progress while the engine runs in
-another thread (1.0 = unhindered; on 2 busy cores it also loses CPU time, not only the GIL).
+sequential run (decode = read + BGR->RGB; pre/post = the Segmenter's preprocess (resize to 513,
+pad) and postprocess (labels at full size); network = the engine's run; encode = overlay +
+write). The pipeline runs decode+pre, the network, post+encode in three threads. Ratio =
+pipelined / sequential frames/s per interleaved pair (median, then each pair). GIL = a Python
+loop's progress while the engine runs in another thread (1.0 = unhindered; on 2 busy cores it
+also loses CPU time, not only the GIL).
 
 Machine: {cpu}. Command: `{command}`
 

@@ -1,9 +1,10 @@
 """Segment videos, cameras and network streams into an overlay video, masks and a summary.
 
-Decoding, inference and encoding run in three threads joined by bounded queues (frame order
-kept: one thread per stage). OpenCV's decoder and encoder, ONNX Runtime's ``run`` and torch's
-kernels release the GIL, so the stages overlap and throughput approaches 1 / (slowest stage)
-rather than 1 / (sum of stages). ``pipelined=False`` runs the same stages one after another.
+Three threads joined by bounded queues (frame order kept: one thread per stage): decode and
+preprocess; the network alone; postprocess (the Segmenter's own, so masks equal
+``Segmenter.predict``'s), overlay and encode. OpenCV, ONNX Runtime's ``run`` and torch's kernels
+release the GIL, so the stages overlap and throughput approaches 1 / (network time) rather than
+1 / (sum of stages) when cores are free. ``pipelined=False`` runs the same stages in turn.
 """
 
 from __future__ import annotations
@@ -227,24 +228,33 @@ def segment_video(
     fps, name = _frame_rate(capture), source_stem(source)
     folder = Path(out) if out is not None else None
     mask_dir = folder / f"{name}_masks" if masks and folder is not None else None
+    times: dict[str, list[float]] = {k: [] for k in ("preprocess", "network", "postprocess")}
     decode_times: list[float] = []
-    infer_times: list[float] = []
-    network_ms: list[float] = []
 
-    def infer(item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:
+    def timed(stage: str, fn: Callable, *args):
         start = time.perf_counter()
-        prediction = segmenter.predict(item[1])
-        infer_times.append(time.perf_counter() - start)
-        network_ms.append(prediction.timings.get("infer_ms", 0.0))
-        return item[0], item[1], prediction.mask
+        result = fn(*args)
+        times[stage].append(time.perf_counter() - start)
+        return result
+
+    def prepare(item: tuple[int, np.ndarray]) -> tuple:  # in the decode thread
+        batch, metas = timed("preprocess", segmenter.preprocess, [item[1]])
+        return item[0], item[1], batch, metas[0]
+
+    def infer(item: tuple) -> tuple:  # the network alone in its thread
+        return item[0], item[1], timed("network", segmenter.engine.run, item[2]), item[3]
+
+    def finish(item: tuple) -> None:  # in the encode thread: the same mask as Segmenter.predict
+        mask, _ = timed("postprocess", segmenter.postprocess, item[2][0], item[3])
+        encoder((item[0], item[1], mask))
 
     with _video_target(folder, name, overlay) as video_path:
         encoder = _Encoder(segmenter, video_path, mask_dir, fps, alpha)
-        frames = _decoded(capture, decode_times, max_frames)
+        frames = map(prepare, _decoded(capture, decode_times, max_frames))
         start = time.perf_counter()
         try:
             live = not Path(str(source)).is_file()  # a camera or stream: Ctrl-C ends it
-            _run_stages(frames, infer, encoder, pipelined, depth, live)
+            _run_stages(frames, infer, finish, pipelined, depth, live)
         finally:
             encoder.close()
             capture.release()
@@ -261,8 +271,7 @@ def segment_video(
         frames_per_second=count / seconds if seconds > 0 else 0.0,
         stage_ms={
             "decode_ms": _mean_ms(decode_times),
-            "infer_ms": _mean_ms(infer_times),
-            "network_ms": sum(network_ms) / max(1, len(network_ms)),
+            **{f"{stage}_ms": _mean_ms(values) for stage, values in times.items()},
             "encode_ms": _mean_ms(encoder.times),
         },
         pipelined=pipelined,
