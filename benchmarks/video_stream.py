@@ -119,33 +119,43 @@ def write_images(folder: Path, count: int) -> Path:
     return folder
 
 
-def plain_run(model: Path, images: Path, out: Path) -> tuple[float, float]:
+def plain_run(model: Path, images: Path, out: Path) -> tuple[float, ...]:
     """What ``atrous predict`` does in one process at 2 threads: (end-to-end, steady) images/s."""
     start = time.perf_counter()
     seg = Segmenter.from_file(model, engine="onnxruntime", threads=2)
     files = expand_inputs([str(images)])
-    per_image = []
+    per_image, first_done = [], 0.0
     for path, stem in zip(files, output_stems(files), strict=True):
         begin = time.perf_counter()
         image = fast_read_image(path)
         write_prediction(out, stem, image, seg.predict(image).mask, seg.card.palette)
         per_image.append(time.perf_counter() - begin)
+        first_done = first_done or time.perf_counter()
     end = time.perf_counter()
-    return len(files) / (end - start), 1 / statistics.median(per_image)
+    span = (len(files) - 1) / (end - first_done)
+    return len(files) / (end - start), 1 / statistics.median(per_image), span
 
 
-def ray_run(model: Path, images: Path, out: Path, actors: int, threads: int) -> tuple[float, float]:
-    """segment_dataset on the running Ray instance: (end-to-end, steady) images/s, steady from
-    the actors' own per-image times (read, predict, write) with every actor busy."""
+def ray_run(model: Path, images: Path, out: Path, actors: int, threads: int) -> tuple[float, ...]:
+    """segment_dataset on the running Ray instance: (end-to-end, steady, span) images/s; steady
+    from the actors' own per-image times (read, predict, write) with every actor busy, span from
+    the first result reaching the driver to the last (results arrive a batch at a time)."""
     from atrous.batch import segment_dataset
 
     ms: list[float] = []
+    stamps: list[float] = []
+
+    def note(record: dict) -> None:
+        ms.append(record["ms"])
+        stamps.append(time.perf_counter())
+
     kw = {"engine": "onnxruntime", "threads": threads, "actors": actors}
     start = time.perf_counter()
-    summary = segment_dataset(model, str(images), out, progress=lambda r: ms.append(r["ms"]), **kw)
+    summary = segment_dataset(model, str(images), out, progress=note, **kw)
     end = time.perf_counter()
     assert summary.written == summary.total, summary
-    return summary.total / (end - start), actors * 1e3 / statistics.median(ms)
+    span = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return summary.total / (end - start), actors * 1e3 / statistics.median(ms), span
 
 
 def ray_part(model: Path, scratch: Path, count: int, rounds: int) -> list[str]:
@@ -159,7 +169,7 @@ def ray_part(model: Path, scratch: Path, count: int, rounds: int) -> list[str]:
         "Ray 2 actors x 1 thread": (2, 1),
         "Ray 1 actor x 2 threads": (1, 2),
     }
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
+    results: dict[str, list[tuple[float, ...]]] = {name: [] for name in configs}
     try:
         for r in range(rounds):
             for name, config in configs.items():
@@ -172,15 +182,19 @@ def ray_part(model: Path, scratch: Path, count: int, rounds: int) -> list[str]:
                 print(name, run, flush=True)
     finally:
         ray.shutdown()
-    base = [steady for _, steady in results["plain loop, 2 threads"]]
+    base = results["plain loop, 2 threads"]
     rows = []
     for name, runs in results.items():
-        e2e, steady = [r[0] for r in runs], [r[1] for r in runs]
-        ratios = [s / b for s, b in zip(steady, base, strict=True)]
-        rows.append(
-            f"| {name} | {statistics.median(e2e):.1f} | {statistics.median(steady):.1f} | "
-            f"{statistics.median(ratios):.2f}x ({', '.join(f'{x:.2f}' for x in ratios)}) |"
-        )
+        cells = []
+        for column in range(3):
+            values = [r[column] for r in runs]
+            ratios = [r[column] / b[column] for r, b in zip(runs, base, strict=True)]
+            cells.append(
+                f"{statistics.median(values):.1f} ({statistics.median(ratios):.2f}x: "
+                + ", ".join(f"{x:.2f}" for x in ratios)
+                + ")"
+            )
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return rows
 
 
@@ -252,12 +266,13 @@ weights), palette mask + overlay JPEG written per image. Plain loop = what `atro
 (one process, 2 threads); Ray = `atrous.batch.segment_dataset` on a local instance (2 CPUs),
 driver on the same machine. End to end = from the call (model load, actor start) to the last
 image; steady = engines / median per-image time (read, predict, write, measured inside each engine
-while all run). Ratio = steady images/s over the plain loop's in the same round (median, then each
-round); {args.rounds} interleaved rounds.
+while all run); span = results from the first reaching the driver to the last (Ray hands them
+over a batch of 4 at a time). Each cell: images/s (ratio to the plain loop in the same round:
+median, then each round); {args.rounds} interleaved rounds.
 
 Machine: {cpu}. Command: `{command}`
 
-| configuration | end-to-end images/s | steady images/s | steady vs plain loop |
+| configuration | end to end | steady | span |
 |---|---|---|---|
 """
         + "\n".join(rows)
