@@ -40,7 +40,9 @@ NAME = "deeplabv3_mnv2_dm05_os16"
 RESULTS = Path(__file__).parent / "results"
 STREAM_HEADER = (
     "| clip | engine threads | frames | decode | pre | network | post | encode (ms) "
-    "| sequential f/s | pipelined f/s | ratio (pairs) | GIL |\n" + "|---" * 12 + "|"
+    "| sequential f/s | pipelined f/s | ratio (pairs) | CPU/s seq, pipe | bound | GIL |\n"
+    + "|---" * 14
+    + "|"
 )
 
 
@@ -83,6 +85,16 @@ def gil_share(segmenter: Segmenter, image: np.ndarray, seconds: float = 1.0) -> 
     return beside / alone
 
 
+def pipeline_bound(stage_ms: dict[str, float], cores: int = 2) -> float:
+    """The speed-up the pipeline could reach with ``cores`` free cores: the sum of the stages
+    over the slowest thread (decode+pre, network, post+encode) or the work spread over cores."""
+    ms = stage_ms
+    total = sum(ms.values())
+    threads = (ms["decode_ms"] + ms["preprocess_ms"], ms["network_ms"])
+    threads += (ms["postprocess_ms"] + ms["encode_ms"],)
+    return total / max(*threads, total / cores)
+
+
 def stream_part(model: Path, scratch: Path, frames: int, repeats: int) -> list[str]:
     """Sequential vs pipelined frames/s on two clip sizes at 1 and 2 threads; markdown rows."""
     rows = []
@@ -102,7 +114,9 @@ def stream_part(model: Path, scratch: Path, frames: int, repeats: int) -> list[s
                 + " | ".join(f"{v:.1f}" for v in st.values())
                 + " | "
                 f"{seq:.1f} | {pipe:.1f} | **{result.ratio:.2f}x** "
-                f"({', '.join(f'{r:.2f}' for r in result.ratios)}) | {gil:.2f} |"
+                f"({', '.join(f'{r:.2f}' for r in result.ratios)}) | "
+                f"{result.cpu_per_second[0]:.2f}, {result.cpu_per_second[1]:.2f} | "
+                f"{pipeline_bound(st):.2f}x | {gil:.2f} |"
             )
             print(rows[-1], flush=True)
     return rows
@@ -198,6 +212,17 @@ def ray_part(model: Path, scratch: Path, count: int, rounds: int) -> list[str]:
     return rows
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (user ... steal) from /proc/stat."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """Share of the machine's CPU time the hypervisor took (steal) between two readings."""
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    return delta[7] / max(1, sum(delta))
+
+
 def machine() -> str:
     """The CPU name and core count, as ``lscpu`` reports them."""
     text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -217,7 +242,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "stream", "ray"], default="all")
     args = parser.parse_args()
     command = "PYTHONPATH=src python benchmarks/video_stream.py " + " ".join(sys.argv[1:])
-    cpu = machine()
+    cpu, counters = machine(), cpu_times()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         net, card = load_source(NAME)  # random weights: timing does not depend on them
@@ -225,7 +250,8 @@ def main() -> None:
         cv2.setNumThreads(1)  # as the fast path does: OpenCV does not compete with the engine
         if args.part in ("all", "stream"):
             rows = stream_part(model, scratch, args.frames, args.repeats)
-            write_stream_md(rows, command, cpu, args)
+            steal = steal_share(counters, cpu_times())
+            write_stream_md(rows, command, f"{cpu}; {steal:.0%} of CPU time stolen", args)
         if args.part in ("all", "ray"):
             rows = ray_part(model, scratch, args.images, args.rounds)
             write_ray_md(rows, command, cpu, args)
@@ -241,10 +267,14 @@ dm0.5 DeepLabV3 (os16, 21 classes, random weights), fast path (fp32 ONNX Runtime
 frames; overlay video written (mp4v) in both loops. Per stage: mean ms per frame from the
 sequential run (decode = read + BGR->RGB; pre/post = the Segmenter's preprocess (resize to 513,
 pad) and postprocess (labels at full size); network = the engine's run; encode = overlay +
-write). The pipeline runs decode+pre, the network, post+encode in three threads. Ratio =
-pipelined / sequential frames/s per interleaved pair (median, then each pair). GIL = a Python
-loop's progress while the engine runs in another thread (1.0 = unhindered; on 2 busy cores it
-also loses CPU time, not only the GIL).
+write). The pipeline runs decode+pre, the network, post+encode in three threads.
+
+- ratio: pipelined / sequential frames/s per interleaved pair (median, then each pair);
+- CPU/s: CPU seconds the process used per second of the run (median; 1.0 = one core busy),
+  above 1 only when stages really run at once;
+- bound: the ratio the pipeline would reach with 2 free cores, from the stage times;
+- GIL: a Python loop's progress while the engine runs in another thread, relative to alone (a
+  run holding the GIL would leave it near 0; on one free core it is at most about 0.5).
 
 Machine: {cpu}. Command: `{command}`
 

@@ -63,6 +63,7 @@ class VideoSummary:
     seconds: float
     frames_per_second: float  # processing throughput, not the video's rate
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean per frame
+    cpu_per_second: float = 0.0  # this process's CPU seconds per second: >1 when stages overlap
     pipelined: bool = True
     video: str | None = None
     masks: str | None = None
@@ -251,14 +252,14 @@ def segment_video(
     with _video_target(folder, name, overlay) as video_path:
         encoder = _Encoder(segmenter, video_path, mask_dir, fps, alpha)
         frames = map(prepare, _decoded(capture, decode_times, max_frames))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             live = not Path(str(source)).is_file()  # a camera or stream: Ctrl-C ends it
             _run_stages(frames, infer, finish, pipelined, depth, live)
         finally:
             encoder.close()
             capture.release()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         count = len(encoder.times)
         if count == 0:
             raise InputError(f"{source}: no frames could be decoded")
@@ -274,6 +275,7 @@ def segment_video(
             **{f"{stage}_ms": _mean_ms(values) for stage, values in times.items()},
             "encode_ms": _mean_ms(encoder.times),
         },
+        cpu_per_second=cpu / seconds if seconds > 0 else 0.0,
         pipelined=pipelined,
         video=str(folder / f"{name}_overlay.mp4") if video_path is not None else None,
         masks=str(mask_dir) if mask_dir is not None else None,
@@ -321,6 +323,7 @@ class StreamBenchmark:
     sequential_fps: list[float]
     pipelined_fps: list[float]
     ratios: list[float]  # pipelined / sequential, per interleaved pair
+    cpu_per_second: tuple[float, float]  # sequential, pipelined (medians): cores kept busy
     stage_ms: dict[str, float]  # from the last sequential run (stages not overlapping)
 
     @property
@@ -343,7 +346,7 @@ def stream_benchmark(
 ) -> StreamBenchmark:
     """Frames per second of the sequential and pipelined loops on ``source``, run in interleaved
     pairs (sequential then pipelined) after one warm-up frame; overlays go to a scratch folder."""
-    seq, pipe, ratios = [], [], []
+    seq, pipe, ratios, cpu = [], [], [], ([], [])
     summary: VideoSummary | None = None
     with scratch_directory("stream") as scratch:
         capture = open_capture(source)
@@ -358,6 +361,8 @@ def stream_benchmark(
                 kw = {"masks": masks, "pipelined": pipelined, "max_frames": max_frames}
                 runs.append(segment_video(segmenter, source, scratch, **kw))
             summary = runs[0]
+            cpu[0].append(runs[0].cpu_per_second)
+            cpu[1].append(runs[1].cpu_per_second)
             seq.append(runs[0].frames_per_second)
             pipe.append(runs[1].frames_per_second)
             ratios.append(pipe[-1] / seq[-1])
@@ -370,5 +375,6 @@ def stream_benchmark(
         sequential_fps=seq,
         pipelined_fps=pipe,
         ratios=ratios,
+        cpu_per_second=(statistics.median(cpu[0]), statistics.median(cpu[1])),
         stage_ms=summary.stage_ms,
     )
