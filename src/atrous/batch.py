@@ -101,7 +101,7 @@ def list_images(inputs: str | list[str]) -> list[tuple[str, str]]:
     sources: list[str] = []
     paths: list[PurePath] = []
     for path in expand_inputs(local) if local else []:
-        sources.append(str(path))
+        sources.append(str(path.absolute()))  # actors may run in another working folder
         paths.append(path)
     for uri in (uri for item in items if _is_url(item) for uri in _list_uri(item)):
         sources.append(uri)
@@ -189,7 +189,10 @@ def segment_dataset(
     each; the model file, inputs and ``out`` must be reachable from every node (shared storage
     or URIs). ``progress`` is called with each image's manifest record as it finishes.
     """
-    out = Path(out)
+    if threads < 1 or actors < 1:
+        raise InputError(f"threads and actors must be at least 1, got {threads} and {actors}")
+    out = Path(out).absolute()  # actors may run in another working folder
+    model = Path(model).absolute() if Path(model).exists() else model
     images = list_images(inputs)
     out.mkdir(parents=True, exist_ok=True)
     records = {
