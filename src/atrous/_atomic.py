@@ -21,9 +21,12 @@ __all__ = [
     "atomic_write_bytes",
     "remove_stale_temporaries",
     "scratch_directory",
+    "TMP_NAME_EXTRA",
 ]
 
 TMP_SUFFIX = ".atrous.tmp"
+# what atomic_path adds to a file name: ".NAME.pidNNN.XXXXXXXX.atrous.tmp" (pids up to 10 digits)
+TMP_NAME_EXTRA = len("..pid.") + 10 + 8 + len(TMP_SUFFIX)
 _PID = re.compile(r"[.-]pid(\d+)[.-]")
 SCRATCH_PREFIX = "atrous-"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import typer
@@ -18,6 +19,8 @@ from atrous.cli._options import (
     thread_counts,
 )
 from atrous.cli._output import Output
+from atrous.segmenter import Segmenter
+from atrous.video import stream_benchmark
 
 
 def parse_sizes(text: str | None) -> list[int | None]:
@@ -25,6 +28,25 @@ def parse_sizes(text: str | None) -> list[int | None]:
     if not text:
         return [None]
     return [square_side(parse_size(item.strip()), "benchmark") for item in text.split(",")]
+
+
+def _stream_benchmark(
+    out: Output, models: list[str], source: str, engine: str, threads: list[int | None]
+) -> None:
+    """``--stream``: pipelined vs sequential frames/s of each model on a video (atrous.video)."""
+    rows, payload, repeats = [], [], 0
+    for model, count in ((m, t) for m in models for t in threads):
+        result = stream_benchmark(Segmenter.from_file(model, engine=engine, threads=count), source)
+        fps = [statistics.median(result.sequential_fps), statistics.median(result.pipelined_fps)]
+        rows.append([model, count, result.frames, *fps, result.ratio])
+        repeats = result.repeats
+        payload.append(
+            dict(model=model, threads=count, frames=result.frames, sequential_fps=fps[0],
+                 pipelined_fps=fps[1], ratio=result.ratio)
+        )  # fmt: skip
+    out.json({"stream": source, "results": payload})
+    columns = ["model", "threads", "frames", "sequential f/s", "pipelined f/s", "ratio"]
+    out.table(f"stream {source} ({repeats} interleaved pairs)", columns, rows)
 
 
 @app.command()
@@ -42,10 +64,15 @@ def benchmark(
     json_out: JsonOut = None,
     csv_out: Path = typer.Option(None, "--csv", help="write results as CSV"),
     report: Path = typer.Option(None, help="write a self-contained HTML report"),
+    stream: str = typer.Option(
+        None, help="a video file or stream URL: frames/s of the pipelined vs the sequential loop"
+    ),
 ) -> None:
     """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
     out = Output(as_json, json_out)
     size_list, thread_list = parse_sizes(sizes), thread_counts(threads)
+    if stream is not None:
+        return _stream_benchmark(out, models, stream, engine.split(",")[0], thread_list)
     with Progress(
         console=out.console, transient=True, disable=not out.console.is_terminal
     ) as progress:

@@ -2,54 +2,87 @@
 
 from __future__ import annotations
 
-import glob
 from pathlib import Path
 
 import typer
 from rich.markup import escape
 from rich.progress import Progress
 
+from atrous.batch import segment_dataset
 from atrous.cli._app import app
 from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt
 from atrous.cli._output import Output
-from atrous.data.io import read_image, write_mask_png
+from atrous.data.io import read_image
 from atrous.errors import InputError
-from atrous.outputs import check_output_folder, output_stems
+from atrous.outputs import (
+    IMAGE_SUFFIXES,
+    check_output_folder,
+    expand_inputs,
+    output_stems,
+    write_prediction,
+)
 from atrous.segmenter import Segmenter
 from atrous.sources import load_engine
-from atrous.visualize import save_overlay
+from atrous.video import is_video_source, segment_video
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
+__all__ = ["IMAGE_SUFFIXES", "expand_inputs", "output_stems", "predict"]
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> a de-duplicated list of files."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            files.append(path)
-        elif any(ch in item for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            if not matches:
-                raise InputError(f"{item}: pattern matches no files")
-            files += [p for p in matches if p.is_file()]
-        else:
-            raise InputError(f"{item}: file not found")
-    if not files:
-        raise InputError(f"no images found in {', '.join(inputs)}")
-    unique: dict[Path, Path] = {}
-    for path in files:  # the same file named twice (a/x.png, a/../a/x.png) is segmented once
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
+def _predict_on_ray(
+    output: Output,
+    model: str,
+    inputs: list[str],
+    out: Path,
+    address: str,
+    engine: str,
+    threads: int | None,
+    actors: int,
+    overlay: bool,
+    alpha: float,
+) -> None:
+    """``--ray``: the images on a Ray cluster (or a local instance) via atrous.batch."""
+    kw = {"engine": engine, "threads": threads or 1, "actors": actors, "alpha": alpha}
+    address_ = None if address == "local" else address
+    summary = segment_dataset(model, inputs, out, address=address_, overlay=overlay, **kw)
+    output.json(summary.to_dict())
+    output.note(" ".join(f"{k}={v}" for k, v in summary.to_dict().items()))
+
+
+def _predict_videos(
+    output: Output,
+    segmenter: Segmenter,
+    sources: list[str],
+    out: Path,
+    overlay: bool,
+    masks: bool,
+    alpha: float,
+    max_frames: int | None,
+) -> None:
+    """Videos, cameras and stream URLs: overlay video, masks and summary via atrous.video."""
+    images = [source for source in sources if not is_video_source(source)]
+    if images:
+        raise InputError(f"{images[0]}: not a video; segment videos and images in separate runs")
+    records = []
+    for source in sources:
+        kw = {"overlay": overlay, "masks": masks, "alpha": alpha, "max_frames": max_frames}
+        summary = segment_video(segmenter, source, out, **kw)
+        records.append({"source": source, "frames": summary.frames, "fps": summary.fps,
+                        "frames_per_second": summary.frames_per_second,
+                        "stage_ms": summary.stage_ms})  # fmt: skip
+        stages = ", ".join(f"{k[:-3]} {v:.1f} ms" for k, v in summary.stage_ms.items())
+        output.note(
+            f"{source}: {summary.frames} frames at {summary.fps:g} fps, "
+            f"{summary.frames_per_second:.1f} frames/s ({stages}) -> {out}"
+        )
+    output.json({"engine": segmenter.engine.name, "out": str(out), "videos": records})
 
 
 @app.command()
 def predict(
     model: str = typer.Argument(..., help="checkpoint, exported model or zoo name"),
-    inputs: list[str] = typer.Argument(..., help="image files, folders or glob patterns"),
+    inputs: list[str] = typer.Argument(
+        ..., help="image files, folders or glob patterns; or videos, camera indexes, stream URLs"
+    ),
     out: Path = typer.Option(
         Path("predictions"),
         "--out",
@@ -68,14 +101,31 @@ def predict(
     contract: ContractOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
+    frame_masks: bool = typer.Option(False, help="videos: also write <name>_masks/NNNNNN.png"),
+    max_frames: int = typer.Option(None, help="videos, cameras, streams: stop after N frames"),
+    ray: str = typer.Option(None, help="run on Ray: 'local' (a local instance) or an address"),
+    actors: int = typer.Option(2, help="with --ray: engines (actors) to run, --threads each"),
 ) -> None:
-    """Segment images; write <name>.png palette masks (and overlays) to --out.
+    """Segment images (or videos, cameras, stream URLs); write <name>.png palette masks (and
+    overlays; for a video <name>_overlay.mp4 and a summary) to --out.
 
     The summary line names the engine (the one picked, with --engine auto).
     """
     output = Output(as_json, json_out)
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha: expected an opacity from 0 to 1, got {alpha:g}")
+    if ray is not None:
+        local = [item for item in inputs if Path(item).exists()]  # URLs are Ray's to read
+        check_output_folder(out, expand_inputs(local) if local else [])
+        return _predict_on_ray(
+            output, model, inputs, out, ray, engine, threads, actors, overlay, alpha
+        )
+    if any(is_video_source(item) for item in inputs):
+        check_output_folder(out, [])
+        segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
+        return _predict_videos(
+            output, segmenter, inputs, out, overlay, frame_masks, alpha, max_frames
+        )
     files = expand_inputs(inputs)
     check_output_folder(out, files)  # before any model is loaded
     segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
@@ -110,9 +160,7 @@ def _segment_all(
                 result = segmenter.predict(image, refine=refine)
             except InputError as exc:  # the segmenter does not know the file name
                 raise InputError(f"{path}: {exc}") from None
-            write_mask_png(out / f"{stem}.png", result.mask, card.palette)
-            if overlay:
-                save_overlay(out / f"{stem}_overlay.jpg", image, result.mask, card.palette, alpha)
+            write_prediction(out, stem, image, result.mask, card.palette, overlay, alpha)
             histogram = result.class_histogram(card.classes)
             ms = result.timings["total_ms"] - result.timings["decode_ms"]
             records.append(
