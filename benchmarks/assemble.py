@@ -1,7 +1,8 @@
 """Assemble BENCHMARKS.md from the per-topic results in benchmarks/results/*.md.
 
 Each topic's script writes its own results file (with the command that produced it); this script
-puts them under one index. Run: ``python benchmarks/assemble.py``.
+puts them under one index, after the headline table of ``results/summary.md``. Run:
+``python benchmarks/assemble.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ ORDER = [
     "channel_padding",
     "compression",
     "serve",
+    "serve_load",
+    "threads_under_load",
+    "amp",
+    "video_stream",
+    "ray_batch",
+    "ray_resume",
     "hardening",
 ]
 
@@ -57,4 +64,6 @@ def main(summary: str = "") -> None:
 if __name__ == "__main__":
     import sys
 
-    main(Path(sys.argv[1]).read_text(encoding="utf-8") if len(sys.argv) > 1 else "")
+    # the headline table lives in results/summary.md (edited by hand from the topics below)
+    summary_file = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "results" / "summary.md"
+    main(summary_file.read_text(encoding="utf-8"))
