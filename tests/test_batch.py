@@ -73,7 +73,8 @@ def test_ray_run_resumes_after_interruption_with_predicts_masks(small_checkpoint
     # actors still busy when the driver died may finish an image or two after that snapshot:
     # those are skipped too; every other image is written exactly once by the re-run
     skipped_masks = {Path(resumed[n]["outputs"][0]).name for n in skipped}
-    assert present <= skipped_masks and len(skipped_masks) <= len(present) + 2
+    late = len(skipped_masks) - len(present)  # at most one batch of 4 per actor (2)
+    assert present <= skipped_masks and late <= 2 * 4
     assert summary.skipped == len(skipped) >= 10 and summary.written == IMAGES - len(skipped)
     assert summary.failed == 0 and summary.total == IMAGES
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png") if p.name in first} == first
