@@ -262,6 +262,8 @@ def test_bf16_run_trains_saves_float32_cpu_checkpoints_and_resumes(tmp_path):
     assert resumed.epochs_run == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
 
 
+# ~45 s: DDP is covered in the default suite by test_ddp_two_ranks_end_with_identical_weights
+@pytest.mark.slow
 def test_two_local_processes_train_with_bf16(tmp_path):
     result = train(_config(amp="bf16", device="cpu", processes=2, batch_size=4, threads=1),
                    tmp_path / "ddp", progress=False)  # fmt: skip

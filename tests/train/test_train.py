@@ -256,6 +256,8 @@ def test_time_budget_shortens_run_and_schedule(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2]
 
 
+# ~45 s: DDP is covered in the default suite by test_ddp_two_ranks_end_with_identical_weights
+@pytest.mark.slow
 def test_train_spawns_local_processes_that_agree_on_a_budget(tmp_path):
     train_cfg = {**TINY["train"], "epochs": 3, "max_minutes": 1e-4, "processes": 2}
     config = parse_config(ExperimentConfig, {**TINY, "train": train_cfg})
