@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from atrous._atomic import atomic_path
 from atrous.card import ModelCard
 from atrous.data.dataset import IGNORE_INDEX, SegmentationDataset
 from atrous.errors import InputError
@@ -311,8 +312,6 @@ def plot_confusion(result: EvalResult, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from atrous._atomic import atomic_path
 
     path = Path(path)
     matrix = result.confusion.astype(np.float64)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atrous.config import DataConfig
+from atrous.config import DataConfig, load_experiment
+from atrous.data.check import detect_kind
+from atrous.data.cityscapes import CityscapesSegmentation
 from atrous.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
+from atrous.data.folder import FolderDataset
+from atrous.data.synthetic import SyntheticShapes
+from atrous.data.voc import VOCSegmentation
+from atrous.errors import InputError
 
 if TYPE_CHECKING:
     from atrous.card import ModelCard
@@ -27,8 +34,6 @@ def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
     """
     name = {"train": config.train_split, "val": config.val_split}.get(split, split)
     if config.kind == "synthetic":
-        from atrous.data.synthetic import SyntheticShapes
-
         length = config.train_size if split == "train" else config.val_size
         return SyntheticShapes(
             name if name in ("train", "val", "test") else split,
@@ -40,15 +45,9 @@ def build_dataset(config: DataConfig, split: str) -> SegmentationDataset:
             object_scale=config.object_scale,
         )
     if config.kind == "voc":
-        from atrous.data.voc import VOCSegmentation
-
         return VOCSegmentation(config.root, name)
     if config.kind == "cityscapes":
-        from atrous.data.cityscapes import CityscapesSegmentation
-
         return CityscapesSegmentation(config.root, name)
-    from atrous.data.folder import FolderDataset
-
     return FolderDataset(config.root, name)
 
 
@@ -68,17 +67,10 @@ def open_dataset(
     """DATA as the CLI takes it: an experiment YAML (its data section), 'synthetic' (the set
     ``card``'s model was trained on, if synthetic), or a dataset folder whose layout (voc,
     cityscapes, folder) is ``kind`` or detected."""
-    from pathlib import Path
-
-    from atrous.config import load_experiment
-    from atrous.errors import InputError
-
     if data.endswith((".yaml", ".yml")):
         return build_dataset(load_experiment(data).data, split)
     if data == "synthetic":
         return build_dataset(synthetic_config(card), split)
     if not Path(data).exists():
         raise InputError(f"{data}: dataset folder not found")
-    from atrous.data.check import detect_kind
-
     return build_dataset(DataConfig(kind=kind or detect_kind(data), root=data), split)  # type: ignore[arg-type]

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from atrous.data.cityscapes import CityscapesSegmentation
 from atrous.data.dataset import IGNORE_INDEX, FileDataset
+from atrous.data.folder import FolderDataset
 from atrous.data.io import read_image, read_mask
+from atrous.data.voc import VOCSegmentation
 from atrous.errors import InputError
 
 __all__ = ["KINDS", "CheckReport", "check_dataset", "check_kind", "detect_kind"]
@@ -87,15 +90,9 @@ def detect_kind(root: str | Path) -> str:
 
 def _open_dataset(root: Path, kind: str, split: str | None) -> FileDataset:
     if kind == "voc":
-        from atrous.data.voc import VOCSegmentation
-
         return VOCSegmentation(root, split or "val")
     if kind == "cityscapes":
-        from atrous.data.cityscapes import CityscapesSegmentation
-
         return CityscapesSegmentation(root, split or "val")
-    from atrous.data.folder import FolderDataset
-
     return FolderDataset(root, split)
 
 
