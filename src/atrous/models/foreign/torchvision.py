@@ -4,8 +4,9 @@ torchvision's ``deeplabv3_resnet50/101``, ``deeplabv3_mobilenet_v3_large`` and
 ``lraspp_mobilenet_v3_large`` share atrous's backbone names (``backbone.``; torchvision drops
 MobileNetV3's ``features.`` level); the heads are renamed (DeepLabHead -> ``head`` + ``head_conv``
 + ``classifier``, FCNHead aux -> ``aux_classifier``, LRASPPHead -> ``head`` with its high
-classifier as ``classifier``). The file is recognised from its keys, also wrapped as ``{'model': sd}`` (torchvision's reference scripts),
-``{'state_dict': sd}`` or with ``module.`` (DDP) / ``model.`` (Lightning) prefixes.
+classifier as ``classifier``). The file is recognised from its keys, also wrapped as
+``{'model': sd}`` (torchvision's reference scripts), ``{'state_dict': sd}`` or with ``module.``
+(DDP) / ``model.`` (Lightning) prefixes.
 """
 
 from __future__ import annotations
