@@ -19,6 +19,7 @@ from atrous.sources import classify
 __all__ = ["inspect_model", "describe_config"]
 
 
+_ARCH = {False: "DeepLabV3", True: "DeepLabV3+"}
 _HEADS = {"aspp": "ASPP", "pooling": "image pooling + 1x1", "none": "none", "lraspp": "LR-ASPP"}
 
 
@@ -26,7 +27,7 @@ def describe_config(config: ModelConfig) -> dict[str, Any]:
     """The architecture facts users ask about, in words."""
     widths = "width_mult" in get_backbone(config.backbone).fields
     return {
-        "arch": "DeepLabV3+" if config.decoder else "DeepLabV3",
+        "arch": "LR-ASPP" if config.head == "lraspp" else _ARCH[config.decoder],
         "backbone": config.backbone + (f" x{config.width_mult}" if widths else ""),
         "output_stride": config.output_stride,
         "head": _HEADS[config.head] + (" + 3x3 conv" if config.head_conv else ""),
@@ -89,7 +90,7 @@ def inspect_model(
         info["architecture"] = describe_config(config)
         if input_size is None:
             pre = card.preprocessing if card is not None else None
-            fixed = pre is not None and pre.resize == "fixed" and pre.size
+            fixed = pre is not None and pre.resize in ("fixed", "shorter") and pre.size
             input_size = (pre.size, pre.size) if fixed else (513, 513)
         cost = measure_cost(DeepLab(config), input_size)
         info["params"] = cost.params
