@@ -30,9 +30,21 @@ from atrous._atomic import atomic_path
 from atrous.card import ModelCard, card_from_json
 from atrous.errors import ModelError
 from atrous.models.deeplab import DeepLab
+from atrous.models.foreign import (
+    describe_layout,
+    from_torchvision,
+    is_torchvision,
+    unwrap_state_dict,
+)
 from atrous.models.zoo import default_card
 
-__all__ = ["save_checkpoint", "read_checkpoint", "load_checkpoint", "load_state_dict_checked"]
+__all__ = [
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+    "load_state_dict_checked",
+    "plain_state_dict",
+]
 
 FORMAT = "atrous-checkpoint-v1"
 
@@ -123,6 +135,26 @@ def load_state_dict_checked(
     model.load_state_dict(state_dict)
 
 
+def plain_state_dict(
+    data: dict[str, Any], source: str, zoo_name: str | None = None, **overrides: object
+) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    """The atrous state_dict and card of a checkpoint without an atrous card: a torchvision
+    layout is recognised and renamed (its card from the zoo), wrappers and prefixes removed.
+
+    ``zoo_name`` gives the card otherwise; without one the card is None for an atrous-layout
+    state_dict, and a file of no known layout is a ModelError describing what it holds.
+    """
+    state_dict = unwrap_state_dict(data)
+    if is_torchvision(state_dict):
+        state_dict, card = from_torchvision(state_dict, source)
+        return state_dict, default_card(zoo_name, **overrides) if zoo_name else card
+    if "classifier.weight" not in state_dict:
+        raise ModelError(f"{source}: not a known checkpoint layout ({describe_layout(data)})")
+    if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ModelError(f"{source}: not a state_dict (values are not all tensors)")
+    return state_dict, default_card(zoo_name, **overrides) if zoo_name else None
+
+
 def load_checkpoint(
     path: str | Path, zoo_name: str | None = None, **overrides: object
 ) -> tuple[DeepLab, ModelCard]:
@@ -136,12 +168,9 @@ def load_checkpoint(
         card = card_from_json(data["card"], str(path))
         state_dict = data["state_dict"]
     else:
-        state_dict = data.get("state_dict", data.get("model", data))
-        if zoo_name is None:
-            raise ModelError(f"{path}: plain state_dict without a model card; pass a zoo name")
-        if not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-            raise ModelError(f"{path}: not a state_dict (values are not all tensors)")
-        card = default_card(zoo_name, **overrides)
+        state_dict, card = plain_state_dict(data, str(path), zoo_name, **overrides)
+    if card is None:
+        raise ModelError(f"{path}: plain state_dict without a model card; pass a zoo name")
     if card.model is None:
         raise ModelError(f"{path}: the model card has no architecture config")
     model = DeepLab(card.model)

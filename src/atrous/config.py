@@ -85,7 +85,11 @@ class ModelConfig(StrictModel):
     backbone-specific fields (``width_mult``, ``multi_grid`` ...) stay at their defaults unless
     the backbone takes them. ``atrous_rates`` left unset means (6, 12, 18) scaled by
     16 / output_stride; an empty list with ``head='aspp'`` is the image-pooling + 1x1 head.
-    ``head='pooling'`` is the same thing by name.
+    ``head='pooling'`` is the same thing by name. ``head='lraspp'`` is LR-ASPP (Howard et al.,
+    2019; torchvision's ``LRASPPHead``): ``head_channels`` inter channels, the ``aux`` features as
+    its low input. ``head_conv`` adds torchvision DeepLabHead's 3x3 conv + BN + ReLU after ASPP;
+    ``aux_channels`` sets the aux head's inner width (default max(in / 4, 32); torchvision: in / 4);
+    ``aux_stride`` 8 taps MobileNetV3's stride-8 features as ``aux`` (torchvision's C2).
     """
 
     backbone: Annotated[str, AfterValidator(_known_backbone)]
@@ -93,7 +97,7 @@ class ModelConfig(StrictModel):
     width_mult: float = 1.0
     channel_divisor: int = 8
     output_stride: Literal[8, 16, 32] = 16
-    head: Literal["aspp", "pooling", "none"] = "aspp"
+    head: Literal["aspp", "pooling", "none", "lraspp"] = "aspp"
     atrous_rates: tuple[int, ...] | None = None
     separable_aspp: bool = False
     head_channels: int = 256
@@ -105,6 +109,9 @@ class ModelConfig(StrictModel):
     deep_stem: bool = False
     aux_loss: bool = False
     dropout: float = 0.1
+    head_conv: bool = False
+    aux_channels: int | None = None
+    aux_stride: Literal[8, 16] = 16
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -127,7 +134,7 @@ class ModelConfig(StrictModel):
 
     def resolved_rates(self) -> tuple[int, ...]:
         """The ASPP dilation rates actually built, scaled to the output stride."""
-        if self.head == "pooling" or self.head == "none":
+        if self.head in ("pooling", "none", "lraspp"):
             return ()
         if self.atrous_rates is not None:
             return tuple(self.atrous_rates)
@@ -138,19 +145,20 @@ class Preprocessing(StrictModel):
     """The input contract: how an image becomes the network's input tensor.
 
     ``resize``: 'none' keeps the image size; 'longest' scales so the longest side is ``size``
-    (aspect ratio kept); 'fixed' resizes to ``size`` x ``size``. The result is padded to a multiple
-    of ``pad_multiple`` (bottom/right), and the padding is cropped from the output. ``pad_value``
-    fills the padding: one value, or one per channel in the network's channel order. ``border``
-    adds that many pixels of ``pad_value`` on every side: the zero padding of a first
-    convolution into which the input normalisation was folded (the int8 fast graph), which
-    therefore has to come from the host, in pixel values.
+    (aspect ratio kept); 'shorter' so the shorter side is ``size`` (torchvision's eval resize,
+    the longer side truncated as it does); 'fixed' resizes to ``size`` x ``size``. The result is
+    padded to a multiple of ``pad_multiple`` (bottom/right), and the padding is cropped from the
+    output. ``pad_value`` fills the padding: one value, or one per channel in the network's
+    channel order. ``border`` adds that many pixels of ``pad_value`` on every side: the zero
+    padding of a first convolution into which the input normalisation was folded (the int8 fast
+    graph), which therefore has to come from the host, in pixel values.
     """
 
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: Literal["RGB", "BGR"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    resize: Literal["none", "longest", "fixed"] = "longest"
+    resize: Literal["none", "longest", "shorter", "fixed"] = "longest"
     size: int | None = 513
     pad_multiple: int = 8
     pad_value: float | tuple[float, float, float] = 0.0

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from atrous.card import card_from_json
-from atrous.checkpoint import load_state_dict_checked, read_checkpoint
+from atrous.checkpoint import load_state_dict_checked, plain_state_dict, read_checkpoint
 from atrous.config import ModelConfig
 from atrous.cost import measure_cost
 from atrous.models.deeplab import DeepLab
@@ -19,14 +19,18 @@ from atrous.sources import classify
 __all__ = ["inspect_model", "describe_config"]
 
 
+_ARCH = {False: "DeepLabV3", True: "DeepLabV3+"}
+_HEADS = {"aspp": "ASPP", "pooling": "image pooling + 1x1", "none": "none", "lraspp": "LR-ASPP"}
+
+
 def describe_config(config: ModelConfig) -> dict[str, Any]:
     """The architecture facts users ask about, in words."""
     widths = "width_mult" in get_backbone(config.backbone).fields
     return {
-        "arch": "DeepLabV3+" if config.decoder else "DeepLabV3",
+        "arch": "LR-ASPP" if config.head == "lraspp" else _ARCH[config.decoder],
         "backbone": config.backbone + (f" x{config.width_mult}" if widths else ""),
         "output_stride": config.output_stride,
-        "head": {"aspp": "ASPP", "pooling": "image pooling + 1x1", "none": "none"}[config.head],
+        "head": _HEADS[config.head] + (" + 3x3 conv" if config.head_conv else ""),
         "atrous_rates": list(config.resolved_rates()),
         "separable_aspp": config.separable_aspp,
         "decoder": config.decoder,
@@ -66,10 +70,16 @@ def inspect_model(
                 load_state_dict_checked(DeepLab(config), data.get("state_dict", {}), text)
             info["origin"] = "checkpoint with model card"
         else:
-            config = config_from_state_dict(data.get("state_dict", data), text)
-            info["origin"] = (
-                "plain state_dict (architecture inferred from weights; output stride unknown)"
-            )
+            state, card = plain_state_dict(data, text)
+            if card is not None:  # a foreign layout, mapped
+                config = card.model
+                load_state_dict_checked(DeepLab(config), state, text)
+                info["origin"] = f"{card.provenance.source} state_dict (mapped to atrous)"
+            else:
+                config = config_from_state_dict(state, text)
+                info["origin"] = (
+                    "plain state_dict (architecture inferred from weights; output stride unknown)"
+                )
     else:
         card, card_origin = read_exported_card(path, contract)
         config = card.model
@@ -80,7 +90,7 @@ def inspect_model(
         info["architecture"] = describe_config(config)
         if input_size is None:
             pre = card.preprocessing if card is not None else None
-            fixed = pre is not None and pre.resize == "fixed" and pre.size
+            fixed = pre is not None and pre.resize in ("fixed", "shorter") and pre.size
             input_size = (pre.size, pre.size) if fixed else (513, 513)
         cost = measure_cost(DeepLab(config), input_size)
         info["params"] = cost.params

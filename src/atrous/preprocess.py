@@ -111,6 +111,9 @@ def target_size(pre: Preprocessing, height: int, width: int, scale: float = 1.0)
         th, tw = height, width
     elif pre.resize == "fixed":
         th, tw = pre.size, pre.size
+    elif pre.resize == "shorter":  # torchvision's Resize(size): the longer side truncated
+        short, long = sorted((height, width))
+        th, tw = (pre.size, int(pre.size * long / short))[:: 1 if height <= width else -1]
     else:
         factor = pre.size / max(height, width)
         th, tw = height * factor, width * factor

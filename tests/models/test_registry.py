@@ -39,7 +39,7 @@ def test_duplicate_names_raise(monkeypatch):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"backbone": "resnet50", "width_mult": 0.5}, "width_mult applies to mobilenet_v2 only"),
+        ({"backbone": "resnet50", "width_mult": 0.5}, "width_mult applies to mobilenet_v2, mob"),
         ({"backbone": "resnet50", "channel_divisor": 1}, "channel_divisor applies to mobilenet_v2"),
         ({"backbone": "xception65", "deep_stem": True}, "deep_stem applies to resnet101, resnet50"),
         ({"backbone": "mobilenet_v2", "multi_grid": (1, 2)}, "multi_grid applies to resnet101,"),

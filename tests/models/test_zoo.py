@@ -82,7 +82,7 @@ _EXPERIMENT = {
         ({"name": "deeplabv3_nope"}, "key 'model': unknown model 'deeplabv3_nope'; known: "),
         (
             {"name": "deeplabv3_resnet50_os8", "overrides": {"width_mult": 0.5}},
-            "key 'model': overrides: width_mult applies to mobilenet_v2 only, not resnet50",
+            "key 'model': overrides: width_mult applies to mobilenet_v2, mobilenet_v3_large, ",
         ),
         (
             {"name": "deeplabv3_mnv2_os16", "overrides": {"backbone": "vgg16"}},

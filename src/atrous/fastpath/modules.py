@@ -81,11 +81,7 @@ class FastGraph(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.normalize(pixels)
         m = self.model
-        low, _, out = m.backbone(x)
-        y = self.head(out)
-        if m.decoder is not None:
-            y = m.decoder(y, low)
-        return m.classifier(y)
+        return m.logits(*m.backbone(x), head=self.head)
 
 
 def fast_card(

@@ -10,6 +10,7 @@ from atrous.config import ModelConfig
 from atrous.models.aspp import ASPP, ConvBNReLU
 from atrous.models.backbones import Backbone
 from atrous.models.decoder import Decoder
+from atrous.models.lraspp import LRASPP
 from atrous.registry import get_backbone
 
 __all__ = ["DeepLab", "build_model", "build_backbone", "set_output_stride"]
@@ -39,6 +40,9 @@ class DeepLab(nn.Module):
         self.head: nn.Module
         if config.head == "none":
             self.head = nn.Identity()
+        elif config.head == "lraspp":  # reads the aux features as its low input
+            self.head = LRASPP(aux.channels, out.channels, config.num_classes, config.head_channels)
+            channels = config.head_channels
         else:
             self.head = ASPP(
                 out.channels,
@@ -48,6 +52,8 @@ class DeepLab(nn.Module):
                 config.dropout,
             )
             channels = config.head_channels
+        if config.head_conv:  # torchvision DeepLabHead's 3x3 conv after ASPP
+            self.head_conv = ConvBNReLU(channels, channels, 3)
         self.decoder: Decoder | None = None
         if config.decoder:
             self.decoder = Decoder(
@@ -61,7 +67,7 @@ class DeepLab(nn.Module):
         self.classifier = nn.Conv2d(channels, config.num_classes, 1)
         self.aux_classifier: nn.Module | None = None
         if config.aux_loss:
-            mid = max(aux.channels // 4, 32)
+            mid = config.aux_channels or max(aux.channels // 4, 32)
             self.aux_classifier = nn.Sequential(
                 ConvBNReLU(aux.channels, mid, 3),
                 nn.Dropout(0.1),
@@ -74,16 +80,30 @@ class DeepLab(nn.Module):
         """Logits at ``output_size`` (default: the input's size), bilinearly upsampled."""
         size = output_size or x.shape[-2:]
         low, aux, out = self.backbone(x)
-        y = self.head(out)
-        if self.decoder is not None:
-            y = self.decoder(y, low)
-        y = F.interpolate(self.classifier(y), size=size, mode="bilinear", align_corners=False)
+        y = F.interpolate(
+            self.logits(low, aux, out), size=size, mode="bilinear", align_corners=False
+        )
         if self.training and self.aux_classifier is not None:
             a = F.interpolate(
                 self.aux_classifier(aux), size=size, mode="bilinear", align_corners=False
             )
             return {"out": y, "aux": a}
         return y
+
+    def logits(
+        self, low: torch.Tensor, aux: torch.Tensor, out: torch.Tensor, head: nn.Module | None = None
+    ) -> torch.Tensor:
+        """Logits at the network's resolution from the backbone's features; ``head`` replaces
+        ``self.head`` (an equivalent deployment form of it)."""
+        head = head or self.head
+        if isinstance(head, LRASPP):
+            return head(out, aux, self.classifier)
+        y = head(out)
+        if hasattr(self, "head_conv"):
+            y = self.head_conv(y)
+        if self.decoder is not None:
+            y = self.decoder(y, low)
+        return self.classifier(y)
 
 
 def build_model(config: ModelConfig | dict) -> DeepLab:

@@ -15,6 +15,7 @@ import torch
 from atrous.config import ModelConfig
 from atrous.errors import ModelError
 from atrous.models.backbones._base import unit_indices
+from atrous.models.deeplab import build_backbone
 from atrous.registry import get_backbone, list_backbones
 
 __all__ = ["config_from_state_dict", "backbone_from_state_dict"]
@@ -47,7 +48,10 @@ def config_from_state_dict(
     fields: dict[str, object] = {"num_classes": int(state_dict["classifier.weight"].shape[0])}
     fields.update(backbone_from_state_dict(state_dict, source))
     branches = len(unit_indices(keys, r"head\.branches\.(\d+)\."))
-    if branches == 0:
+    if "head.cbr.0.weight" in state_dict:
+        fields["head"] = "lraspp"
+        fields["head_channels"] = int(state_dict["head.cbr.0.weight"].shape[0])
+    elif branches == 0:
         fields["head"] = "none"
     else:
         fields["head_channels"] = int(state_dict["head.branches.0.0.weight"].shape[0])
@@ -63,4 +67,24 @@ def config_from_state_dict(
         fields["low_level_channels"] = int(state_dict["decoder.reduce.0.weight"].shape[0])
         fields["decoder_channels"] = int(state_dict["classifier.weight"].shape[1])
     fields["aux_loss"] = any(k.startswith("aux_classifier.") for k in keys)
+    fields["head_conv"] = "head_conv.0.weight" in state_dict
+    fields.update(_aux_fields(state_dict, fields))
     return ModelConfig.model_validate(fields)
+
+
+def _aux_fields(state_dict: dict[str, torch.Tensor], fields: dict[str, object]) -> dict:
+    """``aux_channels`` when the aux head is not max(in / 4, 32) wide, and ``aux_stride`` 8 when
+    the heads reading the aux features (aux head, LR-ASPP) take the stride-8 ones' channels."""
+    found: dict[str, object] = {}
+    aux = state_dict.get("aux_classifier.0.0.weight")
+    low = state_dict.get("head.low_classifier.weight")
+    reader = aux if aux is not None else low
+    if aux is not None and aux.shape[0] != max(aux.shape[1] // 4, 32):
+        found["aux_channels"] = int(aux.shape[0])
+    if reader is not None and "aux_stride" in get_backbone(str(fields["backbone"])).fields:
+        own = {k: v for k, v in fields.items() if k in ("backbone", "width_mult")}
+        with torch.device("meta"):
+            net = build_backbone(ModelConfig.model_validate(own))
+        if net.feature_info[1].channels != reader.shape[1]:
+            found["aux_stride"] = 8
+    return found

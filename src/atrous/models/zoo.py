@@ -265,3 +265,66 @@ register(
         },
     )
 )
+
+# torchvision's segmentation models, architecture for architecture: DeepLabHead's 3x3 conv after
+# ASPP (head_conv), FCNHead aux (in / 4 channels), dropout 0.5, eval resize of the shorter side to
+# 520 with no padding. Their state_dicts load through atrous.models.foreign.torchvision. The
+# published GFLOPS are multiply-adds counted with the aux head; ``macs`` here is the eval graph's.
+_TV = "torchvision 0.28 models.segmentation"
+_TV_PROTOCOL = "torchvision: COCO val2017 subset in VOC classes, resize 520"
+_TV_PRE = Preprocessing(resize="shorter", size=520, pad_multiple=1)
+_TV_HEAD = {"head_conv": True, "aux_loss": True, "dropout": 0.5}
+_TV_MNV3 = {"backbone": "mobilenet_v3_large", "aux_stride": 8}
+
+register(
+    ZooEntry(
+        name="deeplabv3_resnet50_tv",
+        config=ModelConfig(backbone="resnet50", output_stride=8, **_TV_HEAD),
+        input_size=(520, 520),
+        dataset="voc",
+        source=f"{_TV} deeplabv3_resnet50",
+        params=42_004_074,
+        macs=168_731_205_888,
+        published={"miou": 66.4, "pixel_acc": 92.4, "gflops": 178.72, "protocol": _TV_PROTOCOL},
+        preprocessing=_TV_PRE,
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_resnet101_tv",
+        config=ModelConfig(backbone="resnet101", output_stride=8, **_TV_HEAD),
+        input_size=(520, 520),
+        dataset="voc",
+        source=f"{_TV} deeplabv3_resnet101",
+        params=60_996_202,
+        macs=248_752_300_288,
+        published={"miou": 67.4, "pixel_acc": 92.4, "gflops": 258.74, "protocol": _TV_PROTOCOL},
+        preprocessing=_TV_PRE,
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3_mobilenet_v3_large_tv",
+        config=ModelConfig(**_TV_MNV3, atrous_rates=(12, 24, 36), aux_channels=10, **_TV_HEAD),
+        input_size=(520, 520),
+        dataset="voc",
+        source=f"{_TV} deeplabv3_mobilenet_v3_large",
+        params=11_029_328,
+        macs=10_436_350_688,
+        published={"miou": 60.3, "pixel_acc": 91.2, "gflops": 10.45, "protocol": _TV_PROTOCOL},
+        preprocessing=_TV_PRE,
+    )
+)
+register(
+    ZooEntry(
+        name="lraspp_mobilenet_v3_large_tv",
+        config=ModelConfig(**_TV_MNV3, head="lraspp", head_channels=128),
+        input_size=(520, 520),
+        dataset="voc",
+        source=f"{_TV} lraspp_mobilenet_v3_large",
+        params=3_221_538,
+        macs=2_086_219_688,
+        published={"miou": 57.9, "pixel_acc": 91.2, "gflops": 2.09, "protocol": _TV_PROTOCOL},
+        preprocessing=_TV_PRE,
+    )
+)

@@ -145,7 +145,7 @@ class MobileNetV2(Backbone):
 def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
     """``features.N.`` keys; the width from the last unit's channels (320 at width 1), the
     channel divisor from whether the stride-4 unit's 24 channels were rounded to eight."""
-    units = unit_indices(state, r"features\.(\d+)\.")
+    units = unit_indices(state, r"features\.(\d+)\.conv\.")
     if not units:
         return None
     out = int(state[f"features.{max(units)}.conv.2.weight"].shape[0])
