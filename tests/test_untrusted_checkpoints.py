@@ -120,3 +120,15 @@ def test_older_training_states_with_numpy_rng_still_load(tmp_path):
     path = save_checkpoint(tmp_path / "old.pt", model, card, train_state=legacy)
     keys = read_checkpoint(path)["train_state"]["rng"]["numpy"][1]
     assert np.array_equal(keys, np.random.get_state()[1])
+
+
+def test_torchvision_reference_script_checkpoints_with_args_load(tmp_path):
+    """torchvision's references save {'model', 'optimizer', 'epoch', 'args'}: args is a Namespace,
+    allowed by name; the weights load with no zoo name."""
+    import argparse
+
+    model = get_model("deeplabv3_mnv2_dm05_os16", num_classes=3)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict(), "epoch": 3, "args": argparse.Namespace(lr=0.02)}, path)
+    data = read_checkpoint(path)
+    assert data["args"].lr == 0.02 and data["epoch"] == 3

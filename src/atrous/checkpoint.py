@@ -12,6 +12,7 @@ extra allowed is NumPy's array reconstruction (old training states held NumPy's 
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import re
 from pathlib import Path
@@ -48,10 +49,12 @@ __all__ = [
 
 FORMAT = "atrous-checkpoint-v1"
 
-# NumPy arrays in pickles (training states written before RNG states were stored as lists): the
-# reconstruction helpers only build arrays of plain dtypes; nothing else beyond torch's own
-# weights-only allow-list is ever resolved.
-_NUMPY_ARRAY_GLOBALS: list[Any] = [
+# The only callables allowed beyond torch's own weights-only list: NumPy array reconstruction
+# (training states written before RNG states were stored as tensors) and argparse.Namespace
+# (torchvision's reference scripts store their arguments beside the weights); neither runs code
+# beyond building an array or setting attributes.
+_ALLOWED_GLOBALS: list[Any] = [
+    argparse.Namespace,
     _reconstruct,
     np.ndarray,
     np.dtype,
@@ -81,7 +84,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"{path}: file not found")
     try:
-        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc) and "GLOBAL" not in str(exc):
