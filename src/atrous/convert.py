@@ -80,11 +80,17 @@ def _tensors(data: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def describe_layout(data: dict[str, Any]) -> str:
-    """What a loaded file looks like, in one line: top-level keys and the commonest prefixes."""
-    top = ", ".join(sorted(map(str, data))[:6]) + (" ..." if len(data) > 6 else "")
-    prefixes = Counter(str(k).split(".", 1)[0] + "." for k in _tensors(data) if "." in str(k))
-    common = ", ".join(f"{p} ({n})" for p, n in prefixes.most_common(5)) or "none"
-    return f"top-level keys: {top}; tensor prefixes: {common}"
+    """What a loaded file looks like, in one line: top-level keys (or, for a plain state_dict,
+    its size) and the commonest key prefixes of its tensors."""
+    tensors = _tensors(data)
+    if len(tensors) == len(data):
+        top = f"a plain state_dict of {len(data)} tensors"
+    else:
+        top = "top-level keys: " + ", ".join(sorted(map(str, data))[:6])
+        top += " ..." if len(data) > 6 else ""
+    prefixes = Counter(str(k).split(".", 1)[0] + "." for k in tensors if "." in str(k))
+    ranked = sorted(prefixes.items(), key=lambda item: (-item[1], item[0]))[:5]
+    return f"{top}; tensor prefixes: {', '.join(f'{p} ({n})' for p, n in ranked) or 'none'}"
 
 
 def _digest(tensor: torch.Tensor) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import http.server
+import json
 import threading
 from pathlib import Path
 

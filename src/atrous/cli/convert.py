@@ -1,4 +1,4 @@
-"""``atrous convert``: a weights file as an atrous checkpoint with a card, and where each tensor went."""
+"""``atrous convert``: a weights file as an atrous checkpoint with a card, and its mapping."""
 
 from __future__ import annotations
 
