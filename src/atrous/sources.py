@@ -33,6 +33,7 @@ from atrous.runtimes.contract import override_card
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "RANDOM_WEIGHTS",
     "Source",
     "classify",
     "load_engine",

@@ -13,6 +13,7 @@ Files are read with ``torch.load(weights_only=True)``: nothing in a downloaded f
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -144,7 +145,7 @@ def _download(weights: Weights, path: Path) -> None:
                     f"(got {digest.hexdigest()[:16]}..., expected {weights.sha256[:16]}...); "
                     "nothing was cached"
                 )
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ModelError(f"{weights.url}: download failed ({reason})") from None
 

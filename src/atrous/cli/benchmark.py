@@ -91,8 +91,7 @@ def benchmark(
     out = Output(as_json, json_out)
     size_list, thread_list = parse_sizes(sizes), thread_counts(threads)
     engines = [e.strip() for e in engine.split(",") if e.strip()]
-    if weights is not None or contract:
-        models = [with_weights(m, weights) for m in models]
+    models = [with_weights(m, weights) for m in models]
     if stream is not None:
         return _stream_benchmark(out, models, stream, engine.split(",")[0], thread_list)
     with Progress(
