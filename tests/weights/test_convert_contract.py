@@ -180,3 +180,14 @@ def test_contract_on_evaluate_scores_the_given_contract(foreign_onnx, tmp_path):
     _, card = load_engine(foreign_onnx, "onnxruntime", 1, contract=EXACT)
     sidecar.write_text(card.to_json())  # the same contract as a sidecar card
     assert _miou(base) == pytest.approx(exact)
+
+
+def test_contract_on_export_changes_the_card_the_file_carries(tiny_checkpoint, tmp_path):
+    path, _, _ = tiny_checkpoint
+    out = tmp_path / "tiny.onnx"
+    names = "[sky,road,car,tree,person]"
+    args = ["export", str(path), "-o", str(out), "--size", "64", "--contract", f"classes={names}"]
+    result = CliRunner().invoke(app, [*args, "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    _, card = load_engine(out, "onnxruntime", 1)
+    assert card.classes == ["sky", "road", "car", "tree", "person"]

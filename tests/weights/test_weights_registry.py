@@ -145,12 +145,11 @@ def test_a_wrong_hash_is_one_line_and_leaves_nothing_cached(published, cache):
 
 
 def test_a_corrupted_download_is_refused_and_not_cached(published, cache):
-    model, record, _ = published
-    served_file = Path(record.url.replace("http://", "")).name
-    folder = next(p for p in cache.parent.glob("served"))
-    data = bytearray((folder / served_file).read_bytes())
+    _, record, _ = published
+    served_file = cache.parent / "served" / record.filename
+    data = bytearray(served_file.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in transit
-    (folder / served_file).write_bytes(bytes(data))
+    served_file.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match its SHA-256"):
         zoo.get_model(NAME, weights="fixture")
     assert _cache_files(cache) == []
@@ -211,3 +210,9 @@ def test_zoo_lists_published_weights_with_their_miou(published):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert rows[0]["name"] == NAME and rows[0]["weights"] == "fixture 12.5"
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "export", "benchmark", "serve", "inspect"])
+def test_every_verb_that_opens_a_model_takes_weights_and_contract(verb):
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "200"})
+    assert "--weights" in result.output and "--contract" in result.output
