@@ -216,3 +216,12 @@ def test_zoo_lists_published_weights_with_their_miou(published):
 def test_every_verb_that_opens_a_model_takes_weights_and_contract(verb):
     result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "200"})
     assert "--weights" in result.output and "--contract" in result.output
+
+
+def test_get_model_points_foreign_layouts_to_the_resolver(published, monkeypatch):
+    _, record, _ = published
+    foreign = dataclasses.replace(record, layout="torchvision")
+    entry = dataclasses.replace(zoo.get_entry(NAME), weights=(foreign,))
+    monkeypatch.setitem(zoo._REGISTRY, NAME, entry)
+    with pytest.raises(ModelError, match="torchvision's layout; load them with atrous.sources"):
+        zoo.get_model(NAME, weights="fixture")

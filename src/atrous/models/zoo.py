@@ -108,6 +108,11 @@ def get_model(name: str, *, weights: str | None = None, **overrides: object) -> 
     model = DeepLab(ModelConfig.model_validate(config.model_dump()))
     if weights is not None:
         record = get_weights(name, weights)
+        if record.layout != "atrous":
+            raise ModelError(
+                f"{name}: weights '{weights}' are in {record.layout}'s layout; load them with "
+                f"atrous.sources.load_source({name!r}, weights={weights!r}) (converted once)"
+            )
         path = fetch(record)
         try:
             model.load_state_dict(read_state_dict(path))
