@@ -32,6 +32,7 @@ __all__ = [
     "ModelCard",
     "Normalisation",
     "Provenance",
+    "WeightsFacts",
     "add_tflite_metadata",
     "card_from_json",
     "card_json_of",
@@ -82,6 +83,23 @@ class ExportFacts(StrictModel):
     precision: str | None = None
 
 
+class WeightsFacts(StrictModel):
+    """Where a model's weights came from, so every consumer can tell trained from random.
+
+    ``origin``: 'random' (a zoo architecture never trained), 'published' (a registry entry of
+    :mod:`atrous.weights`), 'converted' (a file turned into a checkpoint by ``atrous convert``)
+    or 'trained' (``atrous train``).
+    """
+
+    origin: Literal["random", "published", "converted", "trained"]
+    name: str | None = None
+    source: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    licence: str | None = None
+    published: dict[str, float | str] = Field(default_factory=dict)
+
+
 class Provenance(StrictModel):
     """Where a model came from: zoo entry, data, training run, library version, time.
 
@@ -103,6 +121,7 @@ class ModelCard(StrictModel):
 
     ``output`` says what the network returns: 'logits' (N, C, H, W), 'labels' (N, H, W uint8,
     argmax inside the graph) or 'probability' (N, 1, H, W foreground probability).
+    ``weights`` says where the weights came from (None: not recorded, cards before it existed).
     """
 
     name: str
@@ -116,6 +135,10 @@ class ModelCard(StrictModel):
     provenance: Provenance = Field(default_factory=Provenance)
     fast_path: FastPathFacts | None = None
     export: ExportFacts | None = None
+    weights: WeightsFacts | None = None
+    # card fields guessed rather than read from the model (field -> what was assumed and why);
+    # a ``--contract`` override or a sidecar card replaces the guess
+    assumed: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod

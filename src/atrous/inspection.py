@@ -14,7 +14,7 @@ from atrous.models.introspect import config_from_state_dict
 from atrous.models.zoo import default_card
 from atrous.registry import get_backbone
 from atrous.runtimes import model_file_mb, read_exported_card
-from atrous.sources import classify
+from atrous.sources import RANDOM_WEIGHTS, classify
 
 __all__ = ["inspect_model", "describe_config"]
 
@@ -57,7 +57,7 @@ def inspect_model(
     info: dict[str, Any] = {"source": text}
     card = None
     if found.kind == "zoo":
-        card = default_card(text)
+        card = default_card(text).model_copy(update={"weights": RANDOM_WEIGHTS})
         config = card.model
         info["origin"] = "zoo (random weights)"
     elif found.kind == "checkpoint":

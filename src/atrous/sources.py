@@ -15,8 +15,9 @@ from typing import Literal
 
 from torch import nn
 
-from atrous.card import ModelCard
+from atrous.card import ModelCard, WeightsFacts
 from atrous.checkpoint import load_checkpoint
+from atrous.convert import pretrained_checkpoint
 from atrous.errors import ModelError
 from atrous.models.zoo import default_card, get_model, list_models
 from atrous.runtimes import (
@@ -32,6 +33,7 @@ from atrous.runtimes.contract import override_card
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "RANDOM_WEIGHTS",
     "Source",
     "classify",
     "load_engine",
@@ -68,14 +70,25 @@ def classify(source: str | Path) -> Source:
     return Source("exported", text, path)
 
 
-def load_source(source: str | Path, zoo_name: str | None = None) -> tuple[nn.Module, ModelCard]:
+RANDOM_WEIGHTS = WeightsFacts(origin="random")
+
+
+def load_source(
+    source: str | Path, zoo_name: str | None = None, weights: str | None = None
+) -> tuple[nn.Module, ModelCard]:
     """A PyTorch model (eval mode) and its card from a checkpoint or a zoo name (random
-    weights); ``zoo_name`` names the architecture of a plain state_dict checkpoint."""
+    weights, the card says so); ``zoo_name`` names the architecture of a plain state_dict
+    checkpoint; ``weights`` (a zoo name only) names published weights or a weights file."""
     text = str(source)
+    if weights is not None:
+        if Path(text).exists() or text not in list_models():
+            raise ModelError(f"{text}: --weights applies to a zoo name; see 'atrous zoo'")
+        return load_checkpoint(pretrained_checkpoint(text, weights))
     if Path(text).suffix in CHECKPOINT_SUFFIXES:
         return load_checkpoint(text, zoo_name=zoo_name)
     if not Path(text).exists() and text in list_models():
-        return get_model(text).eval(), default_card(text)
+        card = default_card(text).model_copy(update={"weights": RANDOM_WEIGHTS})
+        return get_model(text).eval(), card
     raise ModelError(f"{text}: expected a checkpoint (.pt) or a zoo name to export")
 
 
@@ -94,22 +107,26 @@ def load_engine(
     threads: int | None = None,
     zoo_name: str | None = None,
     contract: list[str] | None = None,
+    weights: str | None = None,
 ) -> tuple[Engine, ModelCard]:
     """Open a checkpoint (.pt), exported model (.onnx, .xml, .tflite) or zoo name on an engine.
 
     Returns the engine and the model card: from the file's metadata, else a ``.card.json``
     sidecar, else inferred from the file's signature (foreign models). ``contract`` holds
     ``key=value`` overrides of that card (e.g. ``output=probability``). ``engine='auto'`` picks
-    the fastest installed engine for the file, measured once and cached.
+    the fastest installed engine for the file, measured once and cached. ``weights``: published
+    weights (or a weights file) for a zoo name (see :func:`load_source`).
     """
     if engine not in ENGINES:
         raise ModelError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
     found = classify(model)
+    if weights is not None and found.kind != "zoo":
+        raise ModelError(f"{found.text}: --weights applies to a zoo name; see 'atrous zoo'")
     if found.kind == "exported":
         return load_exported(found.path, engine, threads, contract)
     if engine not in ("auto", "torch"):
         what = "a checkpoint" if found.kind == "checkpoint" else "a zoo name"
         raise ModelError(f"{found.text}: {what} runs on the torch engine; export it first")
-    net, card = load_source(found.text, zoo_name=zoo_name)
+    net, card = load_source(found.text, zoo_name=zoo_name, weights=weights)
     card = override_card(card, contract or [], found.text)
     return TorchEngine(net, threads, source=found.text), card

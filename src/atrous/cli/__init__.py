@@ -7,6 +7,7 @@ place.
 
 from atrous.cli import (  # noqa: F401  (each module registers its command)
     benchmark,
+    convert,
     data,
     demo,
     evaluate,

@@ -9,6 +9,9 @@
 - ``--size N`` or ``HxW``: a network input size; square-only verbs refuse H != W in one line.
 - ``--engine``: a runtime name (auto, torch, onnxruntime, openvino, litert); auto picks the
   fastest installed one for an exported file and torch for a checkpoint.
+- ``--weights NAME|FILE``: published weights (or a weights file) for a zoo name; resolved by
+  ``cli._model.with_weights`` to the cached atrous checkpoint, so the verb opens a checkpoint.
+- ``--contract key=value``: overrides of the model card (a foreign file's guessed contract).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
     "SizeOpt",
     "ThreadCountsOpt",
     "ThreadsOpt",
+    "WeightsOpt",
     "parse_ints",
     "parse_size",
     "resolve_threads",
@@ -134,6 +138,16 @@ SizeOpt = Annotated[
 ]
 EngineOpt = Annotated[str, typer.Option("--engine", help=ENGINES)]
 ContractOpt = Annotated[list[str] | None, typer.Option("--contract", help=CONTRACT_HELP)]
+WeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--weights",
+        metavar="NAME|FILE",
+        help="for a zoo name: published weights (see 'atrous zoo'; downloaded once, cached) "
+        "or a weights file [default: random weights]",
+        show_default=False,
+    ),
+]
 
 
 def thread_counts(text: str | None) -> list[int]:

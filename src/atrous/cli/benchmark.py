@@ -8,12 +8,16 @@ from pathlib import Path
 import typer
 from rich.progress import Progress
 
+from atrous.bench.latency import BenchTarget
 from atrous.bench.latency import benchmark as run_benchmark
 from atrous.cli._app import app
+from atrous.cli._model import open_segmenter, with_weights
 from atrous.cli._options import (
+    ContractOpt,
     JsonFlag,
     JsonOut,
     ThreadCountsOpt,
+    WeightsOpt,
     parse_size,
     square_side,
     thread_counts,
@@ -49,6 +53,19 @@ def _stream_benchmark(
     out.table(f"stream {source} ({repeats} interleaved pairs)", columns, rows)
 
 
+def _targets(models: list[str], engines: list[str], contract: list[str]) -> list[BenchTarget]:
+    """``--contract``: each model on each engine, opened with the overridden card."""
+
+    def opener(model: str, engine: str):
+        return lambda threads: open_segmenter(model, engine, threads, contract)
+
+    return [
+        BenchTarget(f"{Path(m).name}:{e}", opener(m, e), Path(m) if Path(m).is_file() else None)
+        for m in models
+        for e in engines
+    ]
+
+
 @app.command()
 def benchmark(
     models: list[str] = typer.Argument(..., help="checkpoints, exported models or zoo names"),
@@ -67,10 +84,14 @@ def benchmark(
     stream: str = typer.Option(
         None, help="a video file or stream URL: frames/s of the pipelined vs the sequential loop"
     ),
+    contract: ContractOpt = None,
+    weights: WeightsOpt = None,
 ) -> None:
     """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
     out = Output(as_json, json_out)
     size_list, thread_list = parse_sizes(sizes), thread_counts(threads)
+    engines = [e.strip() for e in engine.split(",") if e.strip()]
+    models = [with_weights(m, weights) for m in models]
     if stream is not None:
         return _stream_benchmark(out, models, stream, engine.split(",")[0], thread_list)
     with Progress(
@@ -78,13 +99,13 @@ def benchmark(
     ) as progress:
         task = progress.add_task("benchmarking", total=runs + warmup)
         result = run_benchmark(
-            models,
+            _targets(models, engines, contract) if contract else models,
             sizes=size_list,
             threads=thread_list,
             runs=runs,
             warmup=warmup,
             end_to_end=not network_only,
-            engine=[e.strip() for e in engine.split(",") if e.strip()],
+            engine=engines,
             progress=lambda done, total: progress.update(task, completed=done),
         )
     if csv_out:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from atrous.cli._app import app
-from atrous.cli._options import EngineOpt, JsonFlag, JsonOut, ThreadsOpt
+from atrous.cli._model import open_segmenter
+from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt, WeightsOpt
 from atrous.cli._output import Output
 from atrous.data import SegmentationDataset, open_dataset
 from atrous.data.check import check_kind
 from atrous.errors import InputError
 from atrous.evaluate import evaluate, parse_scales, plot_confusion, plot_formats
-from atrous.segmenter import Segmenter
 
 if TYPE_CHECKING:
     from atrous.card import ModelCard
@@ -64,13 +64,15 @@ def evaluate_command(
     engine: EngineOpt = "auto",
     threads: ThreadsOpt = None,
     plot: Path = typer.Option(None, help="save the confusion matrix plot here (.png/.svg/.pdf)"),
+    contract: ContractOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
 ) -> None:
     """Score a model on a dataset: mIoU, per-class IoU, accuracies, under a named protocol."""
     out = Output(as_json, json_out)
     _check_evaluate_options(kind, limit, plot)
-    segmenter = Segmenter.from_file(model, engine=engine, threads=threads)
+    segmenter = open_segmenter(model, engine, threads, contract, weights)
     dataset = _open_split(data, split, kind, segmenter.card)
     result = evaluate(
         segmenter,

@@ -8,7 +8,16 @@ import typer
 
 from atrous.cli._app import app
 from atrous.cli._common import card_if_synthetic, open_data
-from atrous.cli._options import JsonFlag, JsonOut, OutFile, SizeOpt, ThreadsOpt
+from atrous.cli._model import with_weights
+from atrous.cli._options import (
+    ContractOpt,
+    JsonFlag,
+    JsonOut,
+    OutFile,
+    SizeOpt,
+    ThreadsOpt,
+    WeightsOpt,
+)
 from atrous.cli._output import Output
 from atrous.errors import ConfigError
 from atrous.export import export_model
@@ -46,6 +55,8 @@ def export_command(
         None, help="int8: calibration data (dataset folder, experiment YAML, 'synthetic')"
     ),
     num: int = typer.Option(32, help="int8: calibration images (8 more are held out to check)"),
+    weights: WeightsOpt = None,
+    contract: ContractOpt = None,
 ) -> None:
     """Export a model; it is checked against PyTorch at two sizes and fails under 99.9%.
 
@@ -57,7 +68,11 @@ def export_command(
     its masks must agree with PyTorch's on 95% of held-out pixels.
     """
     output = Output(as_json, json_out)
+    out = out or _default_out(checkpoint, format, fast, precision, calib, label_stride)
+    checkpoint = with_weights(checkpoint, weights)
     if fast:
+        if contract:
+            raise ConfigError("--contract applies to a plain export, not --fast")
         _export_fast(output, checkpoint, out, label_stride, precision, calib, num, threads)
         return
     if calib and format != "tflite":
@@ -71,7 +86,7 @@ def export_command(
         result = export_model(
             checkpoint,
             format,
-            out or _default_out(checkpoint, format),
+            out,
             size=tuple(size) if size else None,
             opset=opset,
             with_argmax=with_argmax,
@@ -79,6 +94,7 @@ def export_command(
             precision=precision,
             calibration=items,
             num=num,
+            contract=contract or [],
         )
     _print_parity(output, result)
 
@@ -110,8 +126,21 @@ def _print_parity(output: Output, result) -> None:
     output.note(f"wrote {result.path} ({size_mb:.2f} MB, output: {result.card.output})")
 
 
-def _default_out(checkpoint: str, format: str) -> Path | None:
-    """Beside the checkpoint, named after it (None for an unknown format: the API refuses it)."""
+def _default_out(
+    checkpoint: str,
+    format: str,
+    fast: bool,
+    precision: str | None,
+    calib: str | None,
+    label_stride: int,
+) -> Path | None:
+    """Beside the checkpoint, named after it (None for an unknown format: the API refuses it);
+    decided before --weights turns a zoo name into a cached checkpoint."""
+    if fast:
+        precision = precision or ("int8" if calib else "fp32")
+        # the int8 graph is fastest on OpenVINO's CPU plugin (int8 depthwise kernels)
+        suffix = ".xml" if precision == "int8" and nncf_available() else ".onnx"
+        return beside_input(checkpoint, f"-fast-{precision}-s{label_stride}{suffix}")
     return beside_input(checkpoint, FORMATS[format]) if format in FORMATS else None
 
 
@@ -126,7 +155,7 @@ def _calibration_items(checkpoint: str, calib: str | None, num: int) -> list:
 def _export_fast(
     output: Output,
     checkpoint: str,
-    out: Path | None,
+    out: Path,
     label_stride: int,
     precision: str | None,
     calib: str | None,
@@ -136,9 +165,6 @@ def _export_fast(
     """``export --fast``: the fast graph, then its agreement with the float PyTorch path."""
     precision = precision or ("int8" if calib else "fp32")
     items = _calibration_items(checkpoint, calib, num)
-    # the int8 graph is fastest on OpenVINO's CPU plugin (int8 depthwise kernels)
-    suffix = ".xml" if precision == "int8" and nncf_available() else ".onnx"
-    out = out or beside_input(checkpoint, f"-fast-{precision}-s{label_stride}{suffix}")
     with output.console.status(f"exporting the fast {precision} graph"):
         result = export_fast(
             checkpoint,

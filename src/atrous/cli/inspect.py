@@ -5,8 +5,10 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
+from atrous.card import card_from_json
 from atrous.cli._app import app
-from atrous.cli._options import ContractOpt, JsonFlag, JsonOut, SizeOpt
+from atrous.cli._model import warn_card, with_weights
+from atrous.cli._options import ContractOpt, JsonFlag, JsonOut, SizeOpt, WeightsOpt
 from atrous.cli._output import Output
 from atrous.inspection import inspect_model
 
@@ -18,13 +20,16 @@ def inspect(
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     contract: ContractOpt = None,
+    weights: WeightsOpt = None,
 ) -> None:
     """Show a model's architecture, output stride, head, decoder, costs per stage and card.
 
     The multiply-adds are counted at --size (default 513x513; a .tflite: its own size).
     """
     out = Output(as_json, json_out)
-    info = inspect_model(model, tuple(size) if size else None, contract)
+    info = inspect_model(with_weights(model, weights), tuple(size) if size else None, contract)
+    if "card" in info:
+        warn_card(card_from_json(info["card"], model), model)
     out.json(info)
     out.print(f"[bold]{escape(str(info['source']))}[/bold]  ({info['origin']})")
     for key, value in info.get("architecture", {}).items():

@@ -10,7 +10,8 @@ from rich.progress import Progress
 
 from atrous.batch import segment_dataset
 from atrous.cli._app import app
-from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt
+from atrous.cli._model import open_segmenter, with_weights
+from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt, WeightsOpt
 from atrous.cli._output import Output
 from atrous.data.io import read_image
 from atrous.errors import InputError
@@ -22,7 +23,6 @@ from atrous.outputs import (
     write_prediction,
 )
 from atrous.segmenter import Segmenter
-from atrous.sources import load_engine
 from atrous.video import is_video_source, segment_video
 
 __all__ = ["IMAGE_SUFFIXES", "expand_inputs", "output_stems", "predict"]
@@ -99,6 +99,7 @@ def predict(
         False, "--refine", help="snap boundaries to image edges (guided filter; slower)"
     ),
     contract: ContractOpt = None,
+    weights: WeightsOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     frame_masks: bool = typer.Option(False, help="videos: also write <name>_masks/NNNNNN.png"),
@@ -117,18 +118,19 @@ def predict(
     if ray is not None:
         local = [item for item in inputs if Path(item).exists()]  # URLs are Ray's to read
         check_output_folder(out, expand_inputs(local) if local else [])
+        source = with_weights(model, weights)
         return _predict_on_ray(
-            output, model, inputs, out, ray, engine, threads, actors, overlay, alpha
+            output, source, inputs, out, ray, engine, threads, actors, overlay, alpha
         )
     if any(is_video_source(item) for item in inputs):
         check_output_folder(out, [])
-        segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
+        segmenter = open_segmenter(model, engine, threads, contract, weights)
         return _predict_videos(
             output, segmenter, inputs, out, overlay, frame_masks, alpha, max_frames
         )
     files = expand_inputs(inputs)
     check_output_folder(out, files)  # before any model is loaded
-    segmenter = Segmenter(*load_engine(model, engine, threads, contract=contract))
+    segmenter = open_segmenter(model, engine, threads, contract, weights)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a parent is a file, no permission

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from atrous.cli._app import app
-from atrous.cli._options import EngineOpt, ThreadsOpt
+from atrous.cli._model import open_segmenter
+from atrous.cli._options import ContractOpt, EngineOpt, ThreadsOpt, WeightsOpt
 from atrous.cli._output import console
 from atrous.errors import ConfigError
 
@@ -17,6 +18,8 @@ def serve(
     port: int = typer.Option(8000, help="port to listen on"),
     engine: EngineOpt = "auto",
     threads: ThreadsOpt = None,
+    contract: ContractOpt = None,
+    weights: WeightsOpt = None,
     max_bytes: int = typer.Option(None, help="largest upload in bytes, else 413 [20 MB]"),
     max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [16 M]"),
     queue: int = typer.Option(None, help="requests in flight before 503 [16]"),
@@ -47,8 +50,7 @@ def serve(
     except ValueError as exc:
         raise ConfigError(f"serve: {exc}") from None
     hosts = allowed_hosts_for(host, allowed_hosts.split(",") if allowed_hosts else None)
-    application = create_app(
-        model, engine=engine, threads=threads, limits=limits, allowed_hosts=hosts
-    )
+    segmenter = open_segmenter(model, engine, threads, contract, weights)
+    application = create_app(segmenter, limits=limits, allowed_hosts=hosts)
     console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

@@ -16,7 +16,17 @@ HEADERS = {
     "gmacs": "GMACs",
     "published_gmacs": "published GMACs",
     "published_miou": "published mIoU",
+    "weights": "weights (mIoU)",
 }
+
+
+def weights_cell(name: str) -> str:
+    """The entry's published weights: ``NAME mIoU`` each, '-' for none (random weights)."""
+    cells = [
+        f"{w.name} {w.published['miou']:g}" if "miou" in w.published else w.name
+        for w in get_entry(name).weights
+    ]
+    return ", ".join(cells) or "-"
 
 
 def zoo_rows(pattern: str, measure: bool) -> list[dict]:
@@ -38,6 +48,7 @@ def zoo_rows(pattern: str, measure: bool) -> list[dict]:
         row.update(
             published_gmacs=entry.published.get("gmacs", "-"),
             published_miou=entry.published.get("miou", "-"),
+            weights=weights_cell(name),
             source=entry.source,
         )
         rows.append(row)
@@ -51,7 +62,8 @@ def zoo(
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
 ) -> None:
-    """List the zoo: configurations, measured costs and published figures."""
+    """List the zoo: configurations, measured costs, published figures and published weights
+    (``--weights NAME`` on predict, evaluate, export, ...; '-': random weights only)."""
     out = Output(as_json, json_out)
     rows = zoo_rows(pattern, measure)
     out.json(rows)

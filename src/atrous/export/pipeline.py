@@ -18,6 +18,7 @@ from atrous.export.parity import ParityReport, check_parity, held_out_agreement,
 from atrous.export.tflite import export_tflite
 from atrous.preprocess import Pipeline, image_of
 from atrous.runtimes import Engine, TorchEngine
+from atrous.runtimes.contract import override_card
 from atrous.sources import load_engine, load_source
 
 __all__ = [
@@ -97,6 +98,7 @@ def export_model(
     precision: str = "fp32",
     calibration: Sequence[Any] = (),
     num: int = 32,
+    contract: Sequence[str] = (),
 ) -> ExportResult:
     """Export a checkpoint or zoo model to ``format``, then check parity against PyTorch.
 
@@ -115,6 +117,7 @@ def export_model(
         precision: 'int8' for a full-integer .tflite (other formats: ``atrous.quantize``).
         calibration: int8: dataset samples or RGB images; the first ``num`` calibrate, the
             next 8 are held out for the check (masks against PyTorch's, >= 95% agreement).
+        contract: ``key=value`` overrides of the card the exported file carries.
 
     Raises:
         ModelError: the export failed or disagrees with PyTorch (under 99.9% argmax agreement).
@@ -122,6 +125,7 @@ def export_model(
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
     model, card = load_source(checkpoint_or_name)
+    card = override_card(card, list(contract), str(checkpoint_or_name))
     lints = lint_model(model, format)
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
     stem = Path(str(checkpoint_or_name)).stem

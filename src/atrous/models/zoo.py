@@ -24,6 +24,7 @@ from atrous.config import (
 from atrous.errors import ConfigError, ModelError
 from atrous.models.deeplab import DeepLab
 from atrous.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
+from atrous.weights import Weights, fetch, read_state_dict
 
 __all__ = [
     "ZooEntry",
@@ -31,6 +32,7 @@ __all__ = [
     "list_models",
     "get_entry",
     "get_model",
+    "get_weights",
     "default_card",
     "check_model_section",
     "resolve_experiment",
@@ -56,6 +58,7 @@ class ZooEntry:
     macs: int
     published: dict[str, float | str] = field(default_factory=dict)
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    weights: tuple[Weights, ...] = ()  # published weights, by name (atrous.weights)
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
@@ -82,14 +85,41 @@ def get_entry(name: str) -> ZooEntry:
         raise ModelError(f"unknown model '{name}'; known: {', '.join(list_models())}") from None
 
 
-def get_model(name: str, **overrides: object) -> DeepLab:
-    """Build a zoo model with random weights; keyword overrides replace config fields.
+def get_weights(name: str, weights: str) -> Weights:
+    """The published weights called ``weights`` of zoo entry ``name``; one-line ModelError
+    naming the ones it has otherwise."""
+    entry = get_entry(name)
+    for record in entry.weights:
+        if record.name == weights:
+            return record
+    known = ", ".join(w.name for w in entry.weights) or "none published"
+    raise ModelError(f"{name}: no weights named '{weights}' (known: {known})")
+
+
+def get_model(name: str, *, weights: str | None = None, **overrides: object) -> DeepLab:
+    """Build a zoo model; random weights unless ``weights`` names published ones (downloaded
+    once and cached, see :mod:`atrous.weights`); keyword overrides replace config fields.
 
     Example: ``get_model("deeplabv3_mnv2_dm05_os16", num_classes=5, output_stride=8)``.
+    Weights in a foreign layout load through ``atrous.sources.load_source`` instead.
     """
     entry = get_entry(name)
     config = entry.config.model_copy(update=overrides) if overrides else entry.config
-    return DeepLab(ModelConfig.model_validate(config.model_dump()))
+    model = DeepLab(ModelConfig.model_validate(config.model_dump()))
+    if weights is not None:
+        record = get_weights(name, weights)
+        if record.layout != "atrous":
+            raise ModelError(
+                f"{name}: weights '{weights}' are in {record.layout}'s layout; load them with "
+                f"atrous.sources.load_source({name!r}, weights={weights!r}) (converted once)"
+            )
+        path = fetch(record)
+        try:
+            model.load_state_dict(read_state_dict(path))
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1:2] or [str(exc)]
+            raise ModelError(f"{path}: weights do not fit {name}: {first[0].strip()}") from None
+    return model
 
 
 def default_card(name: str, **overrides: object) -> ModelCard:

@@ -3,9 +3,11 @@
 A published DeepLab .tflite or a person-segmentation model carries no atrous card. Its tensors
 still say most of it: layout (where the 3 colour channels are), input dtype (uint8 means raw
 pixels), a fixed size, the number of classes, and a single-channel output meaning a foreground
-probability. What the signature cannot say (normalisation of float inputs, class names) takes a
-documented default and can be overridden with ``key=value`` pairs, e.g.
-``preprocessing.mean=[0,0,0]`` or ``output=logits``.
+probability. The normalisation of a float input is read from the file's metadata where it says
+(TFLite metadata NormalizationOptions, ONNX ``metadata_props`` mean/std); otherwise it is a
+guess, [-1, 1], recorded in the card's ``assumed`` section so every verb can say so. Anything
+can be overridden with ``key=value`` pairs, e.g. ``preprocessing.mean=[0,0,0]`` or
+``output=logits``, or a sidecar card ``<model file>.card.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from atrous.card import ModelCard, Provenance, card_from_json
 from atrous.config import Preprocessing, apply_overrides
 from atrous.data.palettes import VOC_CLASSES, voc_palette
 from atrous.errors import ModelError
+from atrous.runtimes.file_metadata import metadata_normalisation
 
 __all__ = [
     "Signature",
@@ -30,12 +33,15 @@ __all__ = [
     "FLOAT_INPUT_RANGE",
     "SIDECAR_SUFFIX",
     "sidecar_card",
+    "NORMALISATION",
 ]
 
 # Float inputs of foreign models default to [-1, 1] (x / 127.5 - 1), the TensorFlow DeepLab and
 # MobileNet convention; override preprocessing.mean/std for models trained otherwise.
 FLOAT_INPUT_RANGE = (-1.0, 1.0)
 SIDECAR_SUFFIX = ".card.json"
+NORMALISATION = "normalisation"  # the key of a guessed normalisation in ModelCard.assumed
+_NORMALISATION_KEYS = ("preprocessing", "preprocessing.mean", "preprocessing.std")
 
 
 @dataclass(frozen=True)
@@ -64,15 +70,7 @@ def infer_card(signature: Signature, source: str) -> ModelCard:
     shape = signature.input_shape
     layout = _layout(shape, source)
     h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
-    if signature.input_quantization is not None:
-        # the model sees (q - zero) * scale for pixel q: exactly the normalisation it was trained on
-        scale, zero = signature.input_quantization
-        mean, std = (zero / 255.0,) * 3, (1 / (255.0 * scale),) * 3
-    elif np.issubdtype(signature.input_dtype, np.integer):
-        mean, std = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)  # feed raw pixel values
-    else:
-        lo, hi = FLOAT_INPUT_RANGE  # x / 255 * (hi - lo) + lo == (x / 255 - mean) / std
-        mean, std = (-lo / (hi - lo),) * 3, (1 / (hi - lo),) * 3
+    mean, std, assumed = _normalisation(signature, source)
     if h is not None and w is not None:
         if h != w:
             raise ModelError(
@@ -93,7 +91,31 @@ def infer_card(signature: Signature, source: str) -> ModelCard:
         preprocessing=pre,
         output=output,
         provenance=Provenance(source=source, notes={"contract": "inferred from the signature"}),
+        assumed=assumed,
     )
+
+
+Triple = tuple[float, float, float]
+
+
+def _normalisation(signature: Signature, source: str) -> tuple[Triple, Triple, dict[str, str]]:
+    """Mean and std of the input, and what was guessed: exact for quantized and integer inputs,
+    read from the file's metadata for float ones when it says, else the [-1, 1] guess."""
+    if signature.input_quantization is not None:
+        # the model sees (q - zero) * scale for pixel q: exactly the normalisation it was trained on
+        scale, zero = signature.input_quantization
+        return (zero / 255.0,) * 3, (1 / (255.0 * scale),) * 3, {}
+    if np.issubdtype(signature.input_dtype, np.integer):
+        return (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), {}  # feed raw pixel values
+    found = metadata_normalisation(Path(source))
+    if found is not None:
+        return found[0], found[1], {}
+    lo, hi = FLOAT_INPUT_RANGE  # x / 255 * (hi - lo) + lo == (x / 255 - mean) / std
+    why = (
+        f"float input assumed in [{lo:g}, {hi:g}] (x / 127.5 - 1, the TensorFlow convention); "
+        "the file's metadata does not say"
+    )
+    return (-lo / (hi - lo),) * 3, (1 / (hi - lo),) * 3, {NORMALISATION: why}
 
 
 def _output_kind(signature: Signature, layout: str, source: str) -> tuple[str, list[str]]:
@@ -142,8 +164,11 @@ def override_card(card: ModelCard, overrides: list[str], source: str) -> ModelCa
     if not overrides:
         return card
     data = apply_overrides(card.model_dump(mode="json"), list(overrides))
-    if "classes" in {o.split("=", 1)[0].strip() for o in overrides}:
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    if "classes" in keys:
         data["palette"] = voc_palette(len(data["classes"]))
+    if keys & set(_NORMALISATION_KEYS):  # the user said it: no longer a guess
+        data["assumed"] = {k: v for k, v in data.get("assumed", {}).items() if k != NORMALISATION}
     return card_from_json(data, f"{source} (with overrides {', '.join(overrides)})")
 
 
