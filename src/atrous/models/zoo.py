@@ -24,7 +24,7 @@ from atrous.config import (
 from atrous.errors import ConfigError, ModelError
 from atrous.models.deeplab import DeepLab
 from atrous.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
-from atrous.weights import Weights, fetch, read_state_dict
+from atrous.weights import TORCHVISION_WEIGHTS, Weights, fetch, read_state_dict
 
 __all__ = [
     "ZooEntry",
@@ -313,6 +313,7 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source=f"{_TV} deeplabv3_resnet50",
+        weights=(TORCHVISION_WEIGHTS["deeplabv3_resnet50"],),
         params=42_004_074,
         macs=168_731_205_888,
         published={"miou": 66.4, "pixel_acc": 92.4, "gflops": 178.72, "protocol": _TV_PROTOCOL},
@@ -326,6 +327,7 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source=f"{_TV} deeplabv3_resnet101",
+        weights=(TORCHVISION_WEIGHTS["deeplabv3_resnet101"],),
         params=60_996_202,
         macs=248_752_300_288,
         published={"miou": 67.4, "pixel_acc": 92.4, "gflops": 258.74, "protocol": _TV_PROTOCOL},
@@ -339,6 +341,7 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source=f"{_TV} deeplabv3_mobilenet_v3_large",
+        weights=(TORCHVISION_WEIGHTS["deeplabv3_mobilenet_v3_large"],),
         params=11_029_328,
         macs=10_436_350_688,
         published={"miou": 60.3, "pixel_acc": 91.2, "gflops": 10.45, "protocol": _TV_PROTOCOL},
@@ -352,6 +355,7 @@ register(
         input_size=(520, 520),
         dataset="voc",
         source=f"{_TV} lraspp_mobilenet_v3_large",
+        weights=(TORCHVISION_WEIGHTS["lraspp_mobilenet_v3_large"],),
         params=3_221_538,
         macs=2_086_219_688,
         published={"miou": 57.9, "pixel_acc": 91.2, "gflops": 2.09, "protocol": _TV_PROTOCOL},
