@@ -11,6 +11,7 @@ from torch import nn
 
 from atrous.card import ModelCard
 from atrous.errors import ConfigError
+from atrous.export._staging import publish, staged_path
 from atrous.export.lint import LintWarning, lint_model
 from atrous.export.onnx import export_onnx
 from atrous.export.openvino import export_openvino
@@ -100,6 +101,9 @@ def export_model(
 ) -> ExportResult:
     """Export a checkpoint or zoo model to ``format``, then check parity against PyTorch.
 
+    The file is written and checked beside ``out`` and replaces it only once verified: a
+    failed check or an interruption leaves an existing file as it was.
+
     Lints for the format (dilated convolutions in TFLite, resize conventions) come back in
     ``ExportResult.lints``; they warn, they do not stop the export.
 
@@ -132,12 +136,12 @@ def export_model(
         )
     if path.suffix != FORMATS[format]:
         raise ConfigError(f"{path}: a {format} export is written to a '{FORMATS[format]}' file")
-    try:
+    with staged_path(path) as staged:
         report, out_card = _export_and_check(
             model,
             card,
             format,
-            path,
+            staged,
             size,
             opset,
             argmax,
@@ -148,11 +152,7 @@ def export_model(
             num,
         )
         report.raise_if_failed(str(path))
-    except BaseException:  # a failed or interrupted export leaves no file behind
-        path.unlink(missing_ok=True)
-        if format == "openvino":
-            path.with_suffix(".bin").unlink(missing_ok=True)
-        raise
+        publish(staged, path)
     return ExportResult(path, out_card, report, lints)
 
 
