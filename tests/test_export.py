@@ -44,7 +44,7 @@ def tiny_onnx(tiny, tmp_path_factory):
 
 def test_onnx_round_trip_matches_torch_at_two_sizes(tiny, tiny_onnx):
     _, model, card = tiny
-    assert [r.size for r in tiny_onnx.parity.rows] == SIZES
+    assert [r.size for r in tiny_onnx.parity.rows if r.scope == "network"] == SIZES
     assert all(r.classes_seen >= 3 for r in tiny_onnx.parity.rows)  # a check that can fail
     assert tiny_onnx.parity.ok
     engine, loaded = load_engine(tiny_onnx.path, "onnxruntime", threads=2)
