@@ -190,7 +190,7 @@ def test_tflite_export_matches_pytorch(tiny, tmp_path, side, argmax):
     assert [r.size for r in result.parity.rows if r.scope == "network"] == [(side, side)] * 2
     assert result.parity.ok and min(r.classes_seen for r in result.parity.rows) >= 2
     if not argmax:
-        assert max(r.max_abs_diff for r in result.parity.rows) < 1e-3
+        assert max(r.max_abs_diff for r in result.parity.rows if r.scope == "network") < 1e-3
     engine, loaded = load_engine(result.path, threads=2)
     pre = loaded.preprocessing
     assert (pre.layout, pre.resize, pre.size) == ("NHWC", "fixed", side)

@@ -45,7 +45,8 @@ class Variant:
 
 @dataclass
 class ComparisonRow:
-    """One line of the table (mIoU in points, latency in ms, size in MB)."""
+    """One line of the table (mIoU a fraction 0-1 as ``evaluate`` gives it, latency in ms,
+    size in MB)."""
 
     variant: str
     size_mb: float
@@ -59,7 +60,7 @@ class ComparisonRow:
             self.variant,
             round(self.size_mb, 2),
             "-" if self.gmacs is None else round(self.gmacs, 3),
-            "-" if self.miou is None else round(self.miou, 2),
+            "-" if self.miou is None else round(self.miou, 4),
             "-" if self.latency_ms is None else round(self.latency_ms, 1),
         ]
 
@@ -77,13 +78,21 @@ def network_latency_ms(
 
 
 def miou_scorer(
-    dataset: Any, *, engine: str = "onnxruntime", threads: int = 2, limit: int | None = None
+    dataset: Any,
+    *,
+    engine: str = "onnxruntime",
+    threads: int = 2,
+    limit: int | None = None,
+    points: bool = False,
 ) -> Callable[[Path], float]:
-    """A Scorer: mean IoU in points of a model file on ``dataset`` (the one evaluator)."""
+    """A Scorer: mean IoU of a model file on ``dataset`` (the one evaluator), a fraction 0-1
+    as everywhere atrous prints it; ``points`` gives percentage points (the unit of the
+    mixed-precision budget, ``--max-drop``)."""
 
     def score(path: Path) -> float:
         segmenter = Segmenter.from_file(path, engine, threads)
-        return 100.0 * evaluate(segmenter, dataset, limit=limit, progress=False).miou
+        miou = evaluate(segmenter, dataset, limit=limit, progress=False).miou
+        return round(float(miou), 4) if not points else 100.0 * float(miou)
 
     return score
 

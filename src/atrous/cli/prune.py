@@ -9,7 +9,7 @@ import typer
 
 from atrous.bench.compare import Variant, compare
 from atrous.cli._app import app
-from atrous.cli._common import open_data, print_comparison
+from atrous.cli._common import COMPARE_LIMIT, model_side, open_data, print_comparison
 from atrous.cli._options import (
     JsonFlag,
     JsonOut,
@@ -36,7 +36,7 @@ def prune_command(
     out: OutFile = None,
     data: str = typer.Option(None, help="data for fine-tuning and the table (folder/YAML)"),
     finetune_steps: int = typer.Option(0, help="fine-tuning steps after pruning"),
-    limit: int = typer.Option(50, help="held-out images for the table"),
+    limit: int = typer.Option(COMPARE_LIMIT, help="held-out images for the table"),
     size: SizeOpt = None,
     threads: ThreadsOpt = None,
     runs: int = typer.Option(20, help="timed runs per variant"),
@@ -46,10 +46,10 @@ def prune_command(
     """Structured channel pruning to a multiply-add ratio; exports the smaller network to ONNX.
 
     The pruned ONNX goes beside the model (MODEL.pruned.onnx) unless -o says otherwise;
-    --size (square, default 513) sets latency and multiply-adds.
+    --size (square, default: the model's input size) sets latency and multiply-adds.
     """
     output = Output(as_json, json_out)
-    side = square_side(size, "prune") or 513
+    side = model_side(model, square_side(size, "prune"))
     engine, card = load_engine(model, "torch")
     net = engine.model  # type: ignore[attr-defined]
     result = prune(net, ratio, method=method, input_size=(side, side))  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from atrous.cli._app import app
-from atrous.cli._common import macs_of, print_comparison
+from atrous.cli._common import COMPARE_LIMIT, macs_of, model_side, print_comparison
 from atrous.cli._output import Output, console
 from atrous.config import ExperimentConfig
 from atrous.data import build_dataset
@@ -29,20 +29,28 @@ def _config_path(config: str) -> Path:
 def qat_command(
     experiment: ExperimentConfig, checkpoint: Path | None, out: Path, steps: int | None
 ) -> None:
-    """``atrous train --qat --from CHECKPOINT``: QAT, int8 export, then the comparison table."""
+    """``atrous train --qat --from CHECKPOINT``: QAT, int8 export, then the comparison table.
+
+    The table measures as ``atrous quantize`` does (the model's input size, the first
+    ``COMPARE_LIMIT`` validation images, the one evaluator), with the float model QAT started
+    from as its first row, so both commands give that model the same numbers."""
     from atrous.bench.compare import Variant, compare
+    from atrous.export.cache import cached_export
     from atrous.quantize.qat import qat_train
 
     if checkpoint is None:
         raise InputError("--qat needs --from CHECKPOINT (the trained float model)")
     float_path, int8_path = qat_train(experiment, checkpoint, out, steps=steps)
-    size = experiment.model.input_size or experiment.data.crop_size
+    size = model_side(str(checkpoint))
     macs = macs_of(str(checkpoint), (size, size))
+    variants = [Variant("float", cached_export(checkpoint, "onnx"), macs)]
+    variants += [Variant("QAT float", float_path, macs), Variant("QAT int8", int8_path, macs)]
     rows = compare(
-        [Variant("QAT float", float_path, macs), Variant("QAT int8", int8_path, macs)],
+        variants,
         build_dataset(experiment.data, "val"),
         size=(size, size),
         threads=2,
+        limit=COMPARE_LIMIT,
     )
     output = Output()
     print_comparison(output, rows)
