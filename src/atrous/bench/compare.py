@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from atrous.bench.isolate import run_isolated
 from atrous.errors import InputError
 from atrous.evaluate import evaluate
 from atrous.runtimes import model_file_mb
@@ -53,6 +54,7 @@ class ComparisonRow:
     gmacs: float | None
     miou: float | None
     latency_ms: float | None
+    note: str | None = None  # why a value is missing (a runtime that crashed timing it)
 
     def cells(self) -> list[Any]:
         """Values in COLUMNS order, '-' for what was not measured."""
@@ -116,12 +118,22 @@ def compare(
     for v in variants:
         miou = score(v.path) if score else None
         ms = None
-        if latency:
-            eng, card = load_engine(v.path, engine, threads)
-            ms = network_latency_ms(eng, size, runs, layout=card.preprocessing.layout)
+        note = None
+        if latency and engine == "openvino":  # native crashes seen there: time it in a child
+            ms, note = run_isolated(_latency_of_file, v.path, engine, threads, size, runs)
+        elif latency:
+            ms = _latency_of_file(v.path, engine, threads, size, runs)
         gmacs = None if v.macs is None else v.macs / 1e9
-        rows.append(ComparisonRow(v.name, model_file_mb(v.path), gmacs, miou, ms))
+        rows.append(ComparisonRow(v.name, model_file_mb(v.path), gmacs, miou, ms, note))
     return rows
+
+
+def _latency_of_file(
+    path: Path, engine: str, threads: int, size: tuple[int, int], runs: int
+) -> float:
+    """Network latency (ms) of the model file on ``engine`` at ``size``."""
+    eng, card = load_engine(path, engine, threads)
+    return network_latency_ms(eng, size, runs, layout=card.preprocessing.layout)
 
 
 def markdown_table(rows: list[ComparisonRow]) -> str:

@@ -63,3 +63,6 @@ def print_comparison(out: Output, rows: list[ComparisonRow], extra: dict | None 
 
     out.json({"variants": [r.to_dict() for r in rows], **(extra or {})})
     out.table("compression: side by side", COLUMNS, [r.cells() for r in rows])
+    for row in rows:
+        if row.note:
+            out.note(f"[yellow]warning:[/yellow] {row.variant}: latency: {row.note}")
