@@ -13,7 +13,6 @@ import io
 import json
 import platform
 import resource
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from atrous._atomic import atomic_write_text
+from atrous._atomic import atomic_write_text, scratch_directory
 from atrous.bench.precision import model_precision
 from atrous.card import ModelCard
 from atrous.errors import AtrousError, InputError
@@ -333,7 +332,7 @@ def benchmark(
     engines = [engine] if isinstance(engine, str) else list(engine)
     targets = [as_target(item, e) for item in models_or_engines for e in engines]
     modes = MODES if end_to_end else ("network",)
-    tmp = tempfile.TemporaryDirectory(prefix="atrous-bench-")
+    tmp = scratch_directory("bench")
     configs: list[_Config] = []
     try:
         for target in targets:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from atrous._atomic import atomic_write_text
+from atrous._atomic import atomic_write_text, scratch_directory
 from atrous.bench.latency import benchmark, with_input_size
 from atrous.errors import InputError
 from atrous.evaluate import evaluate
@@ -337,7 +336,7 @@ def optimize(
         if cache:
             work_dir = Path(cache).with_suffix(".models")
         else:
-            tmp = tempfile.TemporaryDirectory(prefix="atrous-opt-")
+            tmp = scratch_directory("opt")
             work_dir = tmp.name
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)

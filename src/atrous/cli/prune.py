@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import typer
 
+from atrous._atomic import scratch_directory
 from atrous.bench.compare import Variant, compare
 from atrous.cli._app import app
 from atrous.cli._common import COMPARE_LIMIT, model_side, open_data, print_comparison
@@ -62,7 +62,7 @@ def prune_command(
         finetune(result.model, batches, steps=finetune_steps, lr=1e-3)
     out = out or beside_input(model, ".pruned.onnx")
     export_onnx(result.model, card, out)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_directory("prune") as tmp:
         base = export_onnx(net, card, Path(tmp) / "float.onnx")
         rows = compare(
             [

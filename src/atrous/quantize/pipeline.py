@@ -7,7 +7,6 @@ files are quantized as they are (ONNX Runtime folds BN in its own pre-pass).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from atrous._atomic import scratch_directory
 from atrous.card import ModelCard
 from atrous.errors import InputError
 from atrous.export.onnx import export_onnx
@@ -172,7 +172,7 @@ def quantize_model(
         "calibration": method,
         "engine": engine,
     }
-    with tempfile.TemporaryDirectory(prefix="atrous-quant-") as tmp:
+    with scratch_directory("quant") as tmp:
         src = Path(str(model))
         float_path = src
         if src.suffix != ".onnx":
