@@ -67,7 +67,7 @@ def export_command(
         )
     precision = precision or ("int8" if calib and format == "tflite" else "fp32")
     items = _calibration_items(checkpoint, calib, num) if precision == "int8" else []
-    with output.console.status(f"exporting {format} ({precision})"):
+    with output.working(f"exporting {format} ({precision})") as progress:
         result = export_model(
             checkpoint,
             format,
@@ -79,6 +79,7 @@ def export_command(
             precision=precision,
             calibration=items,
             num=num,
+            progress=progress,
         )
     _print_parity(output, result)
 
@@ -149,7 +150,7 @@ def _export_fast(
     # the int8 graph is fastest on OpenVINO's CPU plugin (int8 depthwise kernels)
     suffix = ".xml" if precision == "int8" and nncf_available() else ".onnx"
     out = out or beside_input(checkpoint, f"-fast-{precision}-s{label_stride}{suffix}")
-    with output.console.status(f"exporting the fast {precision} graph"):
+    with output.working(f"exporting the fast {precision} graph (export, calibrate, check)"):
         result = export_fast(
             checkpoint,
             out,

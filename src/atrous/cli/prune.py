@@ -52,18 +52,22 @@ def prune_command(
     side = model_side(model, square_side(size, "prune"))
     engine, card = load_engine(model, "torch")
     net = engine.model  # type: ignore[attr-defined]
-    result = prune(net, ratio, method=method, input_size=(side, side))  # type: ignore[arg-type]
-    held = open_data(data, "val", card) if data else None
-    if finetune_steps:
-        if held is None:
-            raise InputError("--finetune-steps needs --data")
-        crop = card.preprocessing.size or 257
-        batches = dataset_batches(open_data(data, "train", card), card, crop=crop)
-        finetune(result.model, batches, steps=finetune_steps, lr=1e-3)
-    out = out or beside_input(model, ".pruned.onnx")
-    export_onnx(result.model, card, out)
+    with output.working(f"pruning to {ratio:.0%} of the multiply-adds") as progress:
+        result = prune(net, ratio, method=method, input_size=(side, side))  # type: ignore[arg-type]
+        held = open_data(data, "val", card) if data else None
+        if finetune_steps:
+            if held is None:
+                raise InputError("--finetune-steps needs --data")
+            progress(f"fine-tuning {finetune_steps} steps")
+            crop = card.preprocessing.size or 257
+            batches = dataset_batches(open_data(data, "train", card), card, crop=crop)
+            finetune(result.model, batches, steps=finetune_steps, lr=1e-3)
+        progress("exporting the pruned and float models")
+        out = out or beside_input(model, ".pruned.onnx")
+        export_onnx(result.model, card, out)
     with scratch_directory("prune") as tmp:
         base = export_onnx(net, card, Path(tmp) / "float.onnx")
+        output.progress("scoring and timing both models")
         rows = compare(
             [
                 Variant("float", base, result.macs[0]),

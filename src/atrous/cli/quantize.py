@@ -120,14 +120,16 @@ def _quantize_graph(
     card = card_if_synthetic(model, calib, eval_data)
     calib_set = open_data(calib, "train", card)
     held = open_data(eval_data or calib, "val", card)
-    result = quantize_model(
-        model,
-        calib_set,
-        out,
-        score=lambda float_path: miou_scorer(held, threads=threads, limit=limit, points=True),
-        keep_float=out.with_name(f"{out.stem}.float.onnx"),
-        **settings,
-    )
+    with output.working("quantizing") as progress:
+        result = quantize_model(
+            model,
+            calib_set,
+            out,
+            score=lambda float_path: miou_scorer(held, threads=threads, limit=limit, points=True),
+            keep_float=out.with_name(f"{out.stem}.float.onnx"),
+            progress=progress,
+            **settings,
+        )
     if result.mixed is not None:
         output.table(
             "int8 sensitivity (score with only this group in float)",
@@ -139,6 +141,7 @@ def _quantize_graph(
         )
         output.print(f"kept in float: {', '.join(result.mixed.float_groups) or 'nothing'}")
     macs = macs_of(model, (side, side))
+    output.progress("scoring and timing the float and int8 models")
     label = f"int8 {settings['granularity']}" + (" mixed" if settings["mixed"] else "")
     rows = compare(
         [Variant("float", result.float_path, macs), Variant(label, out, macs)],
@@ -177,12 +180,14 @@ def _quantize_litert(
     calib_set = open_data(calib, "train", card)
     held = open_data(eval_data or calib, "val", card)
     items = [calib_set[i] for i in range(min(num, len(calib_set)))]
-    with output.console.status("writing the float and int8 .tflite files"):
+    with output.working("writing the float .tflite file") as progress:
         export_tflite(net, card_of_model, float_path, size=(side, side))
+        progress("calibrating and writing the int8 .tflite file")
         export_tflite(
             net, card_of_model, out, size=(side, side), precision="int8", calibration=items
         )
     macs = measure_cost(net, (side, side)).macs  # the model is loaded already
+    output.progress("scoring and timing both files")
     rows = compare(
         [
             Variant("float (.tflite)", float_path, macs),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -40,7 +42,12 @@ def qat_command(
 
     if checkpoint is None:
         raise InputError("--qat needs --from CHECKPOINT (the trained float model)")
-    float_path, int8_path = qat_train(experiment, checkpoint, out, steps=steps)
+    output = Output()
+    with output.working("QAT fine-tuning") as progress:
+        float_path, int8_path = qat_train(
+            experiment, checkpoint, out, steps=steps, progress=every_two_seconds(progress)
+        )
+        progress("scoring and timing the float, QAT float and QAT int8 models")
     size = model_side(str(checkpoint))
     macs = macs_of(str(checkpoint), (size, size))
     variants = [Variant("float", cached_export(checkpoint, "onnx"), macs)]
@@ -52,9 +59,20 @@ def qat_command(
         threads=2,
         limit=COMPARE_LIMIT,
     )
-    output = Output()
     print_comparison(output, rows)
     output.note(f"wrote {int8_path}")
+
+
+def every_two_seconds(progress: Callable[[str], None]) -> Callable[[int, float], None]:
+    """A per-step callback (step, loss) that reports at most one line every two seconds."""
+    last = [time.monotonic()]
+
+    def on_step(step: int, loss: float) -> None:
+        if time.monotonic() - last[0] >= 2.0:
+            last[0] = time.monotonic()
+            progress(f"QAT step {step + 1}, loss {loss:.4f}")
+
+    return on_step
 
 
 @app.command("train")

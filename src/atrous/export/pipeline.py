@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,7 @@ def export_model(
     precision: str = "fp32",
     calibration: Sequence[Any] = (),
     num: int = 32,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export a checkpoint or zoo model to ``format``, then check parity against PyTorch.
 
@@ -155,6 +156,7 @@ def export_model(
         precision: 'int8' for a full-integer .tflite (other formats: ``atrous.quantize``).
         calibration: int8: dataset samples or RGB images; the first ``num`` calibrate, the
             next 8 are held out for the check (masks against PyTorch's, >= 95% agreement).
+        progress: called with the name of each step as it starts (the CLI prints them).
 
     Raises:
         ModelError: the export failed or disagrees with PyTorch (under 99.9% argmax agreement).
@@ -172,7 +174,9 @@ def export_model(
         )
     if path.suffix != FORMATS[format]:
         raise ConfigError(f"{path}: a {format} export is written to a '{FORMATS[format]}' file")
+    step = progress or (lambda _: None)
     with staged_path(path) as staged:
+        step(f"writing the {format} file")
         report, out_card = _export_and_check(
             model,
             card,
@@ -186,6 +190,7 @@ def export_model(
             precision,
             calibration,
             num,
+            step,
         )
         report.raise_if_failed(str(path))
         publish(staged, path)
@@ -205,6 +210,7 @@ def _export_and_check(
     precision: str,
     calibration: Sequence[Any],
     num: int,
+    step: Callable[[str], None] = lambda _: None,
 ) -> tuple[ParityReport, ModelCard]:
     """Write the file, reopen it on its engine and compare it with PyTorch."""
     layout = "NCHW"
@@ -227,6 +233,7 @@ def _export_and_check(
             calibration=calibration[:num],
         )
         layout = "NHWC"
+    step("checking parity against PyTorch")
     candidate, out_card = load_engine(path, ENGINE_OF_FORMAT[format], threads)
     reference: Engine = TorchEngine(model, threads)
     if precision == "int8":
