@@ -109,7 +109,7 @@ def main() -> None:
         equalize=True,
         relu6="relu",
     )
-    held = miou_scorer(val_set, threads=args.threads, limit=limit)
+    held = miou_scorer(val_set, threads=args.threads, limit=limit, points=True)
     mixed = quantize_model(
         checkpoint,
         calib,
@@ -177,7 +177,7 @@ def main() -> None:
         "",
         markdown_table(rows),
         f"int8 per-channel / fp32 latency: {pc.latency_ms / fp32.latency_ms:.2f}x; "
-        f"mIoU change {pc.miou - fp32.miou:+.2f} points.",
+        f"mIoU change {100 * (pc.miou - fp32.miou):+.2f} points.",
         f"Auto mixed precision kept in float: {', '.join(mixed.mixed.float_groups) or 'nothing'}.",
         f"Calibration: {num} training images. Fine-tuning (QAT, pruning): {steps} steps.",
         "Every row but QAT has its internal channel groups padded with zero channels to "

@@ -138,7 +138,7 @@ def test_evaluation_report_is_self_contained(tmp_path):
     )
     html = evaluation_report(result, tmp_path / "e.html").read_text()
     assert html.count("data:image/png;base64,") == 2
-    assert "<td>70</td>" in html and "cat" in html and "http://" not in html
+    assert "<td>0.7</td>" in html and "cat" in html and "http://" not in html
 
 
 def test_benchmark_cli_compares_engines_interleaved(tmp_path, tiny_checkpoint, monkeypatch):

@@ -29,7 +29,7 @@ def test_quantize_cli_writes_int8_and_prints_table(small_checkpoint, tmp_path):
     fp32, int8 = data["variants"]
     assert int8["size_mb"] < 0.4 * fp32["size_mb"]
     assert fp32["gmacs"] == int8["gmacs"] > 0
-    assert 0 <= int8["miou"] <= 100 and int8["latency_ms"] > 0
+    assert 0 <= int8["miou"] <= 1 and int8["latency_ms"] > 0
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
     card = read_onnx_card(out)
     assert card.preprocessing.size == 64
@@ -54,7 +54,7 @@ def test_quantize_cli_litert_writes_float_and_int8_tflite(small_checkpoint, tmp_
     fp32, int8 = data["variants"]
     assert [fp32["variant"], int8["variant"]] == ["float (.tflite)", "int8 per-channel (.tflite)"]
     assert data["size"] == 64 and int8["size_mb"] < 0.4 * fp32["size_mb"]
-    assert 0 <= int8["miou"] <= 100 and int8["latency_ms"] > 0
+    assert 0 <= int8["miou"] <= 1 and int8["latency_ms"] > 0
     interpreter = Interpreter(model_path=str(out))
     weights = [t for t in interpreter.get_tensor_details() if len(t["shape"]) == 4
                and t["quantization_parameters"]["scales"].size]  # fmt: skip

@@ -44,7 +44,7 @@ def tiny_onnx(tiny, tmp_path_factory):
 
 def test_onnx_round_trip_matches_torch_at_two_sizes(tiny, tiny_onnx):
     _, model, card = tiny
-    assert [r.size for r in tiny_onnx.parity.rows] == SIZES
+    assert [r.size for r in tiny_onnx.parity.rows if r.scope == "network"] == SIZES
     assert all(r.classes_seen >= 3 for r in tiny_onnx.parity.rows)  # a check that can fail
     assert tiny_onnx.parity.ok
     engine, loaded = load_engine(tiny_onnx.path, "onnxruntime", threads=2)
@@ -155,12 +155,12 @@ def test_openvino_export_via_cli_round_trips_at_two_sizes(tiny, tmp_path):
     engine, loaded = load_engine(out, "openvino", threads=2)
     assert engine.name == "openvino" and loaded.classes == card.classes
     assert loaded.export.format == "openvino"
-    assert loaded.output == "labels"  # the measured default: argmax inside the graph
+    assert loaded.output == "logits"  # the default: masks agree at the images' own sizes
     reference = TorchEngine(model, threads=2)
     for i, size in enumerate(SIZES):
         batch = sample_batch(card, size, seed=20 + i)
-        ref, got = reference.run(batch).argmax(1), engine.run(batch)
-        assert got.dtype == np.uint8 and got.shape == ref.shape
+        ref, got = reference.run(batch).argmax(1), engine.run(batch).argmax(1)
+        assert got.shape == ref.shape
         assert (ref == got).mean() >= 0.999
 
 
@@ -187,10 +187,10 @@ def test_tflite_export_matches_pytorch(tiny, tmp_path, side, argmax):
     result = export_model(
         path, "tflite", tmp_path / "t.tflite", size=(side, side), threads=2, with_argmax=argmax
     )
-    assert [r.size for r in result.parity.rows] == [(side, side)] * 2
+    assert [r.size for r in result.parity.rows if r.scope == "network"] == [(side, side)] * 2
     assert result.parity.ok and min(r.classes_seen for r in result.parity.rows) >= 2
     if not argmax:
-        assert max(r.max_abs_diff for r in result.parity.rows) < 1e-3
+        assert max(r.max_abs_diff for r in result.parity.rows if r.scope == "network") < 1e-3
     engine, loaded = load_engine(result.path, threads=2)
     pre = loaded.preprocessing
     assert (pre.layout, pre.resize, pre.size) == ("NHWC", "fixed", side)

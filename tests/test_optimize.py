@@ -147,5 +147,5 @@ def test_real_optimize_on_synthetic_data(tmp_path, tiny_checkpoint):
     )
     assert len(result.measured) == 2
     for m in result.measured:
-        assert 0 <= m.miou <= 100 and m.latency_ms > 0
+        assert 0 <= m.miou <= 1 and m.latency_ms > 0
     assert result.recommended in result.frontier

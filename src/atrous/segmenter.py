@@ -21,11 +21,12 @@ from atrous import preprocess as _pre
 from atrous.card import ModelCard
 from atrous.data.io import fast_read_image
 from atrous.errors import InputError, ModelError
+from atrous.export.cache import cached_export, format_of_engine
 from atrous.fastpath import DEFAULT_LABEL_STRIDE, fast_graph_engine
 from atrous.preprocess import MAX_INPUT_PIXELS, PreprocessMeta, place_on_canvas, upsampled
 from atrous.refine import refine_probabilities, refine_radius
 from atrous.runtimes import Engine
-from atrous.sources import load_engine
+from atrous.sources import classify, load_engine
 
 __all__ = [
     "Segmenter",
@@ -84,10 +85,15 @@ class Segmenter:
         ``engine="fast"`` builds (once, cached) the fp32 fast ONNX Runtime graph of a checkpoint
         or zoo model: uint8 pixels in, low-resolution logits out, labels computed on the host
         (see :mod:`atrous.fastpath`; the int8 build needs calibration data: ``atrous export
-        --fast --calib``).
+        --fast --calib``). A checkpoint or zoo name asked for on an exported-file engine
+        ('onnxruntime', 'openvino', 'litert') is exported once into ``$ATROUS_CACHE/export``
+        (keyed by the checkpoint's content, logits out) and that file is opened.
         """
         if engine == "fast":
             return cls(*fast_graph_engine(model, threads=threads))
+        fmt = format_of_engine(engine)
+        if fmt is not None and classify(model).kind != "exported" and zoo_name is None:
+            model = cached_export(model, fmt, threads=threads)
         eng, card = load_engine(model, engine, threads, zoo_name=zoo_name)
         return cls(eng, card)
 

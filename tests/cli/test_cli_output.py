@@ -21,8 +21,8 @@ from atrous.cli._options import parse_size
 from atrous.cli._output import Output, fold_name, format_cell
 
 SRC = Path(__file__).parents[2] / "src"
-BENCH_COLUMNS = ["model", "ran on", "size", "threads", "mode", "median ms", "p90 ms", "p99 ms"]
-BENCH_COLUMNS += ["img/s", "GMACs", "GFLOP/s", "file MB"]
+BENCH_COLUMNS = ["model", "ran on", "precision", "size", "threads", "mode", "median ms"]
+BENCH_COLUMNS += ["p90 ms", "p99 ms", "img/s", "GMACs", "GFLOP/s", "file MB"]
 
 
 def _terminal(monkeypatch, width: int = 80) -> io.StringIO:
@@ -52,14 +52,15 @@ def test_benchmark_through_a_pipe_prints_every_figure(tmp_path):
     rows = [line.split() for line in lines[3:]]
     assert len(rows) == len(records) == 2
     for row, rec in zip(rows, records, strict=True):
-        assert row[0] == "deeplabv3_mnv2_dm05_os16:auto" and row[4] == rec["mode"]
-        assert row[5] == format_cell(rec["median_ms"]) and row[9] == format_cell(rec["gmacs"])
+        assert row[0] == "deeplabv3_mnv2_dm05_os16:auto" and row[5] == rec["mode"]
+        assert row[2] == rec["precision"] == "fp32"
+        assert row[6] == format_cell(rec["median_ms"]) and row[10] == format_cell(rec["gmacs"])
 
 
 def test_a_wide_table_in_an_80_column_terminal_keeps_every_figure(monkeypatch):
     """Too wide to wrap readably: one block per row, every column and value whole."""
     buffer = _terminal(monkeypatch)
-    row = ["deeplabv3_mnv2_dm05_os16:auto", "onnxruntime", 257, 2, "end_to_end", 12.34567]
+    row = ["deeplabv3_mnv2_dm05_os16:auto", "onnxruntime", "fp32", 257, 2, "end_to_end", 12.34567]
     row += [13.5, 14.25, 81.0, 0.2295, 10.2, "-"]
     Output().table("benchmark", BENCH_COLUMNS, [row, row])
     text = buffer.getvalue()

@@ -5,7 +5,6 @@ OpenVINO performance counters), its op times read back as :class:`OpTime` rows."
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, record_function
 
+from atrous._atomic import scratch_directory
 from atrous.bench._profile_blocks import OpTime, block_of, with_overhead
 from atrous.data.io import read_image
 from atrous.runtimes.contract import StandardOutput
@@ -177,7 +177,7 @@ def ort_ops(
     path: Path, segmenter: Segmenter, image_file: Path, runs: int, warmup: int, labels
 ) -> NetworkOps:
     """Profile an ONNX model with ONNX Runtime's profiler on a session of the same threads."""
-    with tempfile.TemporaryDirectory(prefix="atrous-prof-") as tmp:
+    with scratch_directory("prof") as tmp:
         events, stages, total = _ort_profile_events(path, segmenter, image_file, runs, warmup, tmp)
     ops: dict[tuple[str, str], float] = defaultdict(float)
     model_runs = sorted(

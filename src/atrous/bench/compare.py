@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from atrous.bench.isolate import run_isolated
 from atrous.errors import InputError
 from atrous.evaluate import evaluate
 from atrous.runtimes import model_file_mb
@@ -45,13 +46,15 @@ class Variant:
 
 @dataclass
 class ComparisonRow:
-    """One line of the table (mIoU in points, latency in ms, size in MB)."""
+    """One line of the table (mIoU a fraction 0-1 as ``evaluate`` gives it, latency in ms,
+    size in MB)."""
 
     variant: str
     size_mb: float
     gmacs: float | None
     miou: float | None
     latency_ms: float | None
+    note: str | None = None  # why a value is missing (a runtime that crashed timing it)
 
     def cells(self) -> list[Any]:
         """Values in COLUMNS order, '-' for what was not measured."""
@@ -59,7 +62,7 @@ class ComparisonRow:
             self.variant,
             round(self.size_mb, 2),
             "-" if self.gmacs is None else round(self.gmacs, 3),
-            "-" if self.miou is None else round(self.miou, 2),
+            "-" if self.miou is None else round(self.miou, 4),
             "-" if self.latency_ms is None else round(self.latency_ms, 1),
         ]
 
@@ -77,13 +80,21 @@ def network_latency_ms(
 
 
 def miou_scorer(
-    dataset: Any, *, engine: str = "onnxruntime", threads: int = 2, limit: int | None = None
+    dataset: Any,
+    *,
+    engine: str = "onnxruntime",
+    threads: int = 2,
+    limit: int | None = None,
+    points: bool = False,
 ) -> Callable[[Path], float]:
-    """A Scorer: mean IoU in points of a model file on ``dataset`` (the one evaluator)."""
+    """A Scorer: mean IoU of a model file on ``dataset`` (the one evaluator), a fraction 0-1
+    as everywhere atrous prints it; ``points`` gives percentage points (the unit of the
+    mixed-precision budget, ``--max-drop``)."""
 
     def score(path: Path) -> float:
         segmenter = Segmenter.from_file(path, engine, threads)
-        return 100.0 * evaluate(segmenter, dataset, limit=limit, progress=False).miou
+        miou = evaluate(segmenter, dataset, limit=limit, progress=False).miou
+        return round(float(miou), 4) if not points else 100.0 * float(miou)
 
     return score
 
@@ -107,12 +118,22 @@ def compare(
     for v in variants:
         miou = score(v.path) if score else None
         ms = None
-        if latency:
-            eng, card = load_engine(v.path, engine, threads)
-            ms = network_latency_ms(eng, size, runs, layout=card.preprocessing.layout)
+        note = None
+        if latency and engine == "openvino":  # native crashes seen there: time it in a child
+            ms, note = run_isolated(_latency_of_file, v.path, engine, threads, size, runs)
+        elif latency:
+            ms = _latency_of_file(v.path, engine, threads, size, runs)
         gmacs = None if v.macs is None else v.macs / 1e9
-        rows.append(ComparisonRow(v.name, model_file_mb(v.path), gmacs, miou, ms))
+        rows.append(ComparisonRow(v.name, model_file_mb(v.path), gmacs, miou, ms, note))
     return rows
+
+
+def _latency_of_file(
+    path: Path, engine: str, threads: int, size: tuple[int, int], runs: int
+) -> float:
+    """Network latency (ms) of the model file on ``engine`` at ``size``."""
+    eng, card = load_engine(path, engine, threads)
+    return network_latency_ms(eng, size, runs, layout=card.preprocessing.layout)
 
 
 def markdown_table(rows: list[ComparisonRow]) -> str:

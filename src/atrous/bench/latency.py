@@ -13,7 +13,6 @@ import io
 import json
 import platform
 import resource
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from atrous._atomic import atomic_write_text
+from atrous._atomic import atomic_write_text, scratch_directory
+from atrous.bench.precision import model_precision
 from atrous.card import ModelCard
 from atrous.errors import AtrousError, InputError
 from atrous.runtimes import Engine, model_file_mb
@@ -117,6 +117,7 @@ class BenchRecord:
     threads: int
     mode: str
     runs: int
+    precision: str
     median_ms: float
     p90_ms: float
     p99_ms: float
@@ -183,10 +184,11 @@ class BenchResult:
 
     def table_rows(self) -> tuple[list[str], list[list[Any]]]:
         """Columns and rows for a printed table."""
-        cols = ["model", "ran on", "size", "threads", "mode", "median ms", "p90 ms", "p99 ms"]
-        cols += ["img/s", "GMACs", "GFLOP/s", "file MB"]
+        cols = ["model", "ran on", "precision", "size", "threads", "mode", "median ms", "p90 ms"]
+        cols += ["p99 ms", "img/s", "GMACs", "GFLOP/s", "file MB"]
         rows = [
-            [r.label, r.engine, r.size or "card", r.threads, r.mode, r.median_ms, r.p90_ms]
+            [r.label, r.engine, r.precision, r.size or "card", r.threads, r.mode, r.median_ms]
+            + [r.p90_ms]
             + [r.p99_ms]
             + [r.throughput_ips, r.gmacs or "-", r.gflops or "-", r.file_mb or "-"]
             for r in self.records
@@ -330,7 +332,7 @@ def benchmark(
     engines = [engine] if isinstance(engine, str) else list(engine)
     targets = [as_target(item, e) for item in models_or_engines for e in engines]
     modes = MODES if end_to_end else ("network",)
-    tmp = tempfile.TemporaryDirectory(prefix="atrous-bench-")
+    tmp = scratch_directory("bench")
     configs: list[_Config] = []
     try:
         for target in targets:
@@ -391,6 +393,7 @@ def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
         threads=cfg.threads,
         mode=mode,
         runs=len(cfg.times[mode]),
+        precision=model_precision(seg.card, file),
         gmacs=round(gmacs, 4) if gmacs else None,
         gflops=round(gflops, 2) if gflops else None,
         file_mb=round(model_file_mb(file), 3) if file and file.is_file() else None,

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from atrous._atomic import atomic_write_text
+from atrous._atomic import atomic_write_text, scratch_directory
 from atrous.bench.latency import benchmark, with_input_size
 from atrous.errors import InputError
 from atrous.evaluate import evaluate
@@ -77,7 +76,7 @@ class Candidate:
 
 @dataclass
 class Measured:
-    """A candidate with its measured mIoU (%) and end-to-end median latency (ms)."""
+    """A candidate with its measured mIoU (a fraction, 0-1) and end-to-end median latency (ms)."""
 
     candidate: Candidate
     miou: float
@@ -266,7 +265,7 @@ class OptimizeResult:
             )
         ax.axvline(self.budget_ms, linestyle="--", color="k", label="latency budget")
         ax.set_xlabel("end-to-end median latency (ms)")
-        ax.set_ylabel("mIoU (%)")
+        ax.set_ylabel("mIoU")
         ax.legend(loc="lower right")
         return fig
 
@@ -337,11 +336,12 @@ def optimize(
         if cache:
             work_dir = Path(cache).with_suffix(".models")
         else:
-            tmp = tempfile.TemporaryDirectory(prefix="atrous-opt-")
+            tmp = scratch_directory("opt")
             work_dir = tmp.name
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    data_id = getattr(val_data, "name", type(val_data).__name__) + f":{limit}"
+    # "|fraction": measurements cached when mIoU was stored in points are not reused
+    data_id = getattr(val_data, "name", type(val_data).__name__) + f":{limit}|fraction"
     measure = measure or _real_measure(val_data, work, runs, limit)
     measured = []
     try:
@@ -374,7 +374,7 @@ def _real_measure(val_data: Any, work: Path, runs: int, limit: int | None):
     def measure(cand: Candidate) -> tuple[float, float]:
         calibration = [val_data[i].image for i in range(min(8, len(val_data)))]
         seg = open_candidate(cand, work, calibration)
-        miou = 100 * float(evaluate(seg, val_data, limit=limit, progress=False).miou)
+        miou = round(float(evaluate(seg, val_data, limit=limit, progress=False).miou), 4)
         image_size = tuple(calibration[0].shape[:2]) if calibration else None
         result = benchmark(
             [seg], threads=[cand.threads], runs=runs, warmup=3, image_size=image_size

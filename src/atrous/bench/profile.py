@@ -14,7 +14,6 @@ the block attribution lives in ``bench._profile_blocks``, the per-runtime profil
 from __future__ import annotations
 
 import json
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import cv2
 
-from atrous._atomic import atomic_write_text
+from atrous._atomic import atomic_write_text, scratch_directory
 from atrous.bench._profile_blocks import OpTime, block_labels, block_of, labels_for
 from atrous.bench._profile_runtimes import NetworkOps, openvino_ops, ort_ops, torch_ops
 from atrous.bench.latency import synthetic_photo, with_input_size
@@ -110,7 +109,7 @@ def profile_segmenter(
     h, w = image_size or (side, side)
     net_size = seg.target_size(h, w)
     labels = labels_for(seg.card, segmenter.engine, net_size)
-    with tempfile.TemporaryDirectory(prefix="atrous-prof-") as tmp:
+    with scratch_directory("prof") as tmp:
         image_file = Path(tmp) / "photo.jpg"
         photo = synthetic_photo(h, w)
         cv2.imwrite(str(image_file), photo[..., ::-1])

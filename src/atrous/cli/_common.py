@@ -14,7 +14,17 @@ if TYPE_CHECKING:
     from atrous.card import ModelCard
     from atrous.data import SegmentationDataset
 
-__all__ = ["card_if_synthetic", "macs_of", "open_data", "print_comparison"]
+# held-out images the compression tables score (quantize --limit, prune --limit, QAT)
+COMPARE_LIMIT = 50
+
+__all__ = [
+    "COMPARE_LIMIT",
+    "card_if_synthetic",
+    "macs_of",
+    "model_side",
+    "open_data",
+    "print_comparison",
+]
 
 
 def card_if_synthetic(model: str, *data: str | None) -> ModelCard | None:
@@ -29,6 +39,12 @@ def open_data(data: str, split: str, card: ModelCard | None = None) -> Segmentat
     """DATA as the evaluate command reads it: folder, experiment YAML or 'synthetic' (the
     model's own synthetic set when ``card`` records one)."""
     return open_dataset(data, split, card=card)
+
+
+def model_side(model: str, size: int | None = None) -> int:
+    """The square side compression tables measure at: ``size``, else the model's own input
+    size (its card), else 513; quantize, prune and QAT use it, so their GMACs agree."""
+    return size or source_card(model).preprocessing.size or 513
 
 
 def macs_of(model: str, size: tuple[int, int]) -> int | None:
@@ -47,3 +63,6 @@ def print_comparison(out: Output, rows: list[ComparisonRow], extra: dict | None 
 
     out.json({"variants": [r.to_dict() for r in rows], **(extra or {})})
     out.table("compression: side by side", COLUMNS, [r.cells() for r in rows])
+    for row in rows:
+        if row.note:
+            out.note(f"[yellow]warning:[/yellow] {row.variant}: latency: {row.note}")

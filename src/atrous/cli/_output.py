@@ -8,9 +8,12 @@ wide), so no figure is ever cut to "…".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +146,31 @@ class Output:
     def __init__(self, as_json: bool = False, json_out: Path | None = None) -> None:
         self.as_json = as_json
         self.json_out = json_out
+        self._status: Any = None
+
+    def progress(self, step: str) -> None:
+        """Say which step of a long call is running: the spinner's text in a terminal, else a
+        plain ``[hh:mm:ss] step...`` line on stderr (readable in ``| tee log``)."""
+        if self._status is not None:
+            self._status.update(escape(step) + "...")
+        else:
+            stamp = time.strftime("%H:%M:%S")
+            err_console.print(f"[{stamp}] {step}...", markup=False, highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def working(self, step: str) -> Iterator[Callable[[str], None]]:
+        """Progress of a long call that starts with ``step``; yields :meth:`progress` for the
+        library function to report its next steps through."""
+        if not err_console.is_terminal:
+            self.progress(step)
+            yield self.progress
+            return
+        with err_console.status(escape(step) + "...") as status:
+            self._status = status
+            try:
+                yield self.progress
+            finally:
+                self._status = None
 
     @property
     def console(self) -> Console:

@@ -82,7 +82,7 @@ def export_command(
         )
     precision = precision or ("int8" if calib and format == "tflite" else "fp32")
     items = _calibration_items(checkpoint, calib, num) if precision == "int8" else []
-    with output.console.status(f"exporting {format} ({precision})"):
+    with output.working(f"exporting {format} ({precision})") as progress:
         result = export_model(
             checkpoint,
             format,
@@ -95,6 +95,7 @@ def export_command(
             calibration=items,
             num=num,
             contract=contract or [],
+            progress=progress,
         )
     _print_parity(output, result)
 
@@ -105,11 +106,11 @@ def _print_parity(output: Output, result) -> None:
     output.json({"path": str(result.path), "output": result.card.output, **result.parity.to_dict()})
     output.table(
         f"parity vs {result.parity.reference}",
-        ["engine", "size", "max abs diff", "argmax agreement", "classes seen"],
+        ["engine", "compared at", "max abs diff", "argmax agreement", "classes seen"],
         [
             [
                 r.engine,
-                f"{r.size[0]}x{r.size[1]}",
+                _compared_at(r),
                 "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.2e}",
                 f"{r.agreement:.4%}",
                 r.classes_seen,
@@ -124,6 +125,16 @@ def _print_parity(output: Output, result) -> None:
         )
     size_mb = model_file_mb(result.path)
     output.note(f"wrote {result.path} ({size_mb:.2f} MB, output: {result.card.output})")
+
+
+def _compared_at(row) -> str:
+    """'65x97' for tensors compared at the network's input; 'image 375x500 (net 385x513)' for
+    whole-pipeline masks at an image's original size."""
+    h, w = row.size
+    if row.scope != "original":
+        return f"{h}x{w}"
+    net = f" (net {row.network_size[0]}x{row.network_size[1]})" if row.network_size else ""
+    return f"image {h}x{w}{net}"
 
 
 def _default_out(
@@ -165,7 +176,7 @@ def _export_fast(
     """``export --fast``: the fast graph, then its agreement with the float PyTorch path."""
     precision = precision or ("int8" if calib else "fp32")
     items = _calibration_items(checkpoint, calib, num)
-    with output.console.status(f"exporting the fast {precision} graph"):
+    with output.working(f"exporting the fast {precision} graph (export, calibrate, check)"):
         result = export_fast(
             checkpoint,
             out,

@@ -49,7 +49,7 @@ def optimize(
 
     def show(cand, point) -> None:
         tag = "cached" if point.cached else "measured"
-        out.note(escape(f"{tag} {cand.key}: mIoU {point.miou:.2f}, {point.latency_ms:.1f} ms"))
+        out.note(escape(f"{tag} {cand.key}: mIoU {point.miou:.4f}, {point.latency_ms:.1f} ms"))
 
     result = run_optimize(
         dataset,

@@ -8,7 +8,14 @@ import typer
 
 from atrous.bench.compare import Variant, compare, miou_scorer
 from atrous.cli._app import app
-from atrous.cli._common import card_if_synthetic, macs_of, open_data, print_comparison
+from atrous.cli._common import (
+    COMPARE_LIMIT,
+    card_if_synthetic,
+    macs_of,
+    model_side,
+    open_data,
+    print_comparison,
+)
 from atrous.cli._options import (
     JsonFlag,
     JsonOut,
@@ -47,9 +54,11 @@ def quantize_command(
     bias_correction: bool = typer.Option(True, help="correct biases for int8 weight rounding"),
     relu6: str = typer.Option("cap", help="equalised ReLU6: cap (exact) or relu (faster int8)"),
     mixed: str = typer.Option(None, help="'auto': keep the most sensitive layers in float"),
-    max_drop: float = typer.Option(0.5, help="mixed-precision budget, mIoU points"),
+    max_drop: float = typer.Option(
+        0.5, help="mixed-precision budget, mIoU percentage points (0.5 = 0.005 mIoU)"
+    ),
     eval_data: str = typer.Option(None, "--eval", help="held-out data (default: --calib's val)"),
-    limit: int = typer.Option(50, help="held-out images for scoring and the table"),
+    limit: int = typer.Option(COMPARE_LIMIT, help="held-out images for scoring and the table"),
     size: SizeOpt = None,
     threads: ThreadsOpt = None,
     runs: int = typer.Option(20, help="timed runs per variant"),
@@ -59,7 +68,7 @@ def quantize_command(
     """Static int8 quantization (fold BN, equalise, bias-correct, calibrate), optionally mixed.
 
     The int8 file goes beside the model (MODEL.int8.onnx / .xml / .tflite) unless -o says
-    otherwise; --size (square; default 513, litert: the model's size) sets latency and
+    otherwise; --size (square; default: the model's input size) sets latency and
     multiply-adds. With --engine litert: a fixed-size .tflite in float and in full-integer int8
     (LiteRT's calibrator: int8 activations, min/max ranges), side by side; 'atrous export
     --format tflite --calib DATA' writes the same int8 file alone, with its parity table.
@@ -90,7 +99,7 @@ def quantize_command(
         "max_drop": max_drop,
     }
     held = (eval_data, limit, runs)
-    _quantize_graph(output, model, calib, held, out, side or 513, n_threads, settings)
+    _quantize_graph(output, model, calib, held, out, model_side(model, side), n_threads, settings)
 
 
 def _quantize_graph(
@@ -111,22 +120,28 @@ def _quantize_graph(
     card = card_if_synthetic(model, calib, eval_data)
     calib_set = open_data(calib, "train", card)
     held = open_data(eval_data or calib, "val", card)
-    result = quantize_model(
-        model,
-        calib_set,
-        out,
-        score=lambda float_path: miou_scorer(held, threads=threads, limit=limit),
-        keep_float=out.with_name(f"{out.stem}.float.onnx"),
-        **settings,
-    )
+    with output.working("quantizing") as progress:
+        result = quantize_model(
+            model,
+            calib_set,
+            out,
+            score=lambda float_path: miou_scorer(held, threads=threads, limit=limit, points=True),
+            keep_float=out.with_name(f"{out.stem}.float.onnx"),
+            progress=progress,
+            **settings,
+        )
     if result.mixed is not None:
         output.table(
             "int8 sensitivity (score with only this group in float)",
             ["group", "nodes", "mIoU", "gain"],
-            [[g.name, len(g.nodes), g.score, g.gain] for g in result.mixed.table],
+            [  # scored in points for the --max-drop budget, printed as fractions like mIoU
+                [g.name, len(g.nodes), round(g.score / 100, 4), round(g.gain / 100, 4)]
+                for g in result.mixed.table
+            ],
         )
         output.print(f"kept in float: {', '.join(result.mixed.float_groups) or 'nothing'}")
     macs = macs_of(model, (side, side))
+    output.progress("scoring and timing the float and int8 models")
     label = f"int8 {settings['granularity']}" + (" mixed" if settings["mixed"] else "")
     rows = compare(
         [Variant("float", result.float_path, macs), Variant(label, out, macs)],
@@ -165,12 +180,14 @@ def _quantize_litert(
     calib_set = open_data(calib, "train", card)
     held = open_data(eval_data or calib, "val", card)
     items = [calib_set[i] for i in range(min(num, len(calib_set)))]
-    with output.console.status("writing the float and int8 .tflite files"):
+    with output.working("writing the float .tflite file") as progress:
         export_tflite(net, card_of_model, float_path, size=(side, side))
+        progress("calibrating and writing the int8 .tflite file")
         export_tflite(
             net, card_of_model, out, size=(side, side), precision="int8", calibration=items
         )
     macs = measure_cost(net, (side, side)).macs  # the model is loaded already
+    output.progress("scoring and timing both files")
     rows = compare(
         [
             Variant("float (.tflite)", float_path, macs),

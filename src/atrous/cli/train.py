@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from atrous.cli._app import app
-from atrous.cli._common import macs_of, print_comparison
+from atrous.cli._common import COMPARE_LIMIT, macs_of, model_side, print_comparison
 from atrous.cli._output import Output, console
 from atrous.config import ExperimentConfig
 from atrous.data import build_dataset
@@ -29,24 +31,48 @@ def _config_path(config: str) -> Path:
 def qat_command(
     experiment: ExperimentConfig, checkpoint: Path | None, out: Path, steps: int | None
 ) -> None:
-    """``atrous train --qat --from CHECKPOINT``: QAT, int8 export, then the comparison table."""
+    """``atrous train --qat --from CHECKPOINT``: QAT, int8 export, then the comparison table.
+
+    The table measures as ``atrous quantize`` does (the model's input size, the first
+    ``COMPARE_LIMIT`` validation images, the one evaluator), with the float model QAT started
+    from as its first row, so both commands give that model the same numbers."""
     from atrous.bench.compare import Variant, compare
+    from atrous.export.cache import cached_export
     from atrous.quantize.qat import qat_train
 
     if checkpoint is None:
         raise InputError("--qat needs --from CHECKPOINT (the trained float model)")
-    float_path, int8_path = qat_train(experiment, checkpoint, out, steps=steps)
-    size = experiment.model.input_size or experiment.data.crop_size
+    output = Output()
+    with output.working("QAT fine-tuning") as progress:
+        float_path, int8_path = qat_train(
+            experiment, checkpoint, out, steps=steps, progress=every_two_seconds(progress)
+        )
+        progress("scoring and timing the float, QAT float and QAT int8 models")
+    size = model_side(str(checkpoint))
     macs = macs_of(str(checkpoint), (size, size))
+    variants = [Variant("float", cached_export(checkpoint, "onnx"), macs)]
+    variants += [Variant("QAT float", float_path, macs), Variant("QAT int8", int8_path, macs)]
     rows = compare(
-        [Variant("QAT float", float_path, macs), Variant("QAT int8", int8_path, macs)],
+        variants,
         build_dataset(experiment.data, "val"),
         size=(size, size),
         threads=2,
+        limit=COMPARE_LIMIT,
     )
-    output = Output()
     print_comparison(output, rows)
     output.note(f"wrote {int8_path}")
+
+
+def every_two_seconds(progress: Callable[[str], None]) -> Callable[[int, float], None]:
+    """A per-step callback (step, loss) that reports at most one line every two seconds."""
+    last = [time.monotonic()]
+
+    def on_step(step: int, loss: float) -> None:
+        if time.monotonic() - last[0] >= 2.0:
+            last[0] = time.monotonic()
+            progress(f"QAT step {step + 1}, loss {loss:.4f}")
+
+    return on_step
 
 
 @app.command("train")

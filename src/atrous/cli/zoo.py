@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 
 from atrous.cli._app import app
@@ -29,8 +31,11 @@ def weights_cell(name: str) -> str:
     return ", ".join(cells) or "-"
 
 
-def zoo_rows(pattern: str, measure: bool) -> list[dict]:
-    """One dict per zoo entry matching ``pattern``; measured params / GMACs when asked."""
+def zoo_rows(
+    pattern: str, measure: bool, progress: Callable[[str], None] | None = None
+) -> list[dict]:
+    """One dict per zoo entry matching ``pattern``; measured params / GMACs when asked
+    (``progress`` hears each model's name before it is built)."""
     names = list_models(pattern)
     if not names:
         raise InputError(f"no zoo model matches '{pattern}'; known: {', '.join(list_models())}")
@@ -43,6 +48,8 @@ def zoo_rows(pattern: str, measure: bool) -> list[dict]:
             "dataset": entry.dataset,
         }
         if measure:
+            if progress is not None:
+                progress(f"measuring {name} ({len(rows) + 1}/{len(names)})")
             cost = measure_cost(get_model(name), entry.input_size)
             row.update(params_m=cost.params / 1e6, gmacs=cost.gmacs)
         row.update(
@@ -65,7 +72,8 @@ def zoo(
     """List the zoo: configurations, measured costs, published figures and published weights
     (``--weights NAME`` on predict, evaluate, export, ...; '-': random weights only)."""
     out = Output(as_json, json_out)
-    rows = zoo_rows(pattern, measure)
+    with out.working("listing the zoo") as progress:
+        rows = zoo_rows(pattern, measure, progress)
     out.json(rows)
     cols = [c for c in rows[0] if c != "source"]
     headers = [HEADERS.get(c, c) for c in cols]

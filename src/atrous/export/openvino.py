@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from torch import nn
 
+from atrous._atomic import scratch_directory
 from atrous.card import ModelCard, write_openvino_card
 from atrous.errors import ModelError
+from atrous.export._staging import publish, staged_path
 from atrous.export.onnx import export_onnx, exported_card
 
 __all__ = ["export_openvino"]
@@ -34,7 +35,7 @@ def export_openvino(
     if path.suffix != ".xml":
         raise ModelError(f"{path}: an OpenVINO IR file name ends in .xml")
     out_card = exported_card(card, "openvino", with_argmax, opset=opset)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_directory("openvino") as tmp:
         onnx_path = export_onnx(
             model,
             card,
@@ -47,9 +48,7 @@ def export_openvino(
     write_openvino_card(ir, out_card)
     # save beside the target, then move .bin before .xml: an .xml never lacks its weights
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
-        staged = Path(tmp) / path.name
+    with staged_path(path) as staged:
         ov.save_model(ir, str(staged), compress_to_fp16=False)
-        staged.with_suffix(".bin").replace(path.with_suffix(".bin"))
-        staged.replace(path)
+        publish(staged, path)
     return path

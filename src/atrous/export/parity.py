@@ -14,7 +14,7 @@ import torch
 
 from atrous.card import ModelCard
 from atrous.errors import ModelError
-from atrous.preprocess import Pipeline, predict_masks, preprocess
+from atrous.preprocess import Pipeline, predict_masks, preprocess, target_size
 from atrous.runtimes import Engine
 
 __all__ = [
@@ -45,6 +45,10 @@ class ParityRow:
     agreement: float
     classes_seen: int = 0
     threshold: float = AGREEMENT_THRESHOLD
+    # "network": both engines fed the same tensor of ``size``; "original": masks of whole
+    # pipelines (preprocess, engine, postprocess) on an image of ``size``, run at ``network_size``
+    scope: str = "network"
+    network_size: tuple[int, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -182,21 +186,24 @@ def held_out_agreement(
     images: list[np.ndarray],
     threshold: float = INT8_AGREEMENT_THRESHOLD,
 ) -> ParityReport:
-    """Pixel agreement of two pipelines' masks (engine + card, e.g. Segmenters) on held-out
-    images, one row per image: the check for a quantized file, whose logits are not meant to
-    match the float ones closely."""
+    """Pixel agreement of two pipelines' masks (engine + card, e.g. Segmenters) at the images'
+    original sizes, one row per image: end-to-end parity, and the check for a quantized file,
+    whose logits are not meant to match the float ones closely."""
     report = ParityReport(reference=reference.engine.name)
     for image in images:
         (ref,) = predict_masks(reference.engine, reference.card, [image])
         (got,) = predict_masks(candidate.engine, candidate.card, [image])
+        h, w = image.shape[:2]
         report.rows.append(
             ParityRow(
                 candidate.engine.name,
-                (int(image.shape[0]), int(image.shape[1])),
+                (int(h), int(w)),
                 None,
                 float((ref == got).mean()),
                 len(np.unique(ref)),
                 threshold,
+                scope="original",
+                network_size=target_size(candidate.card.preprocessing, h, w),
             )
         )
     return report

@@ -10,7 +10,6 @@ NPU delegates (i.MX, STM32MP) expect.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import onnx
 from torch import nn
 
-from atrous._atomic import atomic_write_bytes
+from atrous._atomic import atomic_write_bytes, scratch_directory
 from atrous.card import ModelCard, write_tflite_card
 from atrous.errors import ModelError
 from atrous.export.onnx import export_onnx, exported_card
@@ -72,7 +71,7 @@ def export_tflite(
     from atrous.export.onnx_to_tflite import onnx_to_tflite, quantize_tflite
 
     out_card = tflite_card(card, h, with_argmax, precision)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_directory("tflite") as tmp:
         staged = export_onnx(
             model,
             card,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import numpy as np
 import onnx
 from torch import nn
 
-from atrous._atomic import atomic_path
+from atrous._atomic import atomic_path, scratch_directory
 from atrous.card import FastPathFacts, ModelCard, onnx_card
 from atrous.errors import ModelError
 from atrous.fastpath.graph import export_fast_onnx
@@ -64,7 +63,7 @@ def quantize_fast_onnx(
     engine = fast_engine(path)
     proto = onnx.load(str(source))
     border = 0
-    with tempfile.TemporaryDirectory(prefix="atrous-fast-fold-") as tmp:
+    with scratch_directory("fast-fold") as tmp:
         if fold_input_normalization(proto):
             source = Path(tmp) / "folded.onnx"
             onnx.save(proto, str(source))
@@ -180,7 +179,7 @@ def export_fast_int8(
     )
     fcard = fast_card(card, label_stride, channel_multiple=channel_multiple)
     pixel_batches = calibration_batches(images, fcard, num)  # uint8 planar, as the graph takes
-    with tempfile.TemporaryDirectory(prefix="atrous-fast-int8-") as tmp:
+    with scratch_directory("fast-int8") as tmp:
         float_path = export_fast_onnx(
             net,
             card,

@@ -10,7 +10,6 @@ import contextlib
 import io
 import logging
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from atrous.card import FastPathFacts, read_onnx_card, write_openvino_card
 from atrous.errors import InputError, ModelError
+from atrous.export._staging import publish, staged_path
 
 __all__ = ["nncf_available", "quantize_openvino"]
 
@@ -115,10 +115,7 @@ def quantize_openvino(
         }
         card.fast_path = fast_path or card.fast_path
         write_openvino_card(quantized, card)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.") as tmp:
-        staged = Path(tmp) / out.name
+    with staged_path(out) as staged:  # .bin before .xml: an .xml never lacks its weights
         ov.save_model(quantized, str(staged), compress_to_fp16=False)
-        staged.with_suffix(".bin").replace(out.with_suffix(".bin"))
-        staged.replace(out)
+        publish(staged, out)
     return out

@@ -7,7 +7,6 @@ files are quantized as they are (ONNX Runtime folds BN in its own pre-pass).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from atrous._atomic import scratch_directory
 from atrous.card import ModelCard
 from atrous.errors import InputError
 from atrous.export.onnx import export_onnx
@@ -140,6 +140,7 @@ def quantize_model(
     max_drop: float = 0.5,
     keep_float: Path | None = None,
     channel_multiple: int = CHANNEL_MULTIPLE,
+    progress: Callable[[str], None] | None = None,
 ) -> QuantizeResult:
     """Quantize a checkpoint, zoo name or float ONNX file to int8 at ``out``.
 
@@ -160,7 +161,9 @@ def quantize_model(
         channel_multiple: pad internal channel groups of a checkpoint with zero channels to
             multiples of this (exact; faster CPU kernels, atrous.quantize.channel_padding);
             1 leaves them as they are.
+        progress: called with the name of each step as it starts (the CLI prints them).
     """
+    step = progress or (lambda _: None)
     out = Path(out)
     check_settings(granularity, activations, "minmax" if method == "auto" else method, engine)
     if (mixed or method == "auto") and score is None:
@@ -172,17 +175,19 @@ def quantize_model(
         "calibration": method,
         "engine": engine,
     }
-    with tempfile.TemporaryDirectory(prefix="atrous-quant-") as tmp:
+    with scratch_directory("quant") as tmp:
         src = Path(str(model))
         float_path = src
         if src.suffix != ".onnx":
             float_path = Path(tmp) / "float.onnx"
+            step("preparing the float model (fold BN, equalise, export)")
             prepare = (num, equalize, bias_correction, relu6, channel_multiple)
             calib = _prepare_float(model, calib, float_path, settings, *prepare)
         elif not src.is_file():
             raise InputError(f"{src}: file not found")
         scorer = score(float_path) if score is not None else None
         if method == "auto":
+            step("choosing the calibration method on held-out data")
             method = choose_calibration(
                 float_path,
                 calib,
@@ -195,6 +200,7 @@ def quantize_model(
             settings["calibration"] = f"{method} (auto)"
         quant = dict(num=num, granularity=granularity, activations=activations, method=method)
         mixed_result = None
+        step(f"calibrating and writing the int8 model ({engine})")
         if mixed:
             mixed_result = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
         else:

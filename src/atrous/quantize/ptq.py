@@ -7,7 +7,6 @@ on an AVX2 CPU without VNNI: uint8 activations with per-channel int8 weights.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +22,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from atrous._atomic import atomic_path
+from atrous._atomic import atomic_path, scratch_directory
 from atrous.card import (
     FastPathFacts,
     ModelCard,
@@ -247,7 +246,7 @@ def quantize_onnx(
     }
     if engine == "openvino":
         return quantize_openvino(model_path, batches, out, granularity, nodes_to_exclude)
-    with tempfile.TemporaryDirectory(prefix="atrous-ptq-") as tmp, atomic_path(out) as target:
+    with scratch_directory("ptq") as tmp, atomic_path(out) as target:
         prepared = model_path
         if preprocess:
             prepared = preprocess_for_quantization(model_path, Path(tmp) / "prepared.onnx")

@@ -9,7 +9,6 @@ static QDQ quantization as post-training quantization, so QAT and PTQ files are 
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
 from torch.nn.utils import parametrize
 
+from atrous._atomic import scratch_directory
 from atrous.checkpoint import load_checkpoint
 from atrous.data import build_dataset
 from atrous.export.onnx import export_onnx
@@ -113,7 +113,7 @@ def qat_export(
 ) -> Path:
     """Export a QAT-fine-tuned model and quantize it statically for ONNX Runtime."""
     batches = calibration_batches(calib, card, num)
-    with tempfile.TemporaryDirectory(prefix="atrous-qat-") as tmp:
+    with scratch_directory("qat") as tmp:
         float_path = export_onnx(model, card, Path(tmp) / "qat_float.onnx")
         return quantize_onnx(float_path, batches, out, granularity=granularity)  # type: ignore[arg-type]
 

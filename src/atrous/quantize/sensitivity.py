@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from atrous._atomic import atomic_path
+from atrous._atomic import atomic_path, scratch_directory
 from atrous.errors import ModelError
 from atrous.quantize.ptq import (
     calibration_batches,
@@ -227,7 +226,7 @@ def auto_mixed(
     **quant: Any,
 ) -> MixedResult:
     """Sensitivity sweep, then :func:`choose_float_groups`: the whole automatic mixed precision."""
-    with tempfile.TemporaryDirectory(prefix="atrous-mixed-") as tmp:
+    with scratch_directory("mixed") as tmp:
         result = sensitivity_sweep(
             model_path,
             calib,

@@ -55,7 +55,7 @@ def evaluation_report(result: Any, path: str | Path, title: str = "atrous evalua
     summary = {
         "protocol": getattr(result, "protocol_description", getattr(result, "protocol", "-")),
         "images": getattr(result, "images", "-"),
-        "mIoU %": 100 * result.miou,
+        "mIoU": round(result.miou, 4),
         "pixel accuracy %": 100 * getattr(result, "pixel_accuracy", float("nan")),
         "mean accuracy %": 100 * getattr(result, "mean_accuracy", float("nan")),
         "engine": getattr(result, "engine", {}) or "-",
@@ -115,7 +115,7 @@ def optimize_report(result: Any, path: str | Path) -> Path:
         c = best.candidate
         report.paragraph(
             f"recommended under {result.budget_ms:g} ms: {c.key} "
-            f"(mIoU {best.miou:.2f}, {best.latency_ms:.1f} ms end to end)"
+            f"(mIoU {best.miou:.4f}, {best.latency_ms:.1f} ms end to end)"
         )
     for note in result.notes.values():
         report.paragraph(str(note))

@@ -1,0 +1,65 @@
+"""Stage an export beside its target and replace the target only once the new file is verified.
+
+An interrupted or failed re-export (Ctrl-C, a parity failure, SIGKILL) leaves the old file as it
+was. The staging folder is ``.NAME.pidNNN.XXXX.atrous.tmp.d`` beside the target, so the file
+inside keeps its real name and suffix (engines pick their reader by suffix; an OpenVINO .xml finds
+its .bin by name) and ``atrous._atomic`` removes folders left by killed processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from atrous._atomic import TMP_SUFFIX, remove_stale_temporaries
+
+__all__ = ["companions", "publish", "staged_path"]
+
+# files written beside the main one, by suffix (an OpenVINO IR is an .xml and its .bin)
+_COMPANIONS = {".xml": (".bin",)}
+
+
+def companions(path: Path) -> list[Path]:
+    """The files that make up the model at ``path``: itself first, then its companions."""
+    return [path] + [path.with_suffix(s) for s in _COMPANIONS.get(path.suffix, ())]
+
+
+@contextlib.contextmanager
+def staged_path(path: str | Path) -> Iterator[Path]:
+    """Yield ``path``'s name inside a fresh staging folder beside it; the folder is removed on
+    exit (whatever ``publish`` did not move out of it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    folder = Path(
+        tempfile.mkdtemp(
+            prefix=f".{path.name}.pid{os.getpid()}.", suffix=TMP_SUFFIX + ".d", dir=path.parent
+        )
+    )
+    try:
+        yield folder / path.name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish(staged: Path, path: Path) -> None:
+    """Move the verified ``staged`` file (and its companions) over ``path``.
+
+    Companions move first, so a new .xml never points at an old .bin; Ctrl-C is held off for
+    the few renames so the pair is never split.
+    """
+    moves = list(zip(companions(staged), companions(path), strict=True))[::-1]
+    main = threading.current_thread() is threading.main_thread()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if main else None
+    try:
+        for src, dst in moves:
+            os.replace(src, dst)
+    finally:
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
