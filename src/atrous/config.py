@@ -85,7 +85,9 @@ class ModelConfig(StrictModel):
     backbone-specific fields (``width_mult``, ``multi_grid`` ...) stay at their defaults unless
     the backbone takes them. ``atrous_rates`` left unset means (6, 12, 18) scaled by
     16 / output_stride; an empty list with ``head='aspp'`` is the image-pooling + 1x1 head.
-    ``head='pooling'`` is the same thing by name.
+    ``head='pooling'`` is the same thing by name. ``upsampling`` resizes the decoder's input and
+    the logits (``'transposed'``: a learned depthwise ConvTranspose2d initialised to bilinear);
+    ``activation`` is the head's, the decoder's and the aux head's non-linearity.
     """
 
     backbone: Annotated[str, AfterValidator(_known_backbone)]
@@ -105,6 +107,9 @@ class ModelConfig(StrictModel):
     deep_stem: bool = False
     aux_loss: bool = False
     dropout: float = 0.1
+    # block variants (head, decoder, final upsampling); the defaults are the published models
+    upsampling: Literal["bilinear", "nearest", "transposed"] = "bilinear"
+    activation: Literal["relu", "relu6", "hardswish"] = "relu"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

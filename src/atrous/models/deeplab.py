@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.config import ModelConfig
+from atrous.errors import ModelError
 from atrous.models.aspp import ASPP, ConvBNReLU
 from atrous.models.backbones import Backbone
-from atrous.models.decoder import Decoder
+from atrous.models.decoder import Decoder, Upsample
 from atrous.registry import get_backbone
 
 __all__ = ["DeepLab", "build_model", "build_backbone", "set_output_stride"]
@@ -26,8 +27,9 @@ def build_backbone(config: ModelConfig) -> Backbone:
 class DeepLab(nn.Module):
     """DeepLabV3 (Chen et al., 2017) and, with ``config.decoder``, DeepLabV3+ (Chen et al., 2018).
 
-    ``forward`` returns logits at the input resolution (bilinear, align_corners=False). In training
-    mode with ``aux_loss`` it returns ``{"out": logits, "aux": aux_logits}``.
+    ``forward`` returns logits at the input resolution (resized as ``config.upsampling`` says;
+    bilinear, align_corners=False by default). In training mode with ``aux_loss`` it returns
+    ``{"out": logits, "aux": aux_logits}`` (the aux logits always bilinear).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -46,6 +48,7 @@ class DeepLab(nn.Module):
                 config.head_channels,
                 config.separable_aspp,
                 config.dropout,
+                config.activation,
             )
             channels = config.head_channels
         self.decoder: Decoder | None = None
@@ -56,14 +59,19 @@ class DeepLab(nn.Module):
                 config.low_level_channels,
                 config.decoder_channels,
                 config.separable_decoder,
+                config.activation,
+                config.upsampling,
+                out.reduction // low.reduction,
             )
             channels = config.decoder_channels
         self.classifier = nn.Conv2d(channels, config.num_classes, 1)
+        stride = low.reduction if config.decoder else out.reduction
+        self.upsample = Upsample(config.upsampling, config.num_classes, stride)
         self.aux_classifier: nn.Module | None = None
         if config.aux_loss:
             mid = max(aux.channels // 4, 32)
             self.aux_classifier = nn.Sequential(
-                ConvBNReLU(aux.channels, mid, 3),
+                ConvBNReLU(aux.channels, mid, 3, activation=config.activation),
                 nn.Dropout(0.1),
                 nn.Conv2d(mid, config.num_classes, 1),
             )
@@ -71,13 +79,13 @@ class DeepLab(nn.Module):
     def forward(
         self, x: torch.Tensor, output_size: tuple[int, int] | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Logits at ``output_size`` (default: the input's size), bilinearly upsampled."""
+        """Logits at ``output_size`` (default: the input's size), upsampled as configured."""
         size = output_size or x.shape[-2:]
         low, aux, out = self.backbone(x)
         y = self.head(out)
         if self.decoder is not None:
             y = self.decoder(y, low)
-        y = F.interpolate(self.classifier(y), size=size, mode="bilinear", align_corners=False)
+        y = self.upsample(self.classifier(y), size)
         if self.training and self.aux_classifier is not None:
             a = F.interpolate(
                 self.aux_classifier(aux), size=size, mode="bilinear", align_corners=False
@@ -100,8 +108,11 @@ def set_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
 
     DeepLabV3's recipe: train at output stride 16, fine-tune and evaluate at 8, where the
     last stage sees four times the positions. The parameter objects stay the same, so an
-    optimizer holding them carries on.
+    optimizer holding them carries on. A transposed upsampling's kernel is sized for one
+    output stride, so such a model is refused.
     """
+    if model.config.upsampling == "transposed":
+        raise ModelError("set_output_stride: a transposed upsampling fits one output stride only")
     config = ModelConfig.model_validate(
         {**model.config.model_dump(), "output_stride": output_stride}
     )

@@ -2,7 +2,7 @@
 
 The backbone is recognised by the state-dict signatures the registered backbones declare; the
 head, decoder and classes from the DeepLab keys. Output stride cannot be read from weights
-(dilation has no parameters); it is reported as unknown.
+(dilation has no parameters); it is reported as unknown, and so is the activation.
 """
 
 from __future__ import annotations
@@ -63,4 +63,6 @@ def config_from_state_dict(
         fields["low_level_channels"] = int(state_dict["decoder.reduce.0.weight"].shape[0])
         fields["decoder_channels"] = int(state_dict["classifier.weight"].shape[1])
     fields["aux_loss"] = any(k.startswith("aux_classifier.") for k in keys)
+    if "upsample.deconv.weight" in state_dict:  # bilinear and nearest have no weights
+        fields["upsampling"] = "transposed"
     return ModelConfig.model_validate(fields)
