@@ -90,6 +90,9 @@ class ModelConfig(StrictModel):
     its low input. ``head_conv`` adds torchvision DeepLabHead's 3x3 conv + BN + ReLU after ASPP;
     ``aux_channels`` sets the aux head's inner width (default max(in / 4, 32); torchvision: in / 4);
     ``aux_stride`` 8 taps MobileNetV3's stride-8 features as ``aux`` (torchvision's C2).
+    ``upsampling`` resizes the decoder's input and the logits (``'transposed'``: a learned
+    depthwise ConvTranspose2d initialised to bilinear); ``activation`` is the head's, the
+    decoder's and the aux head's non-linearity.
     """
 
     backbone: Annotated[str, AfterValidator(_known_backbone)]
@@ -112,6 +115,9 @@ class ModelConfig(StrictModel):
     head_conv: bool = False
     aux_channels: int | None = None
     aux_stride: Literal[8, 16] = 16
+    # block variants (head, decoder, final upsampling); the defaults are the published models
+    upsampling: Literal["bilinear", "nearest", "transposed"] = "bilinear"
+    activation: Literal["relu", "relu6", "hardswish"] = "relu"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

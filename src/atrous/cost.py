@@ -1,7 +1,8 @@
 """Parameters and multiply-adds measured on the built graph with forward hooks.
 
-Only convolutions and linear layers are counted (one multiply-add per weight per output
-position), as the published DeepLab figures do; BatchNorm, activations and resizes are not.
+Only convolutions (transposed ones too) and linear layers are counted (one multiply-add per
+weight per output position), as the published DeepLab figures do; BatchNorm, activations and
+resizes are not.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ def measure_cost(model: nn.Module, input_size: tuple[int, int] = (513, 513)) -> 
                 macs = output.numel() * per_out
                 reduction = max(1, round(height / output.shape[-2]))
                 reduction = 1 << (reduction.bit_length() - 1)
+            elif isinstance(module, nn.ConvTranspose2d):  # one per weight per input position
+                macs = inputs[0].numel() * module.weight[0].numel()
+                reduction = 1
             else:
                 macs = output.numel() * module.in_features
                 reduction = 1
@@ -64,7 +68,7 @@ def measure_cost(model: nn.Module, input_size: tuple[int, int] = (513, 513)) -> 
         return fn
 
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
             handles.append(module.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()

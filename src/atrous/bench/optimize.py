@@ -1,6 +1,7 @@
 """Pick a deployment configuration: measure candidates, keep the Pareto frontier, recommend one.
 
-Each candidate (model x input size x precision x engine x threads x label stride) is measured on
+Each candidate (model x input size x precision x engine x threads x label stride, and for zoo
+models the block variants: upsampling, activation, separable ASPP) is measured on
 this machine: mIoU with the one evaluator on the validation data, end-to-end median latency with
 the benchmark. Measurements are cached on disk (keyed by the candidate and the model file's
 size and modification time), so a second search only measures what is new.
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from atrous._atomic import atomic_write_text, scratch_directory
+from atrous.bench._variants import VARIANT_KEYS, VARIANT_VALUES, check_variants, load_variant
 from atrous.bench.latency import benchmark, with_input_size
 from atrous.errors import InputError
 from atrous.evaluate import evaluate
@@ -31,7 +33,7 @@ from atrous.preprocess import preprocess
 from atrous.quantize.nncf_ptq import nncf_available
 from atrous.runtimes import TorchEngine
 from atrous.segmenter import Segmenter, fast_segmenter
-from atrous.sources import load_engine, load_source
+from atrous.sources import load_engine
 
 __all__ = [
     "Candidate",
@@ -47,7 +49,7 @@ __all__ = [
     "parse_search",
 ]
 
-SEARCH_KEYS = ("model", "size", "precision", "engine", "threads", "label_stride")
+SEARCH_KEYS = ("model", "size", "precision", "engine", "threads", "label_stride", *VARIANT_KEYS)
 ENGINES = ("fast", "onnxruntime", "torch")
 
 
@@ -58,7 +60,8 @@ class Candidate:
     ``engine``: 'fast' (the uint8-in, low-resolution-logits-out graph with the host's sparse
     upsample + argmax: fp32 on ONNX Runtime; int8 on OpenVINO when NNCF is installed, else on
     ONNX Runtime), 'onnxruntime' (plain export) or 'torch' (eager). ``precision`` 'int8'
-    applies to the fast engine only.
+    applies to the fast engine only. The block variants ('' keeps the model's own) rebuild a
+    zoo model with those ModelConfig values.
     """
 
     model: str
@@ -67,11 +70,21 @@ class Candidate:
     engine: str = "fast"
     threads: int = 2
     label_stride: int = DEFAULT_LABEL_STRIDE
+    upsampling: str = ""
+    activation: str = ""
+    separable_aspp: str = ""
 
     @property
     def key(self) -> str:
-        """A stable text key (cache and table label)."""
-        return ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+        """A stable text key (cache and table label); unset variants are left out, so keys
+        written before the variants existed still match."""
+        pairs = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return ",".join(f"{k}={v}" for k, v in pairs if v != "")
+
+    @property
+    def variants(self) -> dict[str, str]:
+        """The block variants this candidate sets."""
+        return {k: getattr(self, k) for k in VARIANT_KEYS if getattr(self, k)}
 
 
 @dataclass
@@ -113,6 +126,7 @@ def parse_search(text: str | None) -> dict[str, list[Any]]:
         "engine": ["fast", "onnxruntime"],
         "threads": [1, 2],
         "label_stride": [1, 2, 4],
+        **VARIANT_VALUES,
     }
     if not text:
         return {}
@@ -155,6 +169,9 @@ def candidates(models: Sequence[str], search: dict[str, list[Any]]) -> list[Cand
             continue  # int8 is built for the fast graph only
         if cand.engine != "fast" and cand.label_stride != 1 and "label_stride" in search:
             continue  # label stride is a fast-graph setting
+        check_variants(cand.model, cand.variants)
+        if cand.engine == "fast" and cand.upsampling not in ("", "bilinear"):
+            continue  # the fast graph's host upsample is bilinear
         out.append(cand)
     return list(dict.fromkeys(out))
 
@@ -167,17 +184,17 @@ def int8_suffix() -> str:
 
 def open_candidate(cand: Candidate, work_dir: Path, calibration: list | None = None):
     """A Segmenter for the candidate (exports and quantizes into ``work_dir`` as needed)."""
-    net, card = load_source(cand.model)
+    net, card, stem = load_variant(cand.model, cand.variants)
     if cand.engine == "torch":
         seg = Segmenter(TorchEngine(net, cand.threads), card)
     elif cand.engine == "onnxruntime":
-        path = work_dir / f"{Path(cand.model).stem}-plain.onnx"
+        path = work_dir / f"{stem}-plain.onnx"
         if not path.exists():
             export_onnx(net, card, path)
         engine, loaded = load_engine(path, "onnxruntime", cand.threads)
         seg = Segmenter(engine, loaded)
     elif cand.precision == "int8":
-        fp32 = work_dir / f"{Path(cand.model).stem}-fast-s{cand.label_stride}.onnx"
+        fp32 = work_dir / f"{stem}-fast-s{cand.label_stride}.onnx"
         int8 = fp32.with_name(f"{fp32.stem}-int8{int8_suffix()}")
         fcard = fast_card(card, cand.label_stride)
         if not fp32.exists():

@@ -71,6 +71,12 @@ class FastGraph(nn.Module):
 
     def __init__(self, model: nn.Module, card: ModelCard) -> None:
         super().__init__()
+        upsampling = getattr(getattr(model, "config", None), "upsampling", "bilinear")
+        if upsampling != "bilinear":  # the host's sparse upsample is bilinear
+            raise ModelError(
+                f"the fast path upsamples bilinearly; upsampling='{upsampling}' exports with "
+                "`atrous export` instead"
+            )
         self.model = model.eval()
         self.normalize = Normalize(card)
         # the image-pooling branch as a per-image bias of the projection: no broadcast map,

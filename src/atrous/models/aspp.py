@@ -14,43 +14,66 @@ from torch import nn
 
 from atrous.models.atrous_conv import AtrousConv2d
 
-__all__ = ["ASPP", "ConvBNReLU", "SeparableConvBNReLU", "ImagePooling", "PooledBiasASPP"]
+__all__ = [
+    "ACTIVATIONS",
+    "ASPP",
+    "ConvBNReLU",
+    "SeparableConvBNReLU",
+    "ImagePooling",
+    "PooledBiasASPP",
+    "make_activation",
+]
+
+# ModelConfig.activation -> module (no parameters, so the choice never changes state_dict keys)
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+}
+
+
+def make_activation(name: str = "relu") -> nn.Module:
+    """The in-place activation module called ``name`` (a key of ``ACTIVATIONS``)."""
+    return ACTIVATIONS[name](inplace=True)
 
 
 class ConvBNReLU(nn.Sequential):
-    """Conv (no bias) -> BatchNorm -> ReLU with 'same' padding for any dilation."""
+    """Conv (no bias) -> BatchNorm -> ReLU (or ``activation``) with 'same' padding for any
+    dilation."""
 
-    def __init__(self, cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self, cin: int, cout: int, kernel: int = 1, dilation: int = 1, activation: str = "relu"
+    ) -> None:
         padding = (kernel - 1) // 2 * dilation
         super().__init__(
             nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False),
             nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
+            make_activation(activation),
         )
 
 
 class SeparableConvBNReLU(nn.Sequential):
     """Depthwise 3x3 (dilated) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (DeepLabV3+)."""
 
-    def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, dilation: int = 1, activation: str = "relu") -> None:
         super().__init__(
             AtrousConv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
             nn.BatchNorm2d(cin),
-            nn.ReLU(inplace=True),
+            make_activation(activation),
             nn.Conv2d(cin, cout, 1, bias=False),
             nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True),
+            make_activation(activation),
         )
 
 
 class ImagePooling(nn.Module):
     """Global average over H, W -> 1x1 conv -> BN -> ReLU -> broadcast back to H x W."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, activation: str = "relu") -> None:
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 1, bias=False)
         self.bn = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = make_activation(activation)  # the name predates the activation choice
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # global average pooling (ONNX GlobalAveragePool: any input size, and ONNX Runtime
@@ -74,6 +97,7 @@ class ASPP(nn.Module):
         channels: channels of every branch and of the projection.
         separable: depthwise-separable 3x3 branches (DeepLabV3+ with Xception).
         dropout: dropout after the projection (training only).
+        activation: the non-linearity after every BatchNorm (a key of ``ACTIVATIONS``).
     """
 
     def __init__(
@@ -83,17 +107,19 @@ class ASPP(nn.Module):
         channels: int = 256,
         separable: bool = False,
         dropout: float = 0.1,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
-        branches: list[nn.Module] = [ConvBNReLU(in_channels, channels, 1)]
+        act = activation
+        branches: list[nn.Module] = [ConvBNReLU(in_channels, channels, 1, activation=act)]
         for rate in atrous_rates:
             if separable:
-                branches.append(SeparableConvBNReLU(in_channels, channels, rate))
+                branches.append(SeparableConvBNReLU(in_channels, channels, rate, act))
             else:
-                branches.append(ConvBNReLU(in_channels, channels, 3, rate))
+                branches.append(ConvBNReLU(in_channels, channels, 3, rate, act))
         self.branches = nn.ModuleList(branches)
-        self.pooling = ImagePooling(in_channels, channels)
-        self.project = ConvBNReLU(channels * (len(branches) + 1), channels, 1)
+        self.pooling = ImagePooling(in_channels, channels, act)
+        self.project = ConvBNReLU(channels * (len(branches) + 1), channels, 1, activation=act)
         self.dropout = nn.Dropout(dropout)
         self.out_channels = channels
 

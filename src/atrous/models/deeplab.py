@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.config import ModelConfig
+from atrous.errors import ModelError
 from atrous.models.aspp import ASPP, ConvBNReLU
 from atrous.models.backbones import Backbone
-from atrous.models.decoder import Decoder
+from atrous.models.decoder import Decoder, Upsample
 from atrous.models.lraspp import LRASPP
 from atrous.registry import get_backbone
 
@@ -27,8 +28,9 @@ def build_backbone(config: ModelConfig) -> Backbone:
 class DeepLab(nn.Module):
     """DeepLabV3 (Chen et al., 2017) and, with ``config.decoder``, DeepLabV3+ (Chen et al., 2018).
 
-    ``forward`` returns logits at the input resolution (bilinear, align_corners=False). In training
-    mode with ``aux_loss`` it returns ``{"out": logits, "aux": aux_logits}``.
+    ``forward`` returns logits at the input resolution (resized as ``config.upsampling`` says;
+    bilinear, align_corners=False by default). In training mode with ``aux_loss`` it returns
+    ``{"out": logits, "aux": aux_logits}`` (the aux logits always bilinear).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -50,6 +52,7 @@ class DeepLab(nn.Module):
                 config.head_channels,
                 config.separable_aspp,
                 config.dropout,
+                config.activation,
             )
             channels = config.head_channels
         if config.head_conv:  # torchvision DeepLabHead's 3x3 conv after ASPP
@@ -62,14 +65,19 @@ class DeepLab(nn.Module):
                 config.low_level_channels,
                 config.decoder_channels,
                 config.separable_decoder,
+                config.activation,
+                config.upsampling,
+                out.reduction // low.reduction,
             )
             channels = config.decoder_channels
         self.classifier = nn.Conv2d(channels, config.num_classes, 1)
+        stride = low.reduction if config.decoder else out.reduction
+        self.upsample = Upsample(config.upsampling, config.num_classes, stride)
         self.aux_classifier: nn.Module | None = None
         if config.aux_loss:
             mid = config.aux_channels or max(aux.channels // 4, 32)
             self.aux_classifier = nn.Sequential(
-                ConvBNReLU(aux.channels, mid, 3),
+                ConvBNReLU(aux.channels, mid, 3, activation=config.activation),
                 nn.Dropout(0.1),
                 nn.Conv2d(mid, config.num_classes, 1),
             )
@@ -77,12 +85,10 @@ class DeepLab(nn.Module):
     def forward(
         self, x: torch.Tensor, output_size: tuple[int, int] | None = None
     ) -> torch.Tensor | dict[str, torch.Tensor]:
-        """Logits at ``output_size`` (default: the input's size), bilinearly upsampled."""
+        """Logits at ``output_size`` (default: the input's size), upsampled as configured."""
         size = output_size or x.shape[-2:]
         low, aux, out = self.backbone(x)
-        y = F.interpolate(
-            self.logits(low, aux, out), size=size, mode="bilinear", align_corners=False
-        )
+        y = self.upsample(self.logits(low, aux, out), size)
         if self.training and self.aux_classifier is not None:
             a = F.interpolate(
                 self.aux_classifier(aux), size=size, mode="bilinear", align_corners=False
@@ -120,8 +126,11 @@ def set_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
 
     DeepLabV3's recipe: train at output stride 16, fine-tune and evaluate at 8, where the
     last stage sees four times the positions. The parameter objects stay the same, so an
-    optimizer holding them carries on.
+    optimizer holding them carries on. A transposed upsampling's kernel is sized for one
+    output stride, so such a model is refused.
     """
+    if model.config.upsampling == "transposed":
+        raise ModelError("set_output_stride: a transposed upsampling fits one output stride only")
     config = ModelConfig.model_validate(
         {**model.config.model_dump(), "output_stride": output_stride}
     )

@@ -2,7 +2,7 @@
 
 The backbone is recognised by the state-dict signatures the registered backbones declare; the
 head, decoder and classes from the DeepLab keys. Output stride cannot be read from weights
-(dilation has no parameters); it is reported as unknown.
+(dilation has no parameters); it is reported as unknown, and so is the activation.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def config_from_state_dict(
     fields["aux_loss"] = any(k.startswith("aux_classifier.") for k in keys)
     fields["head_conv"] = "head_conv.0.weight" in state_dict
     fields.update(_aux_fields(state_dict, fields))
+    if "upsample.deconv.weight" in state_dict:  # bilinear and nearest have no weights
+        fields["upsampling"] = "transposed"
     return ModelConfig.model_validate(fields)
 
 

@@ -362,3 +362,35 @@ register(
         preprocessing=_TV_PRE,
     )
 )
+
+_SHUFFLENET = (
+    "atrous: ShuffleNetV2 1.0x (Ma et al. 2018; torchvision's ImageNet layout), separable ASPP "
+    "as in Turkmen & Heikkila 2019; no published checkpoint"
+)
+register(
+    ZooEntry(
+        name="deeplabv3_shufflenetv2_x1_os16",
+        config=ModelConfig(backbone="shufflenet_v2_x1_0", separable_aspp=True),
+        input_size=(513, 513),
+        dataset="voc",
+        source=_SHUFFLENET,
+        params=1_721_801,
+        macs=1_915_392_160,
+    )
+)
+register(
+    ZooEntry(
+        name="deeplabv3plus_shufflenetv2_x1_os16",
+        config=ModelConfig(
+            backbone="shufflenet_v2_x1_0",
+            separable_aspp=True,
+            decoder=True,
+            separable_decoder=True,
+        ),
+        input_size=(513, 513),
+        dataset="voc",
+        source=_SHUFFLENET,
+        params=1_873_593,
+        macs=4_487_694_544,
+    )
+)

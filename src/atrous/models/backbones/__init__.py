@@ -3,6 +3,7 @@
 from atrous.models.backbones._base import Backbone, FeatureInfo, zero_init_residuals
 from atrous.models.backbones.mobilenet_v2 import MobileNetV2
 from atrous.models.backbones.resnet import ResNet
+from atrous.models.backbones.shufflenet_v2 import ShuffleNetV2
 from atrous.models.backbones.xception import Xception
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "FeatureInfo",
     "MobileNetV2",
     "ResNet",
+    "ShuffleNetV2",
     "Xception",
     "zero_init_residuals",
 ]
