@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from readme_fixtures import TINY_DEMO, build_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,9 +54,30 @@ SHORTENED = {
     "atrous train demo --qat --from demo/best.pt": "QAT on the whole demo set",
 }
 
-# lines that run as written but take long; run with -m slow
+# lines that run as written (or SHORTENED) but take long; run with -m slow (the default suite keeps
+# one line of each kind: `quantize demo/best.pt --calib synthetic` for int8 calibration)
 SLOW = {
     "atrous zoo": "measures every zoo model's multiply-adds at full size: minutes",
+    "atrous benchmark demo/best.pt --engine torch,fast --sizes 257,513 --threads 1,2": (
+        "exports, then times 2 engines x 2 sizes x 2 thread counts: ~40 s of CPU"
+    ),
+    "atrous optimize demo/best.pt --data synthetic --latency-budget 40ms --report optimize.html": (
+        "scores and times every candidate: ~40 s of CPU"
+    ),
+    "atrous prune model.pt --ratio 0.5 --data synthetic --finetune-steps 300": (
+        "300 fine-tuning steps: ~50 s of CPU"
+    ),
+    "atrous export demo/best.pt --fast --calib synthetic": "NNCF calibration: ~15 s",
+    "atrous quantize model.pt --calib synthetic": "the same as the demo/best.pt line",
+    "atrous quantize model.pt --calib data/ --granularity per-tensor": "calibration: ~15 s",
+    "atrous quantize model.pt --calib data/ --mixed auto --max-drop 0.5": (
+        "a sensitivity sweep: one int8 model per layer group, ~35 s"
+    ),
+    "atrous quantize model.onnx --calib data/ --engine openvino --out model.int8.xml": (
+        "NNCF calibration and OpenVINO compilation: ~20 s"
+    ),
+    "atrous quantize model.pt --calib data/ --engine litert": "two .tflite conversions: ~12 s",
+    "atrous train demo --qat --from demo/best.pt": "QAT and an int8 export: ~15 s even shortened",
 }
 
 # lines that fail today for a known reason another change is fixing
