@@ -43,6 +43,15 @@ SKIP = {
     "--rdzv_endpoint node0:29500 -m atrous train configs/voc.yaml train.device=cuda": (
         "needs two machines with 8 GPUs each"
     ),
+    "atrous predict deeplabv3_resnet50_tv photo.jpg --weights coco_with_voc_labels": (
+        "downloads 168 MB from download.pytorch.org (no internet in tests); the same path runs "
+        "against a local server in tests/weights/test_torchvision_weights.py"
+    ),
+    "atrous evaluate selfie.tflite data/ --contract preprocessing.mean=[0,0,0] "
+    "--contract preprocessing.std=[1,1,1]": (
+        "a foreign MediaPipe file atrous does not ship; --contract on evaluate is tested in "
+        "tests/weights/test_convert_contract.py"
+    ),
 }
 
 # training lines that would run for minutes: run with TINY_DEMO appended (the line must parse and
@@ -58,8 +67,8 @@ SHORTENED = {
 # one line of each kind: `quantize demo/best.pt --calib synthetic` for int8 calibration)
 SLOW = {
     "atrous zoo": "measures every zoo model's multiply-adds at full size: minutes",
-    "atrous benchmark demo/best.pt --engine torch,fast --sizes 257,513 --threads 1,2": (
-        "exports, then times 2 engines x 2 sizes x 2 thread counts: ~40 s of CPU"
+    "atrous benchmark demo/best.pt demo/best-fast-int8-s2.xml --sizes 257,513 --threads 1,2": (
+        "times 2 models x 2 sizes x 2 thread counts (after the --fast export line): ~40 s"
     ),
     "atrous optimize demo/best.pt --data synthetic --latency-budget 40ms --report optimize.html": (
         "scores and times every candidate: ~40 s of CPU"
