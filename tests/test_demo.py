@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+from PIL import Image
+
 from atrous.demo import demo_config, run_demo
 
 TOY = [
@@ -40,3 +43,5 @@ def test_demo_writes_summary_overlays_and_curve(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert "| circle |" in (out / "summary.md").read_text()
     assert "IoU refined" in (out / "summary.md").read_text()
+    panel = np.asarray(Image.open(next((out / "overlays").glob("*.png"))))
+    assert panel[:22].mean() > 200 and panel[:22].min() < 100  # the captions' strip: black on white

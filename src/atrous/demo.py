@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 from rich.console import Console
@@ -56,12 +57,27 @@ def demo_config(out_dir: str | Path, overrides: list[str] | None = None) -> Expe
 def _save_panel(
     path: Path, image: np.ndarray, label: np.ndarray, preds: list[np.ndarray], palette
 ) -> None:
-    """image | ground truth | one overlay per prediction, side by side, 2x nearest upscaled."""
+    """image | ground truth | one overlay per prediction, side by side, 2x nearest upscaled,
+    each under a caption naming it."""
     overlays = [overlay(image, pred, palette, alpha=0.6) for pred in preds]
-    panel = np.concatenate([image, colorize(label, palette), *overlays], axis=1)
-    panel = panel.repeat(2, 0).repeat(2, 1)
+    tiles = [image, colorize(label, palette), *overlays]
+    names = PANEL_NAMES[: len(tiles)]
+    panel = np.concatenate(
+        [_captioned(t.repeat(2, 0).repeat(2, 1), n) for t, n in zip(tiles, names, strict=True)],
+        axis=1,
+    )
     with atomic_path(path) as tmp:
         Image.fromarray(panel).save(tmp, format="PNG")
+
+
+PANEL_NAMES = ("image", "ground truth", "network", "refined (guided filter)")
+
+
+def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
+    """``tile`` under a white strip with ``caption`` written in black."""
+    strip = np.full((22, tile.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, caption, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, tile], axis=0)
 
 
 def _plot_curve(history: list[dict[str, Any]], path: Path) -> None:
@@ -75,11 +91,13 @@ def _plot_curve(history: list[dict[str, Any]], path: Path) -> None:
     if not points:
         return
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(*zip(*points, strict=True), marker="o")
-    ax.axhline(0.9, color="grey", linestyle="--", linewidth=0.8)
+    ax.plot(*zip(*points, strict=True), marker="o", label="val mIoU after each epoch (network)")
+    ax.axhline(0.9, color="grey", linestyle="--", linewidth=0.8, label="0.90: the demo's target")
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("val mIoU")
+    ax.set_title("demo: validation mIoU against training time", fontsize=9)
     ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -128,7 +146,7 @@ def run_demo(
     summary = _summary(config, result, evaluation, refined, minutes)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "summary.md", _markdown(summary))
-    _print_summary(console, summary, evaluation, refined)
+    _print_summary(console, summary, evaluation, refined, out)
     return DemoResult(out, result, evaluation, refined, minutes, summary)
 
 
@@ -182,8 +200,9 @@ def _markdown(summary: dict) -> str:
 
 
 def _print_summary(
-    console: Console, summary: dict, evaluation: EvalResult, refined: EvalResult
+    console: Console, summary: dict, evaluation: EvalResult, refined: EvalResult, out: Path
 ) -> None:
+    """The scores table, what they mean, and the files written (by name)."""
     table = Table(title=f"atrous demo: {summary['model']} ({evaluation.protocol} protocol)")
     table.add_column("class")
     table.add_column("IoU", justify="right")
@@ -208,5 +227,11 @@ def _print_summary(
     console.print(
         "IoU: the network alone; refined: its probabilities snapped to the image's edges by a "
         "guided filter (atrous evaluate --refine)",
+        highlight=False,
+    )
+    console.print(
+        f"wrote {out}/summary.md (and .json), {out}/miou_vs_minutes.png (val mIoU against "
+        f"minutes, dashed: the 0.90 target), {out}/confusion.png (confusion matrix), "
+        f"{out}/overlays/*.png (image | ground truth | network | refined), {out}/best.pt",
         highlight=False,
     )
