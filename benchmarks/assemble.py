@@ -27,6 +27,7 @@ ORDER = [
     "video_stream",
     "ray_batch",
     "ray_resume",
+    "block_variants",
     "hardening",
 ]
 

@@ -1,6 +1,6 @@
 """The thread default under load: eager and fast-path latency at 1 and 2 threads, on a quiet
 machine and beside a competing busy process, with OpenMP's default (spinning) wait policy and
-with the passive one atrous sets. One run, interleaved, so the ratios hold on a noisy machine.
+with the passive one atrous picks when the machine is already busy. One run, interleaved.
 
 Regenerate ``benchmarks/results/threads_under_load.md``::
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 
-# as `import atrous` does: OpenMP threads sleep when idle instead of spinning (read when torch
-# loads; spinning threads starve the other tests' processes on a 2-core machine)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import atrous  # noqa: F401  (before torch: it picks OpenMP's wait policy from the machine's load)
+
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402

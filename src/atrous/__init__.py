@@ -1,14 +1,13 @@
 """atrous: DeepLabV3 / DeepLabV3+ semantic segmentation, fast and accurate on CPUs."""
 
-import os
 import sys
 
-# OpenMP threads that wait passively (sleep) instead of spinning: PyTorch's libgomp reads this
-# once, when torch is first imported, so it is set before any atrous module imports torch. With
-# spinning, a 2-core machine shared with one busy process ran the eager network 40-80x slower at
-# 2 threads than at 1 (benchmarks/results/threads_under_load.md). A value the user set is kept.
+from atrous._threads import set_wait_policy
+
+# before any atrous module imports torch: libgomp reads the policy once, when torch loads it
+# (benchmarks/results/threads_under_load.md). Too late once torch is imported: left alone.
 if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_wait_policy()
 
 from atrous.errors import AtrousError, ConfigError, InputError, ModelError  # noqa: E402
 
