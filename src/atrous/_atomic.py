@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write_bytes",
     "remove_stale_temporaries",
     "scratch_directory",
+    "staged_path",
     "TMP_NAME_EXTRA",
 ]
 
@@ -130,3 +131,23 @@ def scratch_directory(kind: str, dir: str | Path | None = None) -> tempfile.Temp
         if old.is_dir() and not _writer_alive(old.name):
             shutil.rmtree(old, ignore_errors=True)
     return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{kind}-pid{os.getpid()}-", dir=dir)
+
+
+@contextlib.contextmanager
+def staged_path(path: str | Path) -> Iterator[Path]:
+    """Yield ``path``'s name inside a fresh staging folder beside it (``.NAME.pidNNN.XXXX
+    .atrous.tmp.d``, so the file keeps its real name and suffix); the folder is removed on exit
+    with whatever the caller did not move out of it, and left by a killed writer, on the next
+    write to that folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
+    folder = Path(
+        tempfile.mkdtemp(
+            prefix=f".{path.name}.pid{os.getpid()}.", suffix=TMP_SUFFIX + ".d", dir=path.parent
+        )
+    )
+    try:
+        yield folder / path.name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,10 +23,9 @@ import cv2
 import numpy as np
 
 from atrous._atomic import (
-    TMP_SUFFIX,
     atomic_write_text,
-    remove_stale_temporaries,
     scratch_directory,
+    staged_path,
 )
 from atrous._pipeline import run_pipeline
 from atrous.data.io import write_mask_png
@@ -132,22 +130,11 @@ def _decoded(capture: cv2.VideoCapture, times: list[float], limit: int | None) -
 
 @contextmanager
 def _atomic_video_path(path: Path) -> Iterator[Path]:
-    """A path with the target's name (the container follows the suffix) in a temporary folder
+    """A path with the target's name (the container follows the suffix) in a staging folder
     beside it, renamed over ``path`` on success; a killed writer's folder is removed later."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    folder = Path(
-        tempfile.mkdtemp(
-            prefix=f".{path.name}.pid{os.getpid()}.", suffix=TMP_SUFFIX + ".d", dir=path.parent
-        )
-    )
-    try:
-        yield folder / path.name
-        os.replace(folder / path.name, path)
-    finally:
-        for leftover in folder.iterdir():
-            leftover.unlink()
-        folder.rmdir()
+    with staged_path(path) as staged:
+        yield staged
+        os.replace(staged, path)
 
 
 def overlay_bgr(rgb: np.ndarray, mask: np.ndarray, luts: list[np.ndarray], alpha: float):

@@ -8,16 +8,12 @@ its .bin by name) and ``atrous._atomic`` removes folders left by killed processe
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-from atrous._atomic import TMP_SUFFIX, remove_stale_temporaries
+from atrous._atomic import staged_path
 
 __all__ = ["companions", "publish", "staged_path"]
 
@@ -28,24 +24,6 @@ _COMPANIONS = {".xml": (".bin",)}
 def companions(path: Path) -> list[Path]:
     """The files that make up the model at ``path``: itself first, then its companions."""
     return [path] + [path.with_suffix(s) for s in _COMPANIONS.get(path.suffix, ())]
-
-
-@contextlib.contextmanager
-def staged_path(path: str | Path) -> Iterator[Path]:
-    """Yield ``path``'s name inside a fresh staging folder beside it; the folder is removed on
-    exit (whatever ``publish`` did not move out of it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
-    folder = Path(
-        tempfile.mkdtemp(
-            prefix=f".{path.name}.pid{os.getpid()}.", suffix=TMP_SUFFIX + ".d", dir=path.parent
-        )
-    )
-    try:
-        yield folder / path.name
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def publish(staged: Path, path: Path) -> None:
