@@ -122,6 +122,8 @@ class ModelCard(StrictModel):
     ``output`` says what the network returns: 'logits' (N, C, H, W), 'labels' (N, H, W uint8,
     argmax inside the graph) or 'probability' (N, 1, H, W foreground probability).
     ``weights`` says where the weights came from (None: not recorded, cards before it existed).
+    ``output_tensor`` picks the output a multi-output model is read from, by name or index
+    (None: the first).
     """
 
     name: str
@@ -130,6 +132,7 @@ class ModelCard(StrictModel):
     palette: list[tuple[int, int, int]]
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
     output: Literal["logits", "labels", "probability"] = "logits"
+    output_tensor: str | int | None = None
     ignore_index: int = 255
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance = Field(default_factory=Provenance)

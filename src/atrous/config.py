@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveInt,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -158,17 +159,37 @@ class Preprocessing(StrictModel):
     channel order. ``border`` adds that many pixels of ``pad_value`` on every side: the zero
     padding of a first convolution into which the input normalisation was folded (the int8 fast
     graph), which therefore has to come from the host, in pixel values.
+
+    A fixed network input of ``input_size`` (height, width; default ``size`` x ``size``), square
+    or not, is reached by 'stretch' (resized to it, aspect ratio not kept) or 'letterbox'
+    (resized to fit inside it, aspect ratio kept, the rest filled with ``pad_value`` at the
+    bottom/right as TF DeepLab pads); the output is cropped and resized back to the image.
     """
 
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: Literal["RGB", "BGR"] = "RGB"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
-    resize: Literal["none", "longest", "shorter", "fixed"] = "longest"
+    resize: Literal["none", "longest", "shorter", "fixed", "letterbox", "stretch"] = "longest"
     size: int | None = 513
+    input_size: tuple[PositiveInt, PositiveInt] | None = None
     pad_multiple: int = 8
     pad_value: float | tuple[float, float, float] = 0.0
     border: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _fixed_input_has_a_size(self) -> Preprocessing:
+        if self.resize in ("letterbox", "stretch") and self.input_size is None and not self.size:
+            raise ValueError(f"resize '{self.resize}' needs input_size (height, width) or size")
+        return self
+
+    def network_input(self) -> tuple[int, int] | None:
+        """The fixed (height, width) the network takes under this policy, None if it varies."""
+        if self.resize == "fixed" and self.size:
+            return self.size, self.size
+        if self.resize in ("letterbox", "stretch"):
+            return self.input_size or (self.size, self.size)  # type: ignore[return-value]
+        return None
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -107,10 +107,14 @@ def target_size(pre: Preprocessing, height: int, width: int, scale: float = 1.0)
 
     ``scale`` multiplies that size (multi-scale evaluation); 1.0 is the card's policy.
     """
-    if pre.resize == "none" or pre.size is None:
+    fixed = pre.network_input()
+    if pre.resize in ("fixed", "stretch") and fixed is not None:
+        th, tw = fixed
+    elif pre.resize == "letterbox" and fixed is not None:  # fit inside, aspect ratio kept
+        factor = min(fixed[0] / height, fixed[1] / width)
+        th, tw = min(fixed[0], round(height * factor)), min(fixed[1], round(width * factor))
+    elif pre.resize == "none" or pre.size is None:
         th, tw = height, width
-    elif pre.resize == "fixed":
-        th, tw = pre.size, pre.size
     elif pre.resize == "shorter":  # torchvision's Resize(size): the longer side truncated
         short, long = sorted((height, width))
         th, tw = (pre.size, int(pre.size * long / short))[:: 1 if height <= width else -1]
@@ -169,8 +173,9 @@ def preprocess(
     m = pre.pad_multiple
     ph = -(-max(a.shape[0] for a in arrays) // m) * m
     pw = -(-max(a.shape[1] for a in arrays) // m) * m
-    if pre.resize == "fixed" and pre.size is not None and scale == 1.0:
-        ph, pw = max(ph, pre.size), max(pw, pre.size)
+    fixed = pre.network_input()
+    if fixed is not None and scale == 1.0:  # a fixed input: exactly its size ('fixed': at least)
+        ph, pw = (max(ph, fixed[0]), max(pw, fixed[1])) if pre.resize == "fixed" else fixed
     dtype = np.uint8 if raw_pixels else np.float32
     b, fill = pre.border, np.asarray(pre.pad_value, dtype=dtype)
     planar = pre.layout == "NCHW"

@@ -37,6 +37,7 @@ __all__ = [
     "open_engine",
     "read_card",
     "read_exported_card",
+    "select_output",
     "unsupported_file",
 ]
 
@@ -76,15 +77,37 @@ def open_engine(path: Path, engine: str, threads: int | None = None) -> Engine:
     raise ModelError(f"{path}: the '{engine}' engine does not open {path.suffix} files")
 
 
-def read_card(path: Path, engine: Engine) -> tuple[ModelCard, str]:
-    """The card of an exported file and where it came from: metadata, sidecar or inferred."""
+def read_card(
+    path: Path, engine: Engine, contract: list[str] | None = None
+) -> tuple[ModelCard, str]:
+    """The card of an exported file and where it came from (metadata, sidecar or inferred),
+    with the ``key=value`` overrides in ``contract`` applied; the output the card names
+    (``output_tensor``) is selected on ``engine``, and an inferred card is inferred from it."""
     text = getattr(engine, "card_json", None)
+    side = None if text else sidecar_card(path)
     if text:
-        return card_from_json(text, str(path)), "metadata"
-    card = sidecar_card(path)
-    if card is not None:
-        return card, "sidecar"
-    return infer_card(engine.signature(), str(path)), "inferred"
+        card, origin = card_from_json(text, str(path)), "metadata"
+    elif side is not None:
+        card, origin = side, "sidecar"
+    else:
+        card, origin = infer_card(engine.signature(), str(path)), "inferred"
+    card = override_card(card, contract or [], str(path))
+    if card.output_tensor is not None:
+        select_output(engine, card.output_tensor, path)
+        if origin == "inferred":  # classes and output kind are those of the selected output
+            card = override_card(infer_card(engine.signature(), str(path)), contract or [], str(path))
+    return card, origin
+
+
+def select_output(engine: Engine, which: str | int | None, path: Path) -> Engine:
+    """``engine`` reading the output ``which`` names (by name or index) of a multi-output file."""
+    if which is None:
+        return engine
+    select = getattr(engine, "select_output", None)
+    if select is None:
+        raise ModelError(f"{path}: the '{engine.name}' engine cannot select an output")
+    select(which)
+    return engine
 
 
 def read_exported_card(
@@ -96,13 +119,7 @@ def read_exported_card(
         raise ModelError(unsupported_file(path))
     allowed = ENGINES_OF_SUFFIX[path.suffix]
     engine = open_engine(path, (available_engines(allowed) or list(allowed))[0], 1)
-    card, origin = read_card(path, engine)
-    return _overridden(card, contract, str(path)), origin
-
-
-def _overridden(card: ModelCard, contract: list[str] | None, source: str) -> ModelCard:
-    """``card`` with the ``key=value`` overrides in ``contract`` applied."""
-    return override_card(card, contract or [], source)
+    return read_card(path, engine, contract)
 
 
 def load_exported(
@@ -125,20 +142,23 @@ def load_exported(
         )
     candidates = [engine] if engine != "auto" else available_engines(allowed) or list(allowed[:1])
     opened = open_engine(path, candidates[0], threads)
-    card, origin = read_card(path, opened)
-    card = _overridden(card, contract, str(path))
+    card, origin = read_card(path, opened, contract)
     check_card(card, opened.signature(), str(path))
     chosen = opened
+
+    def reopen(name: str) -> Engine:
+        return select_output(open_engine(path, name, threads), card.output_tensor, path)
+
     if len(candidates) > 1:
         name, _ = choose_engine(
             path,
             candidates,
             threads,
             _typical_shape(card),
-            lambda other: opened if other == opened.name else open_engine(path, other, threads),
+            lambda other: opened if other == opened.name else reopen(other),
         )
         if name != opened.name:
-            chosen = open_engine(path, name, threads)
+            chosen = reopen(name)
     if origin != "metadata" or card.preprocessing.layout == "NHWC":
         return StandardOutput(chosen, card.preprocessing.layout, card.output), card
     return chosen, card
@@ -147,7 +167,9 @@ def load_exported(
 def _typical_shape(card: ModelCard) -> tuple[int, ...]:
     """The batch shape the card's preprocessing produces for a square image of its size."""
     pre = card.preprocessing
-    side = pre.size or 513
-    side = -(-side // pre.pad_multiple) * pre.pad_multiple if pre.resize != "fixed" else side
-    side += 2 * pre.border
-    return (1, 3, side, side) if pre.layout == "NCHW" else (1, side, side, 3)
+    fixed = pre.network_input()
+    if fixed is None:
+        side = -(-(pre.size or 513) // pre.pad_multiple) * pre.pad_multiple
+        fixed = (side, side)
+    h, w = fixed[0] + 2 * pre.border, fixed[1] + 2 * pre.border
+    return (1, 3, h, w) if pre.layout == "NCHW" else (1, h, w, 3)

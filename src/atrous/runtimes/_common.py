@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ShapeSpecializer", "cast_input", "error_line"]
+from atrous.errors import ModelError
+
+__all__ = ["ShapeSpecializer", "cast_input", "error_line", "output_index"]
 
 
 def cast_input(batch: np.ndarray, dtype: type | np.dtype) -> np.ndarray:
@@ -17,6 +19,19 @@ def cast_input(batch: np.ndarray, dtype: type | np.dtype) -> np.ndarray:
         info = np.iinfo(dtype)
         return np.clip(np.rint(batch), info.min, info.max).astype(dtype)
     return batch.astype(dtype, copy=False)
+
+
+def output_index(names: list[str], which: str | int | None, source: object) -> int:
+    """The index of the output ``which`` names (a name, or an index counted from 0; None: the
+    first), refused in one line that lists the outputs when there is no such output."""
+    if which is None:
+        return 0
+    if isinstance(which, int) and not isinstance(which, bool) and 0 <= which < len(names):
+        return which
+    if isinstance(which, str) and which in names:
+        return names.index(which)
+    listed = ", ".join(f"{i}: {n}" for i, n in enumerate(names))
+    raise ModelError(f"{source}: no output {which!r}; the model's outputs are {listed}")
 
 
 def error_line(exc: BaseException) -> str:

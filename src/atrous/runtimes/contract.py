@@ -5,9 +5,13 @@ still say most of it: layout (where the 3 colour channels are), input dtype (uin
 pixels), a fixed size, the number of classes, and a single-channel output meaning a foreground
 probability. The normalisation of a float input is read from the file's metadata where it says
 (TFLite metadata NormalizationOptions, ONNX ``metadata_props`` mean/std); otherwise it is a
-guess, [-1, 1], recorded in the card's ``assumed`` section so every verb can say so. Anything
-can be overridden with ``key=value`` pairs, e.g. ``preprocessing.mean=[0,0,0]`` or
-``output=logits``, or a sidecar card ``<model file>.card.json``.
+guess, [-1, 1], recorded in the card's ``assumed`` section so every verb can say so. A fixed
+non-square input (MediaPipe's 144x256 landscape models) is reached by stretching the image to
+it, also a guess said aloud (``preprocessing.resize=letterbox`` keeps the aspect ratio). The
+output read is the first unless ``output_tensor`` names another (by name or index). Anything
+can be overridden with ``key=value`` pairs, e.g. ``preprocessing.mean=[0,0,0]``,
+``output=logits`` or ``output_tensor=segment_back``, or a sidecar card
+``<model file>.card.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "SIDECAR_SUFFIX",
     "sidecar_card",
     "NORMALISATION",
+    "RESIZE",
 ]
 
 # Float inputs of foreign models default to [-1, 1] (x / 127.5 - 1), the TensorFlow DeepLab and
@@ -41,12 +46,18 @@ __all__ = [
 FLOAT_INPUT_RANGE = (-1.0, 1.0)
 SIDECAR_SUFFIX = ".card.json"
 NORMALISATION = "normalisation"  # the key of a guessed normalisation in ModelCard.assumed
-_NORMALISATION_KEYS = ("preprocessing", "preprocessing.mean", "preprocessing.std")
+RESIZE = "resize"  # the key of a guessed resize policy (fixed non-square input)
+# the override keys that settle each guess: the user said it
+_SETTLED_BY = {
+    NORMALISATION: {"preprocessing", "preprocessing.mean", "preprocessing.std"},
+    RESIZE: {"preprocessing", "preprocessing.resize"},
+}
 
 
 @dataclass(frozen=True)
 class Signature:
-    """A model's single input and first output: shapes (None for dynamic dims) and dtypes."""
+    """A model's single input and the output read (the first unless the card selects another):
+    shapes (None for dynamic dims) and dtypes."""
 
     input_shape: tuple[int | None, ...]
     input_dtype: np.dtype
@@ -71,18 +82,17 @@ def infer_card(signature: Signature, source: str) -> ModelCard:
     layout = _layout(shape, source)
     h, w = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
     mean, std, assumed = _normalisation(signature, source)
-    if h is not None and w is not None:
-        if h != w:
-            raise ModelError(
-                f"{source}: fixed non-square input {h}x{w} is not supported "
-                "(the card's 'fixed' resize policy is square)"
-            )
-        resize, size, multiple = "fixed", int(h), 1
-    else:
-        resize, size, multiple = "longest", 513, 8
-    pre = Preprocessing(
-        mean=mean, std=std, layout=layout, resize=resize, size=size, pad_multiple=multiple
-    )
+    geometry: dict[str, Any] = {"resize": "longest", "size": 513, "pad_multiple": 8}
+    if h is not None and w is not None and h == w:
+        geometry = {"resize": "fixed", "size": int(h), "pad_multiple": 1}
+    elif h is not None and w is not None:
+        geometry = {"resize": "stretch", "size": int(max(h, w)), "input_size": (int(h), int(w))}
+        geometry["pad_multiple"] = 1
+        assumed[RESIZE] = (
+            f"fixed non-square input {h}x{w}: images stretched to it (aspect ratio not kept); "
+            "preprocessing.resize=letterbox keeps it"
+        )
+    pre = Preprocessing(mean=mean, std=std, layout=layout, **geometry)
     output, classes = _output_kind(signature, layout, source)
     return ModelCard(
         name=Path(source).stem,
@@ -167,8 +177,8 @@ def override_card(card: ModelCard, overrides: list[str], source: str) -> ModelCa
     keys = {o.split("=", 1)[0].strip() for o in overrides}
     if "classes" in keys:
         data["palette"] = voc_palette(len(data["classes"]))
-    if keys & set(_NORMALISATION_KEYS):  # the user said it: no longer a guess
-        data["assumed"] = {k: v for k, v in data.get("assumed", {}).items() if k != NORMALISATION}
+    assumed = data.get("assumed", {})  # what the user said is no longer a guess
+    data["assumed"] = {k: v for k, v in assumed.items() if not keys & _SETTLED_BY.get(k, set())}
     return card_from_json(data, f"{source} (with overrides {', '.join(overrides)})")
 
 

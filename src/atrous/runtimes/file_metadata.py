@@ -5,14 +5,17 @@ TFLite files made with the TFLite Support metadata writer carry a ``TFLITE_METAD
 ``NormalizationOptions`` (mean and std in pixel units: ``(x - mean) / std``). ONNX files may
 carry ``mean`` / ``std`` entries in ``metadata_props`` (JSON lists or comma-separated numbers,
 in [0, 1] or pixel units; ``mean_values`` / ``scale_values`` as OpenVINO names them). The
-metadata schema is not shipped with ai-edge-litert, so the few tables needed are walked here
-by field index (metadata_schema.fbs).
+metadata schema is not shipped with ai-edge-litert (tflite-support, which has it, pins an old
+protobuf), so the few tables needed are walked here by field index (metadata_schema.fbs), with
+bounds: a buffer over 1 MiB, vectors longer than 64 entries and offsets outside the buffer are
+no metadata, never a long walk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -29,6 +32,8 @@ TFLITE_METADATA = "TFLITE_METADATA"
 _NORMALIZATION_OPTIONS = 1  # ProcessUnitOptions union: NormalizationOptions = 1
 _MEAN_KEYS = ("mean", "norm_mean", "mean_values", "image_mean")
 _STD_KEYS = ("std", "norm_std", "scale_values", "image_std")
+MAX_METADATA_BYTES = 1 << 20  # a ModelMetadata table is a few KB; associated files live outside
+MAX_ENTRIES = 64  # subgraphs, tensors, process units or floats walked in one vector
 
 
 def _triple(values: list[float]) -> Triple | None:
@@ -77,10 +82,10 @@ def _tables(table: Table, index: int) -> list[Table]:
     offset = _field(table, index)
     if not offset:
         return []
-    start = table.Vector(offset)
-    return [
-        Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(table.VectorLen(offset))
-    ]
+    start, count = table.Vector(offset), table.VectorLen(offset)
+    if count > MAX_ENTRIES or start + 4 * count > len(table.Bytes):
+        raise ValueError("metadata vector out of bounds")
+    return [Table(table.Bytes, table.Indirect(start + 4 * i)) for i in range(count)]
 
 
 def _floats(table: Table, index: int) -> list[float]:
@@ -88,6 +93,8 @@ def _floats(table: Table, index: int) -> list[float]:
     offset = _field(table, index)
     if not offset:
         return []
+    if table.VectorLen(offset) > MAX_ENTRIES:
+        raise ValueError("metadata vector out of bounds")
     return table.GetVectorAsNumpy(flatbuffers.number_types.Float32Flags, offset).tolist()
 
 
@@ -104,7 +111,7 @@ def _normalization_of(unit: Table) -> tuple[list[float], list[float]] | None:
 def tflite_normalisation(content: bytes) -> tuple[Triple, Triple] | None:
     """Mean and std from a .tflite file's TFLite Support metadata, if its input has them."""
     buffer = read_tflite_metadata(content).get(TFLITE_METADATA)
-    if not buffer:
+    if not buffer or len(buffer) > MAX_METADATA_BYTES:
         return None
     data = bytearray(buffer)
     root = Table(data, flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0))
@@ -122,11 +129,14 @@ def metadata_normalisation(path: Path) -> tuple[Triple, Triple] | None:
     read: the caller then guesses and says so)."""
     if not path.is_file():
         return None
+    found = None
     try:
         if path.suffix == ".onnx":
-            return onnx_normalisation(path)
-        if path.suffix == ".tflite":
-            return tflite_normalisation(path.read_bytes())
+            found = onnx_normalisation(path)
+        elif path.suffix == ".tflite":
+            found = tflite_normalisation(path.read_bytes())
     except Exception:  # noqa: BLE001 - unusual metadata is no metadata, never a failure
         return None
-    return None
+    if found is None or not all(math.isfinite(v) for v in (*found[0], *found[1])):
+        return None
+    return found if min(found[1]) > 0 else None  # a zero or negative std is no normalisation

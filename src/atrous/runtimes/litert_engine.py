@@ -15,7 +15,7 @@ import numpy as np
 
 from atrous.card import tflite_card_json
 from atrous.errors import ModelError
-from atrous.runtimes._common import cast_input, error_line
+from atrous.runtimes._common import cast_input, error_line, output_index
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -59,6 +59,7 @@ class LiteRtEngine:
         if len(inputs) != 1:
             raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
         self.input = inputs[0]
+        self._output_at = 0
         self.output = self.interpreter.get_output_details()[0]
         self._shape = tuple(self.input["shape"])
 
@@ -66,6 +67,15 @@ class LiteRtEngine:
     def card_json(self) -> str | None:
         """The model card in the flatbuffer metadata, if any."""
         return tflite_card_json(self.content)
+
+    def outputs(self) -> list[str]:
+        """The names of the model's outputs, in order."""
+        return [d["name"] for d in self.interpreter.get_output_details()]
+
+    def select_output(self, which: str | int | None) -> None:
+        """Read the output ``which`` names (name or index; None: the first) from now on."""
+        self._output_at = output_index(self.outputs(), which, self.path)
+        self.output = self.interpreter.get_output_details()[self._output_at]
 
     def signature(self) -> Signature:
         """Input/output shapes (None for dynamic dims) and dtypes as the caller sees them."""
@@ -86,7 +96,7 @@ class LiteRtEngine:
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The first output for one batch; quantized tensors are (de)quantized."""
+        """The selected output for one batch; quantized tensors are (de)quantized."""
         shape = tuple(batch.shape)
         if shape != self._shape:
             signature = [int(d) for d in self.input.get("shape_signature", self.input["shape"])]
@@ -102,7 +112,7 @@ class LiteRtEngine:
             self.interpreter.resize_tensor_input(self.input["index"], list(shape))
             self.interpreter.allocate_tensors()
             self._shape = shape
-            self.output = self.interpreter.get_output_details()[0]
+            self.output = self.interpreter.get_output_details()[self._output_at]
         dtype = np.dtype(self.input["dtype"])
         quant = _quantization(self.input)
         if quant and dtype.kind in "iu" and batch.dtype.kind == "f":

@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from atrous.card import card_json_of
 from atrous.errors import ModelError
-from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line
+from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line, output_index
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -53,7 +53,7 @@ class OrtEngine:
             raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
         self.input = inputs[0]
         self.input_dtype = ORT_DTYPES.get(self.input.type, np.float32)
-        self.output_names = [o.name for o in self.session.get_outputs()[:1]]
+        self.output_names = [self.session.get_outputs()[0].name]
         self._shapes = ShapeSpecializer(specialize, self._pinned_session)
 
     def _open(self, fixed_dims: dict[str, int] | None = None) -> Any:
@@ -92,9 +92,17 @@ class OrtEngine:
         """The model card stored in the ONNX metadata (key ``atrous.card``), if any."""
         return card_json_of(self.session.get_modelmeta().custom_metadata_map)
 
+    def outputs(self) -> list[str]:
+        """The names of the model's outputs, in order."""
+        return [o.name for o in self.session.get_outputs()]
+
+    def select_output(self, which: str | int | None) -> None:
+        """Read the output ``which`` names (name or index; None: the first) from now on."""
+        self.output_names = [self.outputs()[output_index(self.outputs(), which, self.path)]]
+
     def signature(self) -> Signature:
-        """Input and first output shapes (None for symbolic dims) and dtypes."""
-        output = self.session.get_outputs()[0]
+        """Input and selected output shapes (None for symbolic dims) and dtypes."""
+        output = next(o for o in self.session.get_outputs() if o.name == self.output_names[0])
         return Signature(
             _dims(self.input.shape),
             np.dtype(self.input_dtype),
@@ -103,7 +111,7 @@ class OrtEngine:
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The first output for one batch (cast to the input's dtype first)."""
+        """The selected output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
         session = self._shapes.runner(x.shape, self.session)
         return session.run(self.output_names, {self.input.name: x})[0]

@@ -10,7 +10,7 @@ import numpy as np
 
 from atrous.card import RT_INFO_CARD, openvino_card_json
 from atrous.errors import ModelError
-from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line
+from atrous.runtimes._common import ShapeSpecializer, cast_input, error_line, output_index
 from atrous.runtimes.contract import Signature
 from atrous.runtimes.torch_engine import default_threads
 
@@ -71,6 +71,7 @@ class OpenVinoEngine:
             raise ModelError(
                 f"{self.path}: expected one input, the model has {len(self.model.inputs)}"
             )
+        self._output_at = 0
         self._core = core
         self._config = cpu_config(self.threads, precision)
         self.compiled = core.compile_model(self.model, "CPU", self._config)
@@ -95,14 +96,23 @@ class OpenVinoEngine:
         """The model card in the IR's rt_info (or, for .onnx, the ONNX metadata), if any."""
         return openvino_card_json(self.model)
 
+    def outputs(self) -> list[str]:
+        """The names of the model's outputs, in order (its index where an output has none)."""
+        return [o.get_any_name() if o.get_names() else str(i) for i, o in
+                enumerate(self.model.outputs)]  # fmt: skip
+
+    def select_output(self, which: str | int | None) -> None:
+        """Read the output ``which`` names (name or index; None: the first) from now on."""
+        self._output_at = output_index(self.outputs(), which, self.path)
+
     def signature(self) -> Signature:
-        """Input and first output shapes (None for dynamic dims) and dtypes."""
+        """Input and selected output shapes (None for dynamic dims) and dtypes."""
 
         def dims(port) -> tuple[int | None, ...]:
             shape = port.get_partial_shape()
             return tuple(None if d.is_dynamic else d.get_length() for d in shape)
 
-        inp, out = self.model.inputs[0], self.model.outputs[0]
+        inp, out = self.model.inputs[0], self.model.outputs[self._output_at]
         return Signature(
             dims(inp),
             np.dtype(inp.get_element_type().to_dtype()),
@@ -111,13 +121,13 @@ class OpenVinoEngine:
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """The first output for one batch (cast to the input's dtype first)."""
+        """The selected output for one batch (cast to the input's dtype first)."""
         x = np.ascontiguousarray(cast_input(batch, self.input_dtype))
         request = self._shapes.runner(x.shape, self.request)
         # no copy of the input: the call is synchronous and the request's view of ``x`` is
         # only read during it
         request.infer({0: x}, share_inputs=True)
-        return request.get_output_tensor(0).data.copy()
+        return request.get_output_tensor(self._output_at).data.copy()
 
     def describe(self) -> dict[str, Any]:
         """Runtime, version, threads, precision and model file."""
