@@ -128,6 +128,7 @@ class BenchRecord:
     gflops: float | None = None
     file_mb: float | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
+    input_size: list[int] | None = None  # the network input measured, [height, width]
 
 
 @dataclass
@@ -340,7 +341,7 @@ def benchmark(
                 base = target.open(t)
                 for size in sizes:
                     seg = with_input_size(base, size)
-                    h, w = image_size or (size or seg.card.preprocessing.size or 513,) * 2
+                    h, w = image_size or _network_side(seg.card, size)
                     image = synthetic_photo(h, w)
                     image_file = Path(tmp.name) / f"photo_{h}x{w}.jpg"
                     if not image_file.exists():
@@ -398,5 +399,15 @@ def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
         gflops=round(gflops, 2) if gflops else None,
         file_mb=round(model_file_mb(file), 3) if file and file.is_file() else None,
         stages_ms=stages,
+        input_size=[int(h), int(w)],
         **{k: round(v, 6) for k, v in stats.items()},
     )
+
+
+def _network_side(card: ModelCard, size: int | None) -> tuple[int, int]:
+    """The default test image: ``size`` square, else the card's fixed input (non-square
+    included), else its size square (513 without one)."""
+    if size is None and card.preprocessing.network_input() is not None:
+        return card.preprocessing.network_input()  # type: ignore[return-value]
+    side = size or card.preprocessing.size or 513
+    return side, side

@@ -55,9 +55,10 @@ def open_segmenter(
     threads: int | None,
     contract: list[str] | None = None,
     weights: str | None = None,
+    warn: bool = True,
 ) -> Segmenter:
     """The Segmenter a verb runs (``--engine fast`` included), with ``--weights`` and
-    ``--contract`` applied and the card's warnings printed."""
+    ``--contract`` applied and (``warn``) the card's warnings printed."""
     source = with_weights(model, weights)
     if engine == "fast":
         if contract:
@@ -65,5 +66,6 @@ def open_segmenter(
         segmenter = Segmenter.from_file(source, engine=engine, threads=threads)
     else:
         segmenter = Segmenter(*load_engine(source, engine, threads, contract=contract))
-    warn_card(segmenter.card, model)
+    if warn:
+        warn_card(segmenter.card, model)
     return segmenter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -11,7 +12,7 @@ from rich.progress import Progress
 from atrous.bench.latency import BenchTarget
 from atrous.bench.latency import benchmark as run_benchmark
 from atrous.cli._app import app
-from atrous.cli._model import open_segmenter, with_weights
+from atrous.cli._model import open_segmenter, warn_card, with_weights
 from atrous.cli._options import (
     ContractOpt,
     JsonFlag,
@@ -34,13 +35,29 @@ def parse_sizes(text: str | None) -> list[int | None]:
     return [square_side(parse_size(item.strip()), "benchmark") for item in text.split(",")]
 
 
+def _open(model: str, engine: str, threads: int | None, contract: list[str] | None) -> Segmenter:
+    """``model`` on ``engine`` as benchmark measures it (a checkpoint on an exported-file engine
+    is exported once, cached), with the ``--contract`` overrides when given."""
+    if contract:
+        return open_segmenter(model, engine, threads, contract, warn=False)
+    return Segmenter.from_file(model, engine=engine, threads=threads)
+
+
 def _stream_benchmark(
-    out: Output, models: list[str], source: str, engine: str, threads: list[int | None]
+    out: Output,
+    models: list[str],
+    source: str,
+    engine: str,
+    threads: list[int | None],
+    contract: list[str] | None,
 ) -> None:
     """``--stream``: pipelined vs sequential frames/s of each model on a video (atrous.video)."""
     rows, payload, repeats = [], [], 0
     for model, count in ((m, t) for m in models for t in threads):
-        result = stream_benchmark(Segmenter.from_file(model, engine=engine, threads=count), source)
+        segmenter = _open(model, engine, count, contract)
+        if count == threads[0]:  # the card's warnings once per model
+            warn_card(segmenter.card, model)
+        result = stream_benchmark(segmenter, source)
         fps = [statistics.median(result.sequential_fps), statistics.median(result.pipelined_fps)]
         rows.append([model, count, result.frames, *fps, result.ratio])
         repeats = result.repeats
@@ -53,11 +70,23 @@ def _stream_benchmark(
     out.table(f"stream {source} ({repeats} interleaved pairs)", columns, rows)
 
 
-def _targets(models: list[str], engines: list[str], contract: list[str]) -> list[BenchTarget]:
-    """``--contract``: each model on each engine, opened with the overridden card."""
+def _targets(
+    models: list[str], engines: list[str], contract: list[str] | None
+) -> list[BenchTarget]:
+    """Each model on each engine (with ``--contract``: opened with the overridden card); the
+    card's warnings (random weights, guessed contract) are printed once per model, when it is
+    first opened."""
+    warned: set[str] = set()
 
-    def opener(model: str, engine: str):
-        return lambda threads: open_segmenter(model, engine, threads, contract)
+    def opener(model: str, engine: str) -> Callable[[int], Segmenter]:
+        def open_(threads: int) -> Segmenter:
+            segmenter = _open(model, engine, threads, contract)
+            if model not in warned:
+                warned.add(model)
+                warn_card(segmenter.card, model)
+            return segmenter
+
+        return open_
 
     return [
         BenchTarget(f"{Path(m).name}:{e}", opener(m, e), Path(m) if Path(m).is_file() else None)
@@ -93,13 +122,13 @@ def benchmark(
     engines = [e.strip() for e in engine.split(",") if e.strip()]
     models = [with_weights(m, weights) for m in models]
     if stream is not None:
-        return _stream_benchmark(out, models, stream, engine.split(",")[0], thread_list)
+        return _stream_benchmark(out, models, stream, engine.split(",")[0], thread_list, contract)
     with Progress(
         console=out.console, transient=True, disable=not out.console.is_terminal
     ) as progress:
         task = progress.add_task("benchmarking", total=runs + warmup)
         result = run_benchmark(
-            _targets(models, engines, contract) if contract else models,
+            _targets(models, engines, contract),
             sizes=size_list,
             threads=thread_list,
             runs=runs,

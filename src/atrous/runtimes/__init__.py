@@ -95,7 +95,9 @@ def read_card(
     if card.output_tensor is not None:
         select_output(engine, card.output_tensor, path)
         if origin == "inferred":  # classes and output kind are those of the selected output
-            card = override_card(infer_card(engine.signature(), str(path)), contract or [], str(path))
+            card = override_card(
+                infer_card(engine.signature(), str(path)), contract or [], str(path)
+            )
     return card, origin
 
 
