@@ -250,6 +250,10 @@ def test_the_output_is_selected_by_name_or_index(two_outputs, tmp_path):
     args = ["predict", str(two_outputs), str(tmp_path / "photo.png"), "--threads", "1"]
     _invoke([*args, "-o", str(tmp_path / "a"), *_contract([*UNIT, "output_tensor=1"])])
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / "photo.png")), expected)
+    _invoke([*args, "-o", str(tmp_path / "b"), *_contract(UNIT), "--output-tensor", "classes"])
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b" / "photo.png")), expected)
+    shown = _invoke(["inspect", str(two_outputs), "--output-tensor", "classes"]).stdout
+    assert "0: person, 1: classes (reading classes)" in shown and "class_2" in shown
 
 
 # -- fixed non-square inputs ---------------------------------------------------------------------

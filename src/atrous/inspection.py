@@ -13,7 +13,7 @@ from atrous.models.deeplab import DeepLab
 from atrous.models.introspect import config_from_state_dict
 from atrous.models.zoo import default_card
 from atrous.registry import get_backbone
-from atrous.runtimes import model_file_mb, read_exported_card
+from atrous.runtimes import model_file_mb, output_names, read_exported_card
 from atrous.sources import RANDOM_WEIGHTS, classify
 
 __all__ = ["inspect_model", "describe_config"]
@@ -86,6 +86,7 @@ def inspect_model(
         origin = "its signature (no card inside)" if card_origin == "inferred" else card_origin
         info["origin"] = f"{path.suffix[1:]} file, card from {origin}"
         info["file_mb"] = model_file_mb(path)
+        info["outputs"] = output_names(path)
     if config is not None:
         info["architecture"] = describe_config(config)
         if input_size is None:

@@ -11,7 +11,11 @@
   fastest installed one for an exported file and torch for a checkpoint.
 - ``--weights NAME|FILE``: published weights (or a weights file) for a zoo name; resolved by
   ``cli._model.with_weights`` to the cached atrous checkpoint, so the verb opens a checkpoint.
-- ``--contract key=value``: overrides of the model card (a foreign file's guessed contract).
+- ``--contract key=value``: overrides of the model card (a foreign file's guessed contract),
+  on every verb that opens a model; a ``<model file>.card.json`` beside the model is read the
+  same way (the overrides apply on top of it).
+- ``--output-tensor NAME|INDEX``: the output a multi-output model is read from (the card's
+  ``output_tensor``; short for ``--contract output_tensor=...``); default the first.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "JsonOut",
     "OutFile",
     "OutFolder",
+    "OutputTensorOpt",
     "Size",
     "SizeOpt",
     "ThreadCountsOpt",
@@ -42,11 +47,14 @@ __all__ = [
     "resolve_threads",
     "square_side",
     "thread_counts",
+    "with_output_tensor",
 ]
 
 CONTRACT_HELP = (
-    "override the model card of a foreign model, key=value "
-    "(e.g. preprocessing.layout=NHWC, output=probability); repeatable"
+    "override the model card, key=value, e.g. preprocessing.mean=[0,0,0] "
+    "preprocessing.std=[1,1,1] (inputs in [0,1]), preprocessing.resize=letterbox|stretch "
+    "(a fixed input), preprocessing.layout=NHWC, output=probability, output_tensor=NAME; "
+    "repeatable; a <model>.card.json beside the model is read first"
 )
 ENGINES = "auto, torch, onnxruntime, openvino or litert"
 
@@ -138,6 +146,15 @@ SizeOpt = Annotated[
 ]
 EngineOpt = Annotated[str, typer.Option("--engine", help=ENGINES)]
 ContractOpt = Annotated[list[str] | None, typer.Option("--contract", help=CONTRACT_HELP)]
+OutputTensorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output-tensor",
+        metavar="NAME|INDEX",
+        help="the output of a multi-output model to read, by name or index [default: the first]",
+        show_default=False,
+    ),
+]
 WeightsOpt = Annotated[
     str | None,
     typer.Option(
@@ -153,3 +170,10 @@ WeightsOpt = Annotated[
 def thread_counts(text: str | None) -> list[int]:
     """``benchmark --threads``: '1,2' -> [1, 2]; None -> [the engine default]."""
     return parse_ints(text, "threads") if text else [default_threads()]
+
+
+def with_output_tensor(contract: list[str] | None, output_tensor: str | None) -> list[str] | None:
+    """``--contract`` with ``--output-tensor`` added as ``output_tensor=...`` (its one meaning)."""
+    if output_tensor is None:
+        return contract
+    return [*(contract or []), f"output_tensor={output_tensor}"]

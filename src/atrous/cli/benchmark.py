@@ -17,11 +17,13 @@ from atrous.cli._options import (
     ContractOpt,
     JsonFlag,
     JsonOut,
+    OutputTensorOpt,
     ThreadCountsOpt,
     WeightsOpt,
     parse_size,
     square_side,
     thread_counts,
+    with_output_tensor,
 )
 from atrous.cli._output import Output
 from atrous.segmenter import Segmenter
@@ -114,9 +116,11 @@ def benchmark(
         None, help="a video file or stream URL: frames/s of the pipelined vs the sequential loop"
     ),
     contract: ContractOpt = None,
+    output_tensor: OutputTensorOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
     """Latency (median/p90/p99), throughput, GMACs and GFLOP/s; models run interleaved."""
+    contract = with_output_tensor(contract, output_tensor)
     out = Output(as_json, json_out)
     size_list, thread_list = parse_sizes(sizes), thread_counts(threads)
     engines = [e.strip() for e in engine.split(",") if e.strip()]

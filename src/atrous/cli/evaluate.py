@@ -10,7 +10,16 @@ import typer
 
 from atrous.cli._app import app
 from atrous.cli._model import open_segmenter
-from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt, WeightsOpt
+from atrous.cli._options import (
+    ContractOpt,
+    EngineOpt,
+    JsonFlag,
+    JsonOut,
+    OutputTensorOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    with_output_tensor,
+)
 from atrous.cli._output import Output
 from atrous.data import SegmentationDataset, open_dataset
 from atrous.data.check import check_kind
@@ -65,11 +74,13 @@ def evaluate_command(
     threads: ThreadsOpt = None,
     plot: Path = typer.Option(None, help="save the confusion matrix plot here (.png/.svg/.pdf)"),
     contract: ContractOpt = None,
+    output_tensor: OutputTensorOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
 ) -> None:
     """Score a model on a dataset: mIoU, per-class IoU, accuracies, under a named protocol."""
+    contract = with_output_tensor(contract, output_tensor)
     out = Output(as_json, json_out)
     _check_evaluate_options(kind, limit, plot)
     segmenter = open_segmenter(model, engine, threads, contract, weights)

@@ -8,7 +8,15 @@ from rich.markup import escape
 from atrous.card import card_from_json
 from atrous.cli._app import app
 from atrous.cli._model import warn_card, with_weights
-from atrous.cli._options import ContractOpt, JsonFlag, JsonOut, SizeOpt, WeightsOpt
+from atrous.cli._options import (
+    ContractOpt,
+    JsonFlag,
+    JsonOut,
+    OutputTensorOpt,
+    SizeOpt,
+    WeightsOpt,
+    with_output_tensor,
+)
 from atrous.cli._output import Output
 from atrous.inspection import inspect_model
 
@@ -20,12 +28,14 @@ def inspect(
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     contract: ContractOpt = None,
+    output_tensor: OutputTensorOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
     """Show a model's architecture, output stride, head, decoder, costs per stage and card.
 
     The multiply-adds are counted at --size (default 513x513; a .tflite: its own size).
     """
+    contract = with_output_tensor(contract, output_tensor)
     out = Output(as_json, json_out)
     info = inspect_model(with_weights(model, weights), tuple(size) if size else None, contract)
     if "card" in info:
@@ -40,6 +50,10 @@ def inspect(
         out.print(f"  {'multiply-adds':16s} {info['gmacs']:.3f} G at {h}x{w}")
     if "file_mb" in info:
         out.print(f"  {'file size':16s} {info['file_mb']:.2f} MB")
+    if len(info.get("outputs", [])) > 1:  # which one is read: the card's output_tensor
+        read = info.get("card", {}).get("output_tensor")
+        listed = ", ".join(f"{i}: {name}" for i, name in enumerate(info["outputs"]))
+        out.print(escape(f"  {'outputs':16s} {listed} (reading {read if read is not None else 0})"))
     if "macs_by_stage" in info:
         out.table(
             "multiply-adds per stage (G)",

@@ -11,10 +11,19 @@ from rich.progress import Progress
 from atrous.batch import segment_dataset
 from atrous.cli._app import app
 from atrous.cli._model import open_segmenter, with_weights
-from atrous.cli._options import ContractOpt, EngineOpt, JsonFlag, JsonOut, ThreadsOpt, WeightsOpt
+from atrous.cli._options import (
+    ContractOpt,
+    EngineOpt,
+    JsonFlag,
+    JsonOut,
+    OutputTensorOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    with_output_tensor,
+)
 from atrous.cli._output import Output
 from atrous.data.io import read_image
-from atrous.errors import InputError
+from atrous.errors import ConfigError, InputError
 from atrous.outputs import (
     IMAGE_SUFFIXES,
     check_output_folder,
@@ -99,6 +108,7 @@ def predict(
         False, "--refine", help="snap boundaries to image edges (guided filter; slower)"
     ),
     contract: ContractOpt = None,
+    output_tensor: OutputTensorOpt = None,
     weights: WeightsOpt = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
@@ -112,10 +122,13 @@ def predict(
 
     The summary line names the engine (the one picked, with --engine auto).
     """
+    contract = with_output_tensor(contract, output_tensor)
     output = Output(as_json, json_out)
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--alpha: expected an opacity from 0 to 1, got {alpha:g}")
     if ray is not None:
+        if contract:
+            raise ConfigError("--contract and --output-tensor apply to a local run, not --ray")
         local = [item for item in inputs if Path(item).exists()]  # URLs are Ray's to read
         check_output_folder(out, expand_inputs(local) if local else [])
         source = with_weights(model, weights)

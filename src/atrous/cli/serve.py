@@ -6,7 +6,14 @@ import typer
 
 from atrous.cli._app import app
 from atrous.cli._model import open_segmenter
-from atrous.cli._options import ContractOpt, EngineOpt, ThreadsOpt, WeightsOpt
+from atrous.cli._options import (
+    ContractOpt,
+    EngineOpt,
+    OutputTensorOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    with_output_tensor,
+)
 from atrous.cli._output import console
 from atrous.errors import ConfigError
 
@@ -19,6 +26,7 @@ def serve(
     engine: EngineOpt = "auto",
     threads: ThreadsOpt = None,
     contract: ContractOpt = None,
+    output_tensor: OutputTensorOpt = None,
     weights: WeightsOpt = None,
     max_bytes: int = typer.Option(None, help="largest upload in bytes, else 413 [20 MB]"),
     max_pixels: int = typer.Option(None, help="largest image in pixels, else 413 [16 M]"),
@@ -30,6 +38,7 @@ def serve(
     ),
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /."""
+    contract = with_output_tensor(contract, output_tensor)
     try:
         import uvicorn
 

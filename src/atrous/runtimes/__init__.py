@@ -35,6 +35,7 @@ __all__ = [
     "load_exported",
     "model_file_mb",
     "open_engine",
+    "output_names",
     "read_card",
     "read_exported_card",
     "select_output",
@@ -110,6 +111,16 @@ def select_output(engine: Engine, which: str | int | None, path: Path) -> Engine
         raise ModelError(f"{path}: the '{engine.name}' engine cannot select an output")
     select(which)
     return engine
+
+
+def output_names(path: str | Path) -> list[str]:
+    """The names of an exported file's outputs, in order (on its first installed engine)."""
+    path = Path(path)
+    if path.suffix not in ENGINES_OF_SUFFIX:
+        raise ModelError(unsupported_file(path))
+    allowed = ENGINES_OF_SUFFIX[path.suffix]
+    engine = open_engine(path, (available_engines(allowed) or list(allowed))[0], 1)
+    return list(engine.outputs())  # type: ignore[attr-defined]
 
 
 def read_exported_card(
