@@ -156,3 +156,33 @@ def tflite_model(
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))
     return path
+
+
+def tflite_normalization_metadata(mean: list[float], std: list[float]) -> bytes:
+    """A TFLite Support ModelMetadata flatbuffer (metadata_schema.fbs) whose input tensor holds
+    NormalizationOptions(mean, std), built field by field."""
+    import flatbuffers
+
+    b = flatbuffers.Builder(0)
+
+    def vector(items: list, prepend) -> int:
+        b.StartVector(4, len(items), 4)
+        for item in reversed(items):
+            prepend(item)
+        return b.EndVector()
+
+    def table(fields: list[tuple[int, int]], count: int, kind: int | None = None) -> int:
+        b.StartObject(count)
+        if kind is not None:
+            b.PrependUint8Slot(0, kind, 0)
+        for slot, offset in fields:
+            b.PrependUOffsetTRelativeSlot(slot, offset, 0)
+        return b.EndObject()
+
+    options = table([(0, vector(mean, b.PrependFloat32)), (1, vector(std, b.PrependFloat32))], 2)
+    unit = table([(1, options)], 2, kind=1)  # ProcessUnitOptions.NormalizationOptions
+    tensor = table([(4, vector([unit], b.PrependUOffsetTRelative))], 5)
+    subgraph = table([(2, vector([tensor], b.PrependUOffsetTRelative))], 3)
+    root = table([(3, vector([subgraph], b.PrependUOffsetTRelative))], 4)
+    b.Finish(root, file_identifier=b"M001")
+    return bytes(b.Output())

@@ -27,7 +27,13 @@ from atrous.errors import ModelError
 from atrous.runtimes.contract import NORMALISATION, RESIZE
 from atrous.segmenter import Segmenter
 from atrous.sources import load_engine
-from foreign_models import conv_params, onnx_model, reference, tflite_model
+from foreign_models import (
+    conv_params,
+    onnx_model,
+    reference,
+    tflite_model,
+    tflite_normalization_metadata,
+)
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx2")
@@ -62,36 +68,6 @@ def _graph_model(path: Path, nodes, inputs, outputs, initializers) -> Path:
 
 
 # -- normalisation from TFLite metadata ----------------------------------------------------------
-def _normalization_metadata(mean: list[float], std: list[float]) -> bytes:
-    """A TFLite Support ModelMetadata flatbuffer (metadata_schema.fbs) whose input tensor holds
-    NormalizationOptions(mean, std), built field by field."""
-    import flatbuffers
-
-    b = flatbuffers.Builder(0)
-
-    def vector(items: list, prepend) -> int:
-        b.StartVector(4, len(items), 4)
-        for item in reversed(items):
-            prepend(item)
-        return b.EndVector()
-
-    def table(fields: list[tuple[int, int]], count: int, kind: int | None = None) -> int:
-        b.StartObject(count)
-        if kind is not None:
-            b.PrependUint8Slot(0, kind, 0)
-        for slot, offset in fields:
-            b.PrependUOffsetTRelativeSlot(slot, offset, 0)
-        return b.EndObject()
-
-    options = table([(0, vector(mean, b.PrependFloat32)), (1, vector(std, b.PrependFloat32))], 2)
-    unit = table([(1, options)], 2, kind=1)  # ProcessUnitOptions.NormalizationOptions
-    tensor = table([(4, vector([unit], b.PrependUOffsetTRelative))], 5)
-    subgraph = table([(2, vector([tensor], b.PrependUOffsetTRelative))], 3)
-    root = table([(3, vector([subgraph], b.PrependUOffsetTRelative))], 4)
-    b.Finish(root, file_identifier=b"M001")
-    return bytes(b.Output())
-
-
 def _litert_mask(path: Path, x: np.ndarray) -> np.ndarray:
     """The file's own answer: LiteRT run directly on an NHWC float input, argmax of classes."""
     from ai_edge_litert.interpreter import Interpreter
@@ -106,7 +82,7 @@ def _litert_mask(path: Path, x: np.ndarray) -> np.ndarray:
 def test_tflite_metadata_unit_range_is_read_and_the_mask_is_the_files_own(tmp_path):
     pytest.importorskip("ai_edge_litert")
     path = tflite_model(tmp_path / "selfie.tflite", size=24, channels=2, seed=4)
-    metadata = _normalization_metadata([0.0], [255.0])  # (pixel - 0) / 255: inputs in [0, 1]
+    metadata = tflite_normalization_metadata([0.0], [255.0])  # (pixel - 0) / 255: inputs in [0, 1]
     path.write_bytes(add_tflite_metadata(path.read_bytes(), {"TFLITE_METADATA": metadata}))
     image = np.random.default_rng(1).integers(0, 256, (24, 24, 3), np.uint8)
     Image.fromarray(image).save(tmp_path / "photo.png")

@@ -23,7 +23,13 @@ from atrous.models.zoo import get_model
 from atrous.runtimes.contract import NORMALISATION
 from atrous.sources import load_engine
 from atrous.weights import sha256_of
-from foreign_models import conv_params, onnx_model, reference, tflite_model
+from foreign_models import (
+    conv_params,
+    onnx_model,
+    reference,
+    tflite_model,
+    tflite_normalization_metadata,
+)
 
 ZOO = "deeplabv3_mnv2_dm05_os16"
 EXACT = ["preprocessing.mean=[0,0,0]", "preprocessing.std=[1,1,1]", "preprocessing.resize=none"]
@@ -107,42 +113,12 @@ def test_normalisation_is_read_from_onnx_metadata(foreign_onnx):
     assert card.preprocessing.std == pytest.approx((0.5,) * 3)
 
 
-def _tflite_normalization_metadata(mean: list[float], std: list[float]) -> bytes:
-    """A TFLite Support ModelMetadata flatbuffer whose input has NormalizationOptions."""
-    import flatbuffers
-
-    b = flatbuffers.Builder(0)
-
-    def vector(items: list, prepend) -> int:
-        b.StartVector(4, len(items), 4)
-        for item in reversed(items):
-            prepend(item)
-        return b.EndVector()
-
-    def table(fields: list[tuple[int, int]], count: int, kind: int | None = None) -> int:
-        b.StartObject(count)
-        if kind is not None:
-            b.PrependUint8Slot(0, kind, 0)
-        for slot, offset in fields:
-            b.PrependUOffsetTRelativeSlot(slot, offset, 0)
-        return b.EndObject()
-
-    means, stds = vector(mean, b.PrependFloat32), vector(std, b.PrependFloat32)
-    options = table([(0, means), (1, stds)], 2)
-    unit = table([(1, options)], 2, kind=1)  # ProcessUnitOptions.NormalizationOptions
-    tensor = table([(4, vector([unit], b.PrependUOffsetTRelative))], 5)
-    subgraph = table([(2, vector([tensor], b.PrependUOffsetTRelative))], 3)
-    root = table([(3, vector([subgraph], b.PrependUOffsetTRelative))], 4)
-    b.Finish(root, file_identifier=b"M001")
-    return bytes(b.Output())
-
-
 def test_normalisation_is_read_from_tflite_metadata(tmp_path):
     pytest.importorskip("ai_edge_litert")
     path = tflite_model(tmp_path / "selfie.tflite", size=16, channels=2)
     _, guessed = load_engine(path, "litert", 1)
     assert NORMALISATION in guessed.assumed  # no metadata: the guess, said
-    metadata = _tflite_normalization_metadata([0.0], [255.0])  # pixels / 255: inputs in [0, 1]
+    metadata = tflite_normalization_metadata([0.0], [255.0])  # pixels / 255: inputs in [0, 1]
     path.write_bytes(add_tflite_metadata(path.read_bytes(), {"TFLITE_METADATA": metadata}))
     _, card = load_engine(path, "litert", 1)
     assert card.assumed == {}
