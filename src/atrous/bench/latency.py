@@ -331,7 +331,12 @@ def benchmark(
         raise InputError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
     stolen_at_start = cpu_times()
     engines = [engine] if isinstance(engine, str) else list(engine)
-    targets = [as_target(item, e) for item in models_or_engines for e in engines]
+    # a path or zoo name is opened on each engine; anything already opened is measured once
+    targets = [
+        as_target(item, e)
+        for item in models_or_engines
+        for e in (engines if isinstance(item, str | Path) else engines[:1])
+    ]
     modes = MODES if end_to_end else ("network",)
     tmp = scratch_directory("bench")
     configs: list[_Config] = []
