@@ -143,3 +143,15 @@ def write_tf_style(model: nn.Module, size: int, path: Path) -> Path:
     y = b.resize("ResizeBilinear_2", y, size)
     path.write_bytes(b.finish([inp], [y]))
     return path
+
+
+def write_unrelated(path: Path) -> Path:
+    """A tiny .tflite that is no DeepLab: 1x1 conv then LOGISTIC on an 8x8 RGB input."""
+    b = _Builder()
+    x = b.tensor("input", (1, 8, 8, 3))
+    conv = nn.Conv2d(3, 4, 1)
+    y = b.conv("conv", x, conv, None, "none")
+    out = b.tensor("sigmoid", (1, 8, 8, 4))
+    b.op(s.BuiltinOperator.LOGISTIC, [y], [out])
+    path.write_bytes(b.finish([x], [out]))
+    return path

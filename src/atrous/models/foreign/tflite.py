@@ -32,7 +32,7 @@ from atrous.models.deeplab import DeepLab
 from atrous.models.foreign._tflite_graph import Operator, TFLiteGraph, read_tflite_graph
 from atrous.models.zoo import default_card
 
-__all__ = ["TFLiteImport", "describe_tflite", "from_tflite", "tflite_layout"]
+__all__ = ["TFLiteImport", "describe_tflite", "from_tflite"]
 
 _PASS = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
 _CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
@@ -348,7 +348,7 @@ def _fill(
         state[f"{key}.weight"] = torch.from_numpy(kernel)
         target = f"{bn}.bias" if bn else f"{key}.bias"
         state[target] = torch.from_numpy(np.ascontiguousarray(bias))
-        if bn:
+        if bn:  # folded in the file: the identity, carrying the conv's bias
             state[f"{bn}.weight"] = torch.ones_like(state[target])
             state[f"{bn}.running_mean"] = torch.zeros_like(state[target])
             state[f"{bn}.running_var"] = torch.full_like(state[target], 1.0 - _EPS)
@@ -399,15 +399,6 @@ def _embedded_card(path: Path) -> ModelCard | None:
         return None
 
 
-def tflite_layout(path: str | Path) -> str:
-    """The layout's name for ``atrous inspect`` (e.g. 'TF DeepLab zoo (MobileNetV2 dm0.5)'),
-    or the one-line refusal saying what the file looked like."""
-    try:
-        return from_tflite(path).layout
-    except ModelError as exc:
-        return str(exc).removeprefix(f"{path}: ")
-
-
 def from_tflite(path: str | Path) -> TFLiteImport:
     """Import a TF DeepLab zoo .tflite (see the module docstring) as an atrous model + card.
 
@@ -439,11 +430,11 @@ def from_tflite(path: str | Path) -> TFLiteImport:
     kernels += _fill(gv, [head["project"]], project, state, used, order)
     kernels += _fill(gv, [head["classifier"]], [("classifier", model.classifier, None, "none")], state, used)
     _check_resize(gv, head, size)
+    norms = {k.rsplit(".", 1)[0] for k in state if k.endswith(".running_var")}
+    identity = [k for k in state if k.rsplit(".", 1)[0] in norms and not k.endswith(".bias")]
     own = model.state_dict()
-    initialised = sorted(k for k in own if k not in state or k.endswith(("running_mean", "running_var")) or k.endswith("weight") and k.replace("weight", "running_var") in own)
-    for key, value in own.items():
-        state.setdefault(key, value)
-    model.load_state_dict(state)
+    initialised = sorted(identity + [k for k in own if k not in state])
+    model.load_state_dict({**own, **state})
     dm = f"{config.width_mult:g}"
     layout = f"TF DeepLab zoo (MobileNetV2 dm{dm})"
     biases = [gv.g.tensors[t].name for t in sorted(used) if gv.g.tensors[t].name not in kernels]
