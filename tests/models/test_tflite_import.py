@@ -72,7 +72,12 @@ def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """Smooth random RGB images in [-1, 1] (NHWC float32): blobs, not pixel noise."""
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, 3, 6, 6, generator=gen) * 2 - 1
-    return F.interpolate(coarse, size=(size, size), mode="bicubic").clamp(-1, 1).permute(0, 2, 3, 1).numpy()
+    return (
+        F.interpolate(coarse, size=(size, size), mode="bicubic")
+        .clamp(-1, 1)
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
 
 
 def _litert(path, images: np.ndarray) -> np.ndarray:
@@ -113,7 +118,11 @@ def exported(tmp_path_factory):
     float_path = export_tflite(model, card, folder / "float.tflite", size=(SIZE, SIZE))
     calibration = [((im + 1) * 127.5).astype(np.uint8) for im in _images(4, SIZE, seed=7)]
     int8_path = export_tflite(
-        model, card, folder / "int8.tflite", size=(SIZE, SIZE), precision="int8",
+        model,
+        card,
+        folder / "int8.tflite",
+        size=(SIZE, SIZE),
+        precision="int8",
         calibration=calibration,
     )
     return model, float_path, int8_path
@@ -148,7 +157,11 @@ def test_atrous_export_int8_round_trip(exported):
             error = (value - exact[key]).abs().flatten(1).amax(1)
             assert (error <= step * 0.5001 + 1e-7).all(), key
     images = _images(4, SIZE)
-    lite, converted, source = _litert(path, images), _torch(found.model, images), _torch(model, images)
+    lite, converted, source = (
+        _litert(path, images),
+        _torch(found.model, images),
+        _torch(model, images),
+    )
     assert _classes_present(lite) >= 3
     agreement = (lite.argmax(-1) == converted.argmax(-1)).mean()
     weights_only = (converted.argmax(-1) == source.argmax(-1)).mean()  # int8 weights, float maths
@@ -186,7 +199,19 @@ def test_tf_style_file_round_trip(tmp_path, width, stride, size):
 
 
 def test_convert_and_inspect_cli(tmp_path):
-    model = _randomise_bn(DeepLab(ModelConfig(backbone="mobilenet_v2", width_mult=0.5, channel_divisor=1, output_stride=16, head="pooling", upsampling="bilinear_align_corners")), 4)
+    model = _randomise_bn(
+        DeepLab(
+            ModelConfig(
+                backbone="mobilenet_v2",
+                width_mult=0.5,
+                channel_divisor=1,
+                output_stride=16,
+                head="pooling",
+                upsampling="bilinear_align_corners",
+            )
+        ),
+        4,
+    )
     path = write_tf_style(model, 65, tmp_path / "zoo.tflite")
     out = tmp_path / "zoo.pt"
     result = CliRunner().invoke(app, ["convert", str(path), "-o", str(out)])
@@ -204,7 +229,9 @@ def test_convert_and_inspect_cli(tmp_path):
 
 
 def test_asymmetric_same_padding_is_refused(tmp_path):
-    model = _randomise_bn(DeepLab(ModelConfig(backbone="mobilenet_v2", width_mult=0.5, head="pooling")), 5)
+    model = _randomise_bn(
+        DeepLab(ModelConfig(backbone="mobilenet_v2", width_mult=0.5, head="pooling")), 5
+    )
     path = write_tf_style(model, 64, tmp_path / "even.tflite")
     with pytest.raises(ModelError) as err:
         from_tflite(path)

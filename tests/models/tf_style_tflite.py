@@ -81,7 +81,11 @@ class _Builder:
         options = s.ResizeBilinearOptionsT()
         options.alignCorners = True
         self.op(
-            s.BuiltinOperator.RESIZE_BILINEAR, [x, si], [out], s.BuiltinOptions.ResizeBilinearOptions, options
+            s.BuiltinOperator.RESIZE_BILINEAR,
+            [x, si],
+            [out],
+            s.BuiltinOptions.ResizeBilinearOptions,
+            options,
         )
         return out
 
@@ -118,7 +122,13 @@ def write_tf_style(model: nn.Module, size: int, path: Path) -> Path:
         x = b.conv(f"{scope}/project/BatchNorm", x, layers[2], layers[3], "none")
         if unit.use_residual:
             out = b.tensor(f"{scope}/add", b.tensors[x].shape)
-            b.op(s.BuiltinOperator.ADD, [start, x], [out], s.BuiltinOptions.AddOptions, s.AddOptionsT())
+            b.op(
+                s.BuiltinOperator.ADD,
+                [start, x],
+                [out],
+                s.BuiltinOptions.AddOptions,
+                s.AddOptionsT(),
+            )
             x = out
     _, h, w, c = b.tensors[x].shape
     pool = s.Pool2DOptionsT()
@@ -133,7 +143,13 @@ def write_tf_style(model: nn.Module, size: int, path: Path) -> Path:
     cat = b.tensor("concat", (1, h, w, b.tensors[a].shape[3] * 2))
     options = s.ConcatenationOptionsT()
     options.axis = 3
-    b.op(s.BuiltinOperator.CONCATENATION, [p, a], [cat], s.BuiltinOptions.ConcatenationOptions, options)
+    b.op(
+        s.BuiltinOperator.CONCATENATION,
+        [p, a],
+        [cat],
+        s.BuiltinOptions.ConcatenationOptions,
+        options,
+    )
     project = fuse_conv_bn_eval(head.project[0], head.project[1])
     half = project.weight.shape[1] // 2  # atrous concatenates (1x1, pooling); TF the reverse
     with torch.no_grad():

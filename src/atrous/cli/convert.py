@@ -19,7 +19,9 @@ SHOWN = 8  # names listed per kind of tensor in the report
 
 @app.command("convert")
 def convert_command(
-    source: str = typer.Argument(..., help="a checkpoint, a plain state_dict with --zoo, or a TF DeepLab zoo .tflite"),
+    source: str = typer.Argument(
+        ..., help="a checkpoint, a plain state_dict with --zoo, or a TF DeepLab zoo .tflite"
+    ),
     out: OutFile = None,
     zoo: str = typer.Option(None, help="zoo name of a plain state_dict's architecture"),
     licence: str = typer.Option(None, help="the licence of the weights, recorded on the card"),

@@ -18,13 +18,25 @@ import numpy as np
 
 from atrous.errors import ModelError
 
-__all__ = ["MAX_FILE_BYTES", "Operator", "TFLiteGraph", "TensorInfo", "read_tflite_graph"]
+__all__ = [
+    "CONVS",
+    "MAX_FILE_BYTES",
+    "PASS_THROUGH",
+    "GraphView",
+    "Operator",
+    "TFLiteGraph",
+    "TensorInfo",
+    "describe_tflite",
+    "read_tflite_graph",
+]
 
 MAX_FILE_BYTES = 512 * 2**20  # the largest DeepLab .tflite is ~200 MB (Xception-65, float)
 MAX_TENSORS = 20_000
 MAX_OPERATORS = 20_000
 MAX_TENSOR_ELEMENTS = 64 * 2**20
 _IDENTIFIER = b"TFL3"
+PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")  # value-preserving for import
+CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 
 @dataclass
@@ -81,6 +93,51 @@ class TFLiteGraph:
         for op in self.operators:
             counts[op.kind] = counts.get(op.kind, 0) + 1
         return counts
+
+
+class GraphView:
+    """The graph with pass-through ops (quantize, dequantize, reshape) seen through."""
+
+    def __init__(self, graph: TFLiteGraph) -> None:
+        self.g = graph
+        self.alias: dict[int, int] = {}
+        self.pads: dict[int, tuple[int, list[list[int]]]] = {}
+        for op in graph.operators:
+            if op.kind in PASS_THROUGH and op.inputs:
+                self.alias[op.outputs[0]] = self.source(op.inputs[0])
+            elif op.kind == "PAD" and len(op.inputs) > 1:
+                value = graph.tensors[op.inputs[1]].value
+                if value is not None:
+                    self.pads[op.outputs[0]] = (self.source(op.inputs[0]), value.tolist())
+        self.ops = [op for op in graph.operators if op.kind not in PASS_THROUGH]
+        self.producer = {self.source(t): op for op in self.ops for t in op.outputs}
+        self.readers: dict[int, list[Operator]] = {}
+        for op in self.ops:
+            for t in op.inputs[:1] if op.kind in CONVS else op.inputs:
+                if t >= 0:
+                    self.readers.setdefault(self.source(t), []).append(op)
+
+    def source(self, t: int) -> int:
+        return self.alias.get(t, t)
+
+    def name(self, op: Operator) -> str:
+        return self.g.tensors[op.outputs[0]].name or f"operator {op.index}"
+
+    def shape(self, t: int) -> tuple[int, ...]:
+        return self.g.tensors[t].shape
+
+    def reader(self, t: int, *kinds: str) -> Operator | None:
+        found = [op for op in self.readers.get(self.source(t), []) if op.kind in kinds]
+        return found[0] if len(found) == 1 else None
+
+
+def describe_tflite(graph: TFLiteGraph) -> str:
+    """What a .tflite looks like, in one line: input / output shapes and its commonest ops."""
+    counts = sorted(graph.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
+    ops = ", ".join(f"{k} x{n}" for k, n in counts[:6]) or "no operators"
+    shapes = [list(graph.tensors[t].shape) for t in graph.inputs]
+    outs = [list(graph.tensors[t].shape) for t in graph.outputs]
+    return f"input {shapes}, output {outs}, {len(graph.operators)} operators ({ops})"
 
 
 def _schema() -> Any:
@@ -224,12 +281,16 @@ def read_tflite_graph(path: str | Path) -> TFLiteGraph:
     path = Path(path)
     schema = _schema()
     if schema is None:
-        raise ModelError(f"{path}: reading a .tflite needs ai-edge-litert (pip install 'atrous[tflite]')")
+        raise ModelError(
+            f"{path}: reading a .tflite needs ai-edge-litert (pip install 'atrous[tflite]')"
+        )
     if not path.is_file():
         raise ModelError(f"{path}: no such file")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise ModelError(f"{path}: {size} bytes is larger than a DeepLab .tflite ({MAX_FILE_BYTES})")
+        raise ModelError(
+            f"{path}: {size} bytes is larger than a DeepLab .tflite ({MAX_FILE_BYTES})"
+        )
     reader = _Reader(path, path.read_bytes(), schema)
     try:
         return _read(reader)
@@ -254,7 +315,9 @@ def _read(reader: _Reader) -> TFLiteGraph:
     for op in operators:
         if any(not -1 <= t < n_tensors for t in op.inputs + op.outputs):
             raise reader.fail(f"operator {op.index} ({op.kind}) names a tensor not in the file")
-    inputs = [int(graph.Inputs(i)) for i in range(reader.length(graph.InputsLength(), "inputs", 64))]
+    inputs = [
+        int(graph.Inputs(i)) for i in range(reader.length(graph.InputsLength(), "inputs", 64))
+    ]
     outputs = [
         int(graph.Outputs(i)) for i in range(reader.length(graph.OutputsLength(), "outputs", 64))
     ]

@@ -29,17 +29,20 @@ from atrous.card import ModelCard, Provenance, card_from_json
 from atrous.config import ModelConfig
 from atrous.errors import ModelError
 from atrous.models.deeplab import DeepLab
-from atrous.models.foreign._tflite_graph import Operator, TFLiteGraph, read_tflite_graph
+from atrous.models.foreign._tflite_checks import (
+    ACTIVATIONS,
+    check_conv,
+    check_graph,
+    check_pool,
+    check_resize,
+    refuse,
+)
+from atrous.models.foreign._tflite_graph import CONVS, GraphView, Operator, read_tflite_graph
 from atrous.models.zoo import default_card
 
-__all__ = ["TFLiteImport", "describe_tflite", "from_tflite"]
+__all__ = ["TFLiteImport", "from_tflite"]
 
-_PASS = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE")
-_CONVS = ("CONV_2D", "DEPTHWISE_CONV_2D")
-_KNOWN = {*_PASS, *_CONVS, "ADD", "MEAN", "AVERAGE_POOL_2D", "RESIZE_BILINEAR"}
-_KNOWN |= {"RESIZE_NEAREST_NEIGHBOR", "BROADCAST_TO", "CONCATENATION", "ARG_MAX", "PAD"}
-_ACT = {0: "none", 1: "relu", 3: "relu6"}  # TFLite ActivationFunctionType
-_CARD_KEY = "atrous.card"
+_BROADCASTS = ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "BROADCAST_TO")
 _EPS = 1e-5  # nn.BatchNorm2d's
 
 
@@ -59,63 +62,12 @@ class TFLiteImport:
     initialised: list[str] = field(default_factory=list)
 
 
-class _Graph:
-    """The graph with pass-through ops (quantize, dequantize, reshape) seen through."""
-
-    def __init__(self, graph: TFLiteGraph) -> None:
-        self.g = graph
-        self.alias: dict[int, int] = {}
-        self.pads: dict[int, tuple[int, list[list[int]]]] = {}
-        for op in graph.operators:
-            if op.kind in _PASS and op.inputs:
-                self.alias[op.outputs[0]] = self.source(op.inputs[0])
-            elif op.kind == "PAD" and len(op.inputs) > 1:
-                value = graph.tensors[op.inputs[1]].value
-                if value is not None:
-                    self.pads[op.outputs[0]] = (self.source(op.inputs[0]), value.tolist())
-        self.ops = [op for op in graph.operators if op.kind not in _PASS]
-        self.producer = {self.source(t): op for op in self.ops for t in op.outputs}
-        self.readers: dict[int, list[Operator]] = {}
-        for op in self.ops:
-            for t in op.inputs[:1] if op.kind in _CONVS else op.inputs:
-                if t >= 0:
-                    self.readers.setdefault(self.source(t), []).append(op)
-
-    def source(self, t: int) -> int:
-        return self.alias.get(t, t)
-
-    def name(self, op: Operator) -> str:
-        return self.g.tensors[op.outputs[0]].name or f"operator {op.index}"
-
-    def shape(self, t: int) -> tuple[int, ...]:
-        return self.g.tensors[t].shape
-
-    def reader(self, t: int, *kinds: str) -> Operator | None:
-        found = [op for op in self.readers.get(self.source(t), []) if op.kind in kinds]
-        return found[0] if len(found) == 1 else None
-
-
-def describe_tflite(graph: TFLiteGraph) -> str:
-    """What a .tflite looks like, in one line: input / output shapes and its commonest ops."""
-    counts = sorted(graph.op_counts().items(), key=lambda kv: (-kv[1], kv[0]))
-    ops = ", ".join(f"{k} x{n}" for k, n in counts[:6]) or "no operators"
-    shapes = [list(graph.tensors[t].shape) for t in graph.inputs]
-    outs = [list(graph.tensors[t].shape) for t in graph.outputs]
-    return f"input {shapes}, output {outs}, {len(graph.operators)} operators ({ops})"
-
-
-def _refuse(graph: TFLiteGraph, why: str) -> ModelError:
-    return ModelError(
-        f"{graph.path}: not a TF DeepLab zoo layout ({why}); it looks like: {describe_tflite(graph)}"
-    )
-
-
-def _trunk(gv: _Graph) -> tuple[Operator, list[Operator], int]:
+def _trunk(gv: GraphView) -> tuple[Operator, list[Operator], int]:
     """The image-pooling op, the trunk's convolutions (upstream of it) in execution order and
     the number of residual adds among them."""
     pools = [op for op in gv.ops if op.kind in ("MEAN", "AVERAGE_POOL_2D")]
     if len(pools) != 1:
-        raise _refuse(gv.g, f"{len(pools)} global pooling ops where the head has one")
+        raise refuse(gv.g, f"{len(pools)} global pooling ops where the head has one")
     pool = pools[0]
     seen, stack = set(), [gv.source(pool.inputs[0])]
     while stack:
@@ -126,41 +78,39 @@ def _trunk(gv: _Graph) -> tuple[Operator, list[Operator], int]:
         if op is None or op.index in seen:
             continue
         seen.add(op.index)
-        stack += [gv.source(i) for i in (op.inputs[:1] if op.kind in _CONVS else op.inputs)]
+        stack += [gv.source(i) for i in (op.inputs[:1] if op.kind in CONVS else op.inputs)]
     trunk = [op for op in gv.ops if op.index in seen]
     adds = sum(op.kind == "ADD" for op in trunk)
-    return pool, [op for op in trunk if op.kind in _CONVS], adds
+    return pool, [op for op in trunk if op.kind in CONVS], adds
 
 
-def _head(gv: _Graph, pool: Operator, trunk_out: int) -> dict:
+def _head(gv: GraphView, pool: Operator, trunk_out: int) -> dict:
     """The head's ops by role: branches (concat order), pooling conv, project, classifier,
     the final resize and argmax (None when absent)."""
     pooled_conv = gv.reader(pool.outputs[0], "CONV_2D")
     if pooled_conv is None:
-        raise _refuse(gv.g, "no 1x1 conv after the image pooling")
+        raise refuse(gv.g, "no 1x1 conv after the image pooling")
     concat = next((op for op in gv.ops if op.kind == "CONCATENATION"), None)
     if concat is None:
-        raise _refuse(gv.g, "no concatenation of head branches")
+        raise refuse(gv.g, "no concatenation of head branches")
     branches: list[Operator | None] = []
     for t in concat.inputs:
         op = gv.producer.get(gv.source(t))
-        if op is not None and op.kind in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
-            op = gv.producer.get(gv.source(op.inputs[0]))
-        elif op is not None and op.kind == "BROADCAST_TO":
+        if op is not None and op.kind in _BROADCASTS:  # the pooled features, broadcast
             op = gv.producer.get(gv.source(op.inputs[0]))
         if op is pooled_conv:
             branches.append(None)  # the pooling branch
         elif op is not None and op.kind == "CONV_2D" and gv.source(op.inputs[0]) == trunk_out:
             branches.append(op)
         else:
-            raise _refuse(gv.g, f"concatenation input '{gv.g.tensors[t].name}' is no head branch")
+            raise refuse(gv.g, f"concatenation input '{gv.g.tensors[t].name}' is no head branch")
     ones = [op for op in branches if op and gv.shape(op.inputs[1])[1] == 1]
     if len(ones) != 1:
-        raise _refuse(gv.g, f"{len(ones)} 1x1 branches in the head")
+        raise refuse(gv.g, f"{len(ones)} 1x1 branches in the head")
     project = gv.reader(concat.outputs[0], "CONV_2D")
     classifier = project and gv.reader(project.outputs[0], "CONV_2D")
     if project is None or classifier is None:
-        raise _refuse(gv.g, "no projection and logits convs after the concatenation")
+        raise refuse(gv.g, "no projection and logits convs after the concatenation")
     resize = gv.reader(classifier.outputs[0], "RESIZE_BILINEAR")
     tail = resize.outputs[0] if resize else classifier.outputs[0]
     argmax = gv.reader(tail, "ARG_MAX")
@@ -182,16 +132,19 @@ def _width(channels: list[int]) -> list[tuple[float, int]]:
     return [(width, 8), (width, 1)]
 
 
-def _config(gv: _Graph, trunk: list[Operator], head: dict) -> ModelConfig:
+def _config(gv: GraphView, trunk: list[Operator], head: dict) -> ModelConfig:
     """The atrous config the graph describes (checked in detail by :func:`_check_conv`)."""
     strides = [op.options.get("strideH", 1) for op in trunk]
     output_stride = int(np.prod(strides))
     if output_stride not in (8, 16, 32):
-        raise _refuse(gv.g, f"trunk output stride {output_stride}")
+        raise refuse(gv.g, f"trunk output stride {output_stride}")
     rates = tuple(op.options.get("dilationHFactor", 1) for op in _rate_branches(head))
-    acts = {_ACT.get(op.options.get("fusedActivationFunction", 0), "?") for op in _head_convs(head)}
+    acts = {
+        ACTIVATIONS.get(op.options.get("fusedActivationFunction", 0), "?")
+        for op in _head_convs(head)
+    }
     if len(acts) != 1 or not acts <= {"relu", "relu6"}:
-        raise _refuse(gv.g, f"head activations {sorted(acts)}")
+        raise refuse(gv.g, f"head activations {sorted(acts)}")
     classifier = head["classifier"]
     resize = head["resize"]
     upsampling = "bilinear"
@@ -219,7 +172,7 @@ def _config(gv: _Graph, trunk: list[Operator], head: dict) -> ModelConfig:
         built = [m for m in DeepLab(config).backbone.modules() if isinstance(m, nn.Conv2d)]
         if [m.weight.shape[0] for m in built] == channels:
             return config
-    raise _refuse(gv.g, f"trunk channels {channels[:4]}... are no MobileNetV2 width")
+    raise refuse(gv.g, f"trunk channels {channels[:4]}... are no MobileNetV2 width")
 
 
 def _head_convs(head: dict) -> list[Operator]:
@@ -231,7 +184,7 @@ def _rate_branches(head: dict) -> list[Operator]:
     return [op for op in head["branches"] if op and op is not head["one"]]
 
 
-def _weights(gv: _Graph, op: Operator) -> tuple[np.ndarray, np.ndarray | None]:
+def _weights(gv: GraphView, op: Operator) -> tuple[np.ndarray, np.ndarray | None]:
     """(OIHW kernel, bias or None) of a CONV_2D / DEPTHWISE_CONV_2D."""
     kernel = gv.g.tensors[gv.source(op.inputs[1])].value
     bias_index = op.inputs[2] if len(op.inputs) > 2 else -1
@@ -240,43 +193,6 @@ def _weights(gv: _Graph, op: Operator) -> tuple[np.ndarray, np.ndarray | None]:
         raise ModelError(f"{gv.g.path}: layer '{gv.name(op)}': weights are not constant")
     order = (0, 3, 1, 2) if op.kind == "CONV_2D" else (3, 0, 1, 2)  # OHWI / 1HWO -> OIHW
     return np.ascontiguousarray(kernel.astype(np.float32).transpose(order)), bias
-
-
-def _padding_ok(gv: _Graph, op: Operator, conv: nn.Conv2d) -> str | None:
-    """Why ``op``'s padding differs from atrous's symmetric ``conv.padding`` (None if equal)."""
-    x = gv.source(op.inputs[0])
-    k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
-    if x in gv.pads and op.options.get("padding") == 1:  # explicit PAD + VALID
-        _, pads = gv.pads[x]
-        want = [[0, 0], [conv.padding[0]] * 2, [conv.padding[1]] * 2, [0, 0]]
-        return None if pads == want else f"explicit padding {pads[1:3]}"
-    if op.options.get("padding") == 1:  # VALID
-        return None if conv.padding[0] == 0 else "VALID padding where atrous pads"
-    size = gv.shape(x)[1]
-    out = -(-size // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    if total // 2 == total - total // 2 == conv.padding[0]:
-        return None
-    return f"asymmetric SAME padding at input {size} (stride {s}); atrous pads symmetrically"
-
-
-def _check_conv(gv: _Graph, op: Operator, conv: nn.Conv2d, kernel: np.ndarray, act: str) -> None:
-    """One-line error naming the file and layer when ``op`` is not ``conv`` with ``act``."""
-    o = op.options
-    problems = []
-    if tuple(kernel.shape) != tuple(conv.weight.shape):
-        problems.append(f"kernel {list(kernel.shape)} vs {list(conv.weight.shape)}")
-    if (o.get("strideH", 1), o.get("strideW", 1)) != conv.stride:
-        problems.append(f"stride {o.get('strideH', 1)} vs {conv.stride[0]}")
-    if (o.get("dilationHFactor", 1), o.get("dilationWFactor", 1)) != conv.dilation:
-        problems.append(f"dilation {o.get('dilationHFactor', 1)} vs {conv.dilation[0]}")
-    if _ACT.get(o.get("fusedActivationFunction", 0), "?") != act:
-        problems.append(f"activation {_ACT.get(o.get('fusedActivationFunction', 0), '?')}")
-    padding = _padding_ok(gv, op, conv) if not problems else None
-    if padding:
-        problems.append(padding)
-    if problems:
-        raise ModelError(f"{gv.g.path}: layer '{gv.name(op)}': {'; '.join(problems)}")
 
 
 def _pairs(module: nn.Module, prefix: str) -> list[tuple[str, nn.Conv2d, str | None, str]]:
@@ -296,36 +212,7 @@ def _pairs(module: nn.Module, prefix: str) -> list[tuple[str, nn.Conv2d, str | N
     return out
 
 
-def _check_graph(gv: _Graph) -> tuple[int, int]:
-    """The input's (height, width); unknown operators and odd inputs are refused."""
-    unknown = sorted({op.kind for op in gv.ops} - _KNOWN)
-    if unknown:
-        raise _refuse(gv.g, f"operators {', '.join(unknown)}")
-    if len(gv.g.inputs) != 1 or len(gv.shape(gv.g.inputs[0])) != 4:
-        raise _refuse(gv.g, "not one NHWC image input")
-    _, h, w, c = gv.shape(gv.g.inputs[0])
-    if c != 3 or h != w:
-        raise _refuse(gv.g, f"input {h}x{w}x{c}; the importer reads square RGB inputs")
-    return h, w
-
-
-def _check_pool(gv: _Graph, pool: Operator, trunk_out: int) -> None:
-    """The image pooling must average the whole feature map."""
-    _, h, w, _ = gv.shape(trunk_out)
-    if pool.kind == "AVERAGE_POOL_2D":
-        window = (pool.options.get("filterHeight"), pool.options.get("filterWidth"))
-        if window != (h, w) or pool.options.get("padding") != 1:
-            raise ModelError(
-                f"{gv.g.path}: layer '{gv.name(pool)}': image pooling over {window}, not the "
-                f"whole {h}x{w} feature map"
-            )
-    else:
-        axes = gv.g.tensors[pool.inputs[1]].value
-        if axes is None or sorted(int(a) for a in np.ravel(axes)) != [1, 2]:
-            raise ModelError(f"{gv.g.path}: layer '{gv.name(pool)}': MEAN not over H and W")
-
-
-def _project_order(gv: _Graph, head: dict) -> list[int]:
+def _project_order(head: dict) -> list[int]:
     """For each of atrous's concat segments (1x1, rates..., pooling), its position in the file's
     concatenation."""
     order = [head["one"], *_rate_branches(head), None]
@@ -333,7 +220,7 @@ def _project_order(gv: _Graph, head: dict) -> list[int]:
 
 
 def _fill(
-    gv: _Graph, ops: list[Operator], pairs: list, state: dict, used: set[int], order=None
+    gv: GraphView, ops: list[Operator], pairs: list, state: dict, used: set[int], order=None
 ) -> list[str]:
     """Copy each op's weights into its (conv, BN) pair; returns the kernels' names (all are
     re-laid out, NHWC to NCHW)."""
@@ -343,7 +230,7 @@ def _fill(
         if order is not None:  # the projection: input channels in atrous's branch order
             seg = kernel.shape[1] // len(order)
             kernel = np.concatenate([kernel[:, i * seg : (i + 1) * seg] for i in order], axis=1)
-        _check_conv(gv, op, conv, kernel, act)
+        check_conv(gv, op, conv, kernel, act)
         bias = np.zeros(kernel.shape[0], np.float32) if bias is None else bias.astype(np.float32)
         state[f"{key}.weight"] = torch.from_numpy(kernel)
         target = f"{bn}.bias" if bn else f"{key}.bias"
@@ -357,7 +244,7 @@ def _fill(
     return names
 
 
-def _card(gv: _Graph, config: ModelConfig, size: int, layout: str) -> ModelCard:
+def _card(gv: GraphView, config: ModelConfig, size: int, layout: str) -> ModelCard:
     """The imported model's card: TF DeepLab's [-1, 1] input (or the uint8 input's own
     quantization), VOC classes for 21 (or the classes of an atrous card inside the file)."""
     entry = "deeplabv3_mnv2_dm05_os16" if config.width_mult == 0.5 else "deeplabv3_mnv2_os16"
@@ -399,6 +286,25 @@ def _embedded_card(path: Path) -> ModelCard | None:
         return None
 
 
+def _load_weights(
+    gv: GraphView, model: DeepLab, trunk: list[Operator], head: dict
+) -> tuple[dict[str, torch.Tensor], set[int], list[str]]:
+    """(atrous state filled from the graph, constant tensors used, kernel names), every conv
+    checked against the module it fills."""
+    state: dict[str, torch.Tensor] = {}
+    used: set[int] = set()
+    kernels = _fill(gv, trunk, _pairs(model.backbone, "backbone."), state, used)
+    branches = [head["one"], *_rate_branches(head)]
+    kernels += _fill(gv, branches, _pairs(model.head.branches, "head.branches."), state, used)
+    pooling = _pairs(model.head.pooling, "head.pooling.")
+    kernels += _fill(gv, [head["pooled"]], pooling, state, used)
+    project = _pairs(model.head.project, "head.project.")
+    kernels += _fill(gv, [head["project"]], project, state, used, _project_order(head))
+    classifier = [("classifier", model.classifier, None, "none")]
+    kernels += _fill(gv, [head["classifier"]], classifier, state, used)
+    return state, used, kernels
+
+
 def from_tflite(path: str | Path) -> TFLiteImport:
     """Import a TF DeepLab zoo .tflite (see the module docstring) as an atrous model + card.
 
@@ -406,53 +312,29 @@ def from_tflite(path: str | Path) -> TFLiteImport:
         ModelError: one line naming the file and the problem (not a TFLite file, truncated, not
             this layout and what it looked like, or the layer that atrous cannot express).
     """
-    gv = _Graph(read_tflite_graph(path))
-    size, _ = _check_graph(gv)
+    gv = GraphView(read_tflite_graph(path))
+    size, _ = check_graph(gv)
     pool, trunk, adds = _trunk(gv)
     trunk_out = gv.source(pool.inputs[0])
-    _check_pool(gv, pool, trunk_out)
+    check_pool(gv, pool, trunk_out)
     head = _head(gv, pool, trunk_out)
     config = _config(gv, trunk, head)
     model = DeepLab(config).eval()
     residuals = sum(getattr(m, "use_residual", False) for m in model.backbone.modules())
     if adds != residuals:
-        raise _refuse(gv.g, f"{adds} residual adds where MobileNetV2 has {residuals}")
-    state: dict[str, torch.Tensor] = {}
-    used: set[int] = set()
-    pairs = _pairs(model.backbone, "backbone.")
-    kernels = _fill(gv, trunk, pairs, state, used)
-    branch_ops = [head["one"], *_rate_branches(head)]
-    head_pairs = _pairs(model.head.branches, "head.branches.")
-    kernels += _fill(gv, branch_ops, head_pairs, state, used)
-    kernels += _fill(gv, [head["pooled"]], _pairs(model.head.pooling, "head.pooling."), state, used)
-    project = _pairs(model.head.project, "head.project.")
-    order = _project_order(gv, head)
-    kernels += _fill(gv, [head["project"]], project, state, used, order)
-    kernels += _fill(gv, [head["classifier"]], [("classifier", model.classifier, None, "none")], state, used)
-    _check_resize(gv, head, size)
-    norms = {k.rsplit(".", 1)[0] for k in state if k.endswith(".running_var")}
-    identity = [k for k in state if k.rsplit(".", 1)[0] in norms and not k.endswith(".bias")]
-    own = model.state_dict()
-    initialised = sorted(identity + [k for k in own if k not in state])
-    model.load_state_dict({**own, **state})
+        raise refuse(gv.g, f"{adds} residual adds where MobileNetV2 has {residuals}")
+    state, used, kernels = _load_weights(gv, model, trunk, head)
+    check_resize(gv, head, size)
     dm = f"{config.width_mult:g}"
     layout = f"TF DeepLab zoo (MobileNetV2 dm{dm})"
     biases = [gv.g.tensors[t].name for t in sorted(used) if gv.g.tensors[t].name not in kernels]
     unmapped = [t.name for t in gv.g.tensors if t.value is not None and t.index not in used]
+    norms = {k.rsplit(".", 1)[0] for k in state if k.endswith(".running_var")}
+    identity = [k for k in state if k.rsplit(".", 1)[0] in norms and not k.endswith(".bias")]
+    initialised = sorted(identity + [k for k in model.state_dict() if k not in state])
+    model.load_state_dict({**model.state_dict(), **state})
     out = TFLiteImport(model, _card(gv, config, size, layout), layout)
     out.mapped, out.reshaped, out.unmapped, out.initialised = biases, kernels, unmapped, initialised
     if head["argmax"] is not None:
         out.card.provenance.notes["tflite_output"] = "labels (ARG_MAX inside the graph)"
     return out
-
-
-def _check_resize(gv: _Graph, head: dict, size: int) -> None:
-    """The final resize must go to the input's size."""
-    resize = head["resize"]
-    if resize is None:
-        return
-    _, h, w, _ = gv.shape(resize.outputs[0])
-    if (h, w) != (size, size):
-        raise ModelError(
-            f"{gv.g.path}: layer '{gv.name(resize)}': resizes to {h}x{w}, not the input's size"
-        )
