@@ -228,6 +228,17 @@ def test_convert_and_inspect_cli(tmp_path):
     assert info["architecture"]["output_stride"] == 16
 
 
+def test_uint8_input_contract_read_from_the_file(tmp_path):
+    """A uint8 input's quantization is the file's own normalisation: no guess is announced."""
+    config = ModelConfig(backbone="mobilenet_v2", width_mult=0.5, channel_divisor=1)
+    model = _randomise_bn(DeepLab(config.model_copy(update={"head": "pooling"})), 6)
+    path = write_tf_style(model, 65, tmp_path / "uint8.tflite", uint8_input=True)
+    card = from_tflite(path).card
+    assert "preprocessing" not in card.assumed
+    assert card.preprocessing.mean == pytest.approx((128 / 255,) * 3)
+    assert card.preprocessing.std == pytest.approx((128 / 255,) * 3)  # 1 / (255 / 128)
+
+
 def test_asymmetric_same_padding_is_refused(tmp_path):
     model = _randomise_bn(
         DeepLab(ModelConfig(backbone="mobilenet_v2", width_mult=0.5, head="pooling")), 5

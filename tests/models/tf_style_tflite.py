@@ -104,10 +104,17 @@ class _Builder:
         return bytes(builder.Output())
 
 
-def write_tf_style(model: nn.Module, size: int, path: Path) -> Path:
-    """Write ``model`` (an eval-mode atrous DeepLab, MobileNetV2, head 'pooling') TF-style."""
+def write_tf_style(model: nn.Module, size: int, path: Path, uint8_input: bool = False) -> Path:
+    """Write ``model`` (an eval-mode atrous DeepLab, MobileNetV2, head 'pooling') TF-style;
+    ``uint8_input``: uint8 pixels, scale 1/128 and zero point 128, dequantized in the graph."""
     b = _Builder()
     x = inp = b.tensor("ImageTensor", (1, size, size, 3))
+    if uint8_input:
+        inp = b.tensor("ImageTensor_uint8", (1, size, size, 3), ttype=s.TensorType.UINT8)
+        q = s.QuantizationParametersT()
+        q.scale, q.zeroPoint = [1 / 128], [128]
+        b.tensors[inp].quantization = q
+        b.op(s.BuiltinOperator.DEQUANTIZE, [inp], [x])
     for i, unit in enumerate(model.backbone.features):
         scope = "MobilenetV2/Conv" if i == 0 else f"MobilenetV2/expanded_conv_{i - 1}"
         if i == 0:

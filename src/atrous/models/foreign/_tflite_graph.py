@@ -50,6 +50,8 @@ class TensorInfo:
     dtype: str
     value: np.ndarray | None = None
     quantized: bool = False
+    scale: float | None = None  # per-tensor quantization of an activation (its first scale)
+    zero_point: int = 0
 
 
 @dataclass
@@ -196,6 +198,12 @@ class _Reader:
         dtype = self.type_names.get(t.Type(), f"type {t.Type()}")
         name = (t.Name() or b"").decode("utf-8", "replace")
         info = TensorInfo(index, name, shape, dtype)
+        q = t.Quantization()
+        if q is not None and q.ScaleLength():
+            info.scale = float(q.Scale(0))
+            info.zero_point = int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
+        if not 0 <= t.Buffer() < model.BuffersLength():
+            raise self.fail(f"tensor '{name}': buffer {t.Buffer()} is not in the file")
         raw = self.buffer_bytes(model, t.Buffer())
         if raw:
             info.value, info.quantized = self.constant(t, shape, dtype, raw, name)

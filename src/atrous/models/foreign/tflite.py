@@ -263,6 +263,11 @@ def _card(gv: GraphView, config: ModelConfig, size: int, layout: str) -> ModelCa
             assumed["classes"] = "PASCAL VOC's 21 (the count matches; the file names none)"
     if classes is None:
         classes = [f"class_{i}" for i in range(config.num_classes)]
+    image = gv.g.tensors[gv.g.inputs[0]]
+    if inner is None and image.dtype == "UINT8" and image.scale:  # the file's own contract
+        mean, std = image.zero_point / 255, 1 / (255 * image.scale)
+        pre |= {"mean": (mean,) * 3, "std": (std,) * 3}
+        assumed.pop("preprocessing")
     return card.model_copy(
         update={
             "name": gv.g.path.stem,
