@@ -169,15 +169,7 @@ def _convert_tflite(path: Path, out: Path, licence: str | None) -> ConversionRep
         origin="converted", source=str(path), sha256=sha256_of(path), licence=licence or "unknown"
     )
     save_checkpoint(out, found.model, found.card.model_copy(update={"weights": facts}))
-    return ConversionReport(
-        str(path),
-        str(out),
-        found.layout,
-        found.mapped,
-        found.reshaped,
-        found.unmapped,
-        found.initialised,
-    )
+    return ConversionReport(str(path), str(out), found.layout, **found.mapping)
 
 
 def _published_card(card: ModelCard, record: Weights) -> ModelCard:

@@ -195,7 +195,7 @@ def test_tf_style_file_round_trip(tmp_path, width, stride, size):
     np.testing.assert_allclose(converted, lite, atol=1e-3)
     np.testing.assert_allclose(converted, _torch(model, images), atol=1e-3)
     assert found.card.assumed["preprocessing"].startswith("[-1, 1]")
-    assert len(found.reshaped) == len(found.mapped)  # one kernel and one bias per conv
+    assert len(found.mapping["reshaped"]) == len(found.mapping["mapped"])  # kernel, bias per conv
 
 
 def test_convert_and_inspect_cli(tmp_path):

@@ -48,18 +48,15 @@ _EPS = 1e-5  # nn.BatchNorm2d's
 
 @dataclass
 class TFLiteImport:
-    """An imported .tflite: the atrous model and card, the layout's name and the mapping
-    (tflite tensor names: ``mapped`` as they were, ``reshaped`` re-laid out (NHWC kernels to
-    NCHW, concat inputs reordered), ``unmapped`` constants not used; atrous keys
-    ``initialised`` as identity BatchNorm statistics)."""
+    """An imported .tflite: the atrous model and card, the layout's name and the ``mapping``:
+    tflite tensor names ``mapped`` as they were (biases), ``reshaped`` (kernels re-laid out from
+    NHWC, the projection's inputs reordered), ``unmapped`` (constants not used: sizes, axes);
+    atrous keys ``initialised`` (identity BatchNorm statistics)."""
 
     model: DeepLab
     card: ModelCard
     layout: str
-    mapped: list[str] = field(default_factory=list)
-    reshaped: list[str] = field(default_factory=list)
-    unmapped: list[str] = field(default_factory=list)
-    initialised: list[str] = field(default_factory=list)
+    mapping: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _trunk(gv: GraphView) -> tuple[Operator, list[Operator], int]:
@@ -338,8 +335,9 @@ def from_tflite(path: str | Path) -> TFLiteImport:
     identity = [k for k in state if k.rsplit(".", 1)[0] in norms and not k.endswith(".bias")]
     initialised = sorted(identity + [k for k in model.state_dict() if k not in state])
     model.load_state_dict({**model.state_dict(), **state})
-    out = TFLiteImport(model, _card(gv, config, size, layout), layout)
-    out.mapped, out.reshaped, out.unmapped, out.initialised = biases, kernels, unmapped, initialised
+    mapping = {"mapped": biases, "reshaped": kernels, "unmapped": unmapped}
+    mapping["initialised"] = initialised
+    out = TFLiteImport(model, _card(gv, config, size, layout), layout, mapping)
     if head["argmax"] is not None:
         out.card.provenance.notes["tflite_output"] = "labels (ARG_MAX inside the graph)"
     return out
