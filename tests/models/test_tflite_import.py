@@ -254,7 +254,8 @@ def test_asymmetric_same_padding_is_refused(tmp_path):
 def test_bad_files_one_line(tmp_path, exported):
     _, good, _ = exported
     content = good.read_bytes()
-    cases = {
+    cases = {f"cut{n}.tflite": content[:n] for n in (8, 64, 4096, len(content) - 64)}
+    cases |= {
         "truncated.tflite": content[: len(content) // 3],
         "garbage.tflite": bytes(range(256)) * 8,
         "empty.tflite": b"",
@@ -271,3 +272,21 @@ def test_bad_files_one_line(tmp_path, exported):
     message = str(err.value)
     assert "\n" not in message and "not a TF DeepLab zoo layout" in message
     assert "looks like: input [[1, 8, 8, 3]]" in message and "LOGISTIC" in message
+    result = CliRunner().invoke(app, ["convert", str(unrelated), "-o", str(tmp_path / "x.pt")])
+    assert isinstance(result.exception, ModelError)  # __main__ prints it as one line
+    assert "not a TF DeepLab zoo layout" in str(result.exception)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_damaged_flatbuffer_never_escapes_as_another_error(tmp_path):
+    """Byte flips anywhere in a small .tflite: it imports or is refused in one ModelError line."""
+    content = bytearray(write_unrelated(tmp_path / "small.tflite").read_bytes())
+    rng = np.random.default_rng(0)
+    for i, position in enumerate(rng.integers(0, len(content), 40)):
+        damaged = bytearray(content)
+        damaged[position] ^= int(rng.integers(1, 256))
+        path = tmp_path / f"flip{i}.tflite"
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(ModelError) as err:  # it was never a DeepLab; damage cannot make one
+            from_tflite(path)
+        assert "\n" not in str(err.value)

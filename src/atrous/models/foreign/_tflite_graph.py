@@ -305,7 +305,8 @@ def read_tflite_graph(path: str | Path) -> TFLiteGraph:
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - any malformed flatbuffer: one line, never a trace
-        problem = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        problem = problem if len(problem) <= 100 else problem[:97] + "..."
         raise ModelError(f"{path}: truncated or malformed .tflite ({problem})") from None
 
 
