@@ -198,6 +198,28 @@ def test_tf_style_file_round_trip(tmp_path, width, stride, size):
     assert len(found.mapping["reshaped"]) == len(found.mapping["mapped"])  # kernel, bias per conv
 
 
+@pytest.mark.parametrize("weights", ["uint8", "int8"])
+def test_quantized_kernels_dequantized_as_litert_does(tmp_path, weights):
+    """uint8 per-tensor (zero points) and int8 per-channel kernels behind DEQUANTIZE: LiteRT
+    dequantizes them and computes in float, so the converted checkpoint must match it."""
+    config = ModelConfig(
+        backbone="mobilenet_v2",
+        width_mult=0.5,
+        channel_divisor=1,
+        output_stride=16,
+        head="pooling",
+        upsampling="bilinear_align_corners",
+    )
+    model = _spread_classes(_randomise_bn(DeepLab(config), 7), 65)
+    path = write_tf_style(model, 65, tmp_path / f"{weights}.tflite", weights=weights)
+    found = from_tflite(path)
+    assert found.model.config == config
+    images = _images(2, 65, seed=5)
+    lite, converted = _litert(path, images), _torch(found.model, images)
+    assert (lite.argmax(-1) == converted.argmax(-1)).mean() >= 0.999
+    np.testing.assert_allclose(converted, lite, atol=1e-4)
+
+
 def test_convert_and_inspect_cli(tmp_path):
     model = _randomise_bn(
         DeepLab(

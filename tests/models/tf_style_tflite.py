@@ -21,7 +21,8 @@ ACT = {"none": 0, "relu": 1, "relu6": 3}
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, weights: str = "float") -> None:
+        self.weights = weights  # 'float', 'uint8' (per tensor) or 'int8' (per channel)
         self.tensors: list = []
         self.buffers: list = [s.BufferT()]
         self.codes: list[int] = []
@@ -68,10 +69,36 @@ class _Builder:
         options.strideH = options.strideW = stride
         options.dilationHFactor = options.dilationWFactor = conv.dilation[0]
         options.fusedActivationFunction = ACT[act]
-        wi = self.tensor(f"{name}/weights", kernel.shape, kernel)
+        wi = self.kernel(f"{name}/weights", kernel, 3 if depthwise else 0)
         bi = self.tensor(f"{name}/biases", bias.shape, bias)
         out = self.tensor(name, (1, oh, ow, w.shape[0]))
         self.op(code, [x, wi, bi], [out], otype, options)
+        return out
+
+    def kernel(self, name: str, kernel: np.ndarray, axis: int) -> int:
+        """A float kernel, or a quantized constant and the DEQUANTIZE op that reads it."""
+        if self.weights == "float":
+            return self.tensor(name, kernel.shape, kernel)
+        q = s.QuantizationParametersT()
+        if self.weights == "uint8":  # TF1-style: per tensor, asymmetric, zero point in 0..255
+            low, high = min(kernel.min(), 0.0), max(kernel.max(), 0.0)
+            scale = np.array([(high - low) / 255], np.float32)
+            zero = np.round(-low / scale).astype(np.int64)
+            values = np.clip(np.round(kernel / scale) + zero, 0, 255).astype(np.uint8)
+            ttype = s.TensorType.UINT8
+        else:  # per channel along ``axis``, symmetric
+            moved = np.moveaxis(kernel, axis, 0).reshape(kernel.shape[axis], -1)
+            scale = (np.abs(moved).max(1) / 127).astype(np.float32) + 1e-12
+            zero = np.zeros(scale.size, np.int64)
+            view = [1] * kernel.ndim
+            view[axis] = -1
+            values = np.clip(np.round(kernel / scale.reshape(view)), -127, 127).astype(np.int8)
+            ttype, q.quantizedDimension = s.TensorType.INT8, axis
+        q.scale, q.zeroPoint = scale.tolist(), zero.tolist()
+        qi = self.tensor(f"{name}_quant", kernel.shape, values, ttype)
+        self.tensors[qi].quantization = q
+        out = self.tensor(name, kernel.shape)
+        self.op(s.BuiltinOperator.DEQUANTIZE, [qi], [out])
         return out
 
     def resize(self, name: str, x: int, size: int) -> int:
@@ -104,10 +131,13 @@ class _Builder:
         return bytes(builder.Output())
 
 
-def write_tf_style(model: nn.Module, size: int, path: Path, uint8_input: bool = False) -> Path:
+def write_tf_style(
+    model: nn.Module, size: int, path: Path, uint8_input: bool = False, weights: str = "float"
+) -> Path:
     """Write ``model`` (an eval-mode atrous DeepLab, MobileNetV2, head 'pooling') TF-style;
-    ``uint8_input``: uint8 pixels, scale 1/128 and zero point 128, dequantized in the graph."""
-    b = _Builder()
+    ``uint8_input``: uint8 pixels, scale 1/128 and zero point 128, dequantized in the graph;
+    ``weights``: 'uint8' / 'int8' kernels (per tensor / per channel) behind DEQUANTIZE ops."""
+    b = _Builder(weights)
     x = inp = b.tensor("ImageTensor", (1, size, size, 3))
     if uint8_input:
         inp = b.tensor("ImageTensor_uint8", (1, size, size, 3), ttype=s.TensorType.UINT8)
