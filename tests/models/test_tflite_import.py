@@ -68,6 +68,19 @@ def _classes_present(logits: np.ndarray) -> int:
     return int((share >= 0.05).sum())
 
 
+def _tf_config(width: float, stride: int) -> ModelConfig:
+    """The atrous config of a TF DeepLab zoo MobileNetV2 (TF rounds channels to 8 at dm 1.0
+    only; its resizes align corners)."""
+    return ModelConfig(
+        backbone="mobilenet_v2",
+        width_mult=width,
+        channel_divisor=1 if width != 1.0 else 8,
+        output_stride=stride,
+        head="pooling",
+        upsampling="bilinear_align_corners",
+    )
+
+
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """Smooth random RGB images in [-1, 1] (NHWC float32): blobs, not pixel noise."""
     gen = torch.Generator().manual_seed(seed)
@@ -175,14 +188,7 @@ def test_atrous_export_int8_round_trip(exported):
 
 @pytest.mark.parametrize("width, stride, size", [(0.5, 8, SIZE), (1.0, 16, 65)])
 def test_tf_style_file_round_trip(tmp_path, width, stride, size):
-    config = ModelConfig(
-        backbone="mobilenet_v2",
-        width_mult=width,
-        channel_divisor=1 if width == 0.5 else 8,
-        output_stride=stride,
-        head="pooling",
-        upsampling="bilinear_align_corners",
-    )
+    config = _tf_config(width, stride)
     model = _spread_classes(_randomise_bn(DeepLab(config), 2), size)
     path = write_tf_style(model, size, tmp_path / "deeplabv3_mnv2.tflite")
     found = from_tflite(path)
@@ -202,14 +208,7 @@ def test_tf_style_file_round_trip(tmp_path, width, stride, size):
 def test_quantized_kernels_dequantized_as_litert_does(tmp_path, weights):
     """uint8 per-tensor (zero points) and int8 per-channel kernels behind DEQUANTIZE: LiteRT
     dequantizes them and computes in float, so the converted checkpoint must match it."""
-    config = ModelConfig(
-        backbone="mobilenet_v2",
-        width_mult=0.5,
-        channel_divisor=1,
-        output_stride=16,
-        head="pooling",
-        upsampling="bilinear_align_corners",
-    )
+    config = _tf_config(0.5, 16)
     model = _spread_classes(_randomise_bn(DeepLab(config), 7), 65)
     path = write_tf_style(model, 65, tmp_path / f"{weights}.tflite", weights=weights)
     found = from_tflite(path)
@@ -221,19 +220,7 @@ def test_quantized_kernels_dequantized_as_litert_does(tmp_path, weights):
 
 
 def test_convert_and_inspect_cli(tmp_path):
-    model = _randomise_bn(
-        DeepLab(
-            ModelConfig(
-                backbone="mobilenet_v2",
-                width_mult=0.5,
-                channel_divisor=1,
-                output_stride=16,
-                head="pooling",
-                upsampling="bilinear_align_corners",
-            )
-        ),
-        4,
-    )
+    model = _randomise_bn(DeepLab(_tf_config(0.5, 16)), 4)
     path = write_tf_style(model, 65, tmp_path / "zoo.tflite")
     out = tmp_path / "zoo.pt"
     result = CliRunner().invoke(app, ["convert", str(path), "-o", str(out)])
