@@ -92,7 +92,8 @@ class ModelConfig(StrictModel):
     ``aux_channels`` sets the aux head's inner width (default max(in / 4, 32); torchvision: in / 4);
     ``aux_stride`` 8 taps MobileNetV3's stride-8 features as ``aux`` (torchvision's C2).
     ``upsampling`` resizes the decoder's input and the logits (``'transposed'``: a learned
-    depthwise ConvTranspose2d initialised to bilinear); ``activation`` is the head's, the
+    depthwise ConvTranspose2d initialised to bilinear; ``'bilinear_align_corners'``: TF DeepLab's
+    resize, which imported TF .tflite files keep); ``activation`` is the head's, the
     decoder's and the aux head's non-linearity.
     """
 
@@ -117,7 +118,7 @@ class ModelConfig(StrictModel):
     aux_channels: int | None = None
     aux_stride: Literal[8, 16] = 16
     # block variants (head, decoder, final upsampling); the defaults are the published models
-    upsampling: Literal["bilinear", "nearest", "transposed"] = "bilinear"
+    upsampling: Literal["bilinear", "nearest", "transposed", "bilinear_align_corners"] = "bilinear"
     activation: Literal["relu", "relu6", "hardswish"] = "relu"
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ import torch
 from atrous.card import ModelCard, WeightsFacts
 from atrous.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from atrous.errors import ModelError
+from atrous.models.foreign.tflite import from_tflite
 from atrous.models.zoo import get_weights
 from atrous.palettes import voc_palette
 from atrous.weights import Weights, cache_dir, fetch, sha256_of
@@ -144,6 +145,8 @@ def convert_checkpoint(
     """Write ``source`` (any file ``load_checkpoint`` reads) as an atrous checkpoint at ``out``,
     its card recording the source file, its SHA-256 and ``licence``; returns the mapping."""
     path = Path(source)
+    if path.suffix.lower() == ".tflite":
+        return _convert_tflite(path, Path(out), licence)
     model, card, data = _load(path, zoo_name)
     before = card.weights
     facts = WeightsFacts(
@@ -157,6 +160,16 @@ def convert_checkpoint(
     mapped, reshaped, unmapped, initialised = mapping_report(_tensors(data), model.state_dict())
     layout = "atrous checkpoint" if "card" in data else f"plain state_dict ({zoo_name})"
     return ConversionReport(str(path), str(out), layout, mapped, reshaped, unmapped, initialised)
+
+
+def _convert_tflite(path: Path, out: Path, licence: str | None) -> ConversionReport:
+    """A TF DeepLab zoo .tflite as an atrous checkpoint (licence 'unknown' unless given)."""
+    found = from_tflite(path)
+    facts = WeightsFacts(
+        origin="converted", source=str(path), sha256=sha256_of(path), licence=licence or "unknown"
+    )
+    save_checkpoint(out, found.model, found.card.model_copy(update={"weights": facts}))
+    return ConversionReport(str(path), str(out), found.layout, **found.mapping)
 
 
 def _published_card(card: ModelCard, record: Weights) -> ModelCard:

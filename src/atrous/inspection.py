@@ -9,7 +9,9 @@ from atrous.card import card_from_json
 from atrous.checkpoint import load_state_dict_checked, plain_state_dict, read_checkpoint
 from atrous.config import ModelConfig
 from atrous.cost import measure_cost
+from atrous.errors import ModelError
 from atrous.models.deeplab import DeepLab
+from atrous.models.foreign.tflite import from_tflite
 from atrous.models.introspect import config_from_state_dict
 from atrous.models.zoo import default_card
 from atrous.registry import get_backbone
@@ -37,6 +39,16 @@ def describe_config(config: ModelConfig) -> dict[str, Any]:
         "aux_head": config.aux_loss,
         "num_classes": config.num_classes,
     }
+
+
+def _tflite_layout(path: Path) -> tuple[str, ModelConfig | None]:
+    """The layout a .tflite is in ('TF DeepLab zoo (MobileNetV2 dm0.5)', with the config it
+    describes) or, for another graph, what it looked like (and None)."""
+    try:
+        found = from_tflite(path)
+    except ModelError as exc:
+        return str(exc).removeprefix(f"{path}: "), None
+    return found.layout, found.model.config
 
 
 def inspect_model(
@@ -87,6 +99,10 @@ def inspect_model(
         info["origin"] = f"{path.suffix[1:]} file, card from {origin}"
         info["file_mb"] = model_file_mb(path)
         info["outputs"] = output_names(path)
+        if path.suffix.lower() == ".tflite":
+            info["layout"], imported = _tflite_layout(path)
+            if config is None and imported is not None:
+                config = imported  # a foreign TF DeepLab file: the architecture it describes
     if config is not None:
         info["architecture"] = describe_config(config)
         if input_size is None:

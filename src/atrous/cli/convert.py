@@ -19,7 +19,9 @@ SHOWN = 8  # names listed per kind of tensor in the report
 
 @app.command("convert")
 def convert_command(
-    source: str = typer.Argument(..., help="a checkpoint, or a plain state_dict with --zoo"),
+    source: str = typer.Argument(
+        ..., help="a checkpoint, a plain state_dict with --zoo, or a TF DeepLab zoo .tflite"
+    ),
     out: OutFile = None,
     zoo: str = typer.Option(None, help="zoo name of a plain state_dict's architecture"),
     licence: str = typer.Option(None, help="the licence of the weights, recorded on the card"),
@@ -28,7 +30,8 @@ def convert_command(
 ) -> None:
     """Write SOURCE as an atrous checkpoint whose card records its source, SHA-256 and licence,
     and report the mapping: tensors mapped, reshaped, unmapped, and model tensors left
-    initialised. A file that fits no known layout is named by what it looks like.
+    initialised. A file that fits no known layout is named by what it looks like. A TF DeepLab
+    zoo .tflite (MobileNetV2, float or int8) is mapped onto the atrous DeepLab it describes.
 
     The output goes to -o, default beside SOURCE as <stem>-atrous.pt.
     """

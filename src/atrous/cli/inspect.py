@@ -42,6 +42,8 @@ def inspect(
         warn_card(card_from_json(info["card"], model), model)
     out.json(info)
     out.print(f"[bold]{escape(str(info['source']))}[/bold]  ({info['origin']})")
+    if "layout" in info:
+        out.print(escape(f"  {'layout':16s} {info['layout']}"))
     for key, value in info.get("architecture", {}).items():
         out.print(escape(f"  {key:16s} {value}"))
     if "params" in info:

@@ -22,8 +22,9 @@ def bilinear_kernel(factor: int) -> torch.Tensor:
 
 
 class Upsample(nn.Module):
-    """Resize feature maps to a given size: 'bilinear' (align_corners=False), 'nearest', or
-    'transposed', a learned depthwise ConvTranspose2d by ``factor`` initialised to bilinear.
+    """Resize feature maps to a given size: 'bilinear' (align_corners=False), 'nearest',
+    'bilinear_align_corners' (TF DeepLab's resize, imported .tflite files) or 'transposed', a
+    learned depthwise ConvTranspose2d by ``factor`` initialised to bilinear.
 
     The transposed output covers ``factor`` x the input positions; it is cropped to the target
     (the features of a size-n input are ceil(n / stride) positions, so it always covers the
@@ -41,8 +42,11 @@ class Upsample(nn.Module):
             )
             with torch.no_grad():
                 self.deconv.weight.copy_(bilinear_kernel(factor).expand_as(self.deconv.weight))
-        elif mode not in ("bilinear", "nearest"):
-            raise ValueError(f"upsampling must be bilinear, nearest or transposed, got {mode!r}")
+        elif mode not in ("bilinear", "nearest", "bilinear_align_corners"):
+            raise ValueError(
+                "upsampling must be bilinear, nearest, transposed or bilinear_align_corners, "
+                f"got {mode!r}"
+            )
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
         if self.mode == "transposed":
@@ -51,7 +55,8 @@ class Upsample(nn.Module):
                 return x[..., : size[0], : size[1]]
         if self.mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        corners = self.mode == "bilinear_align_corners"  # TF DeepLab's resize
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=corners)
 
 
 class Decoder(nn.Module):
