@@ -134,7 +134,7 @@ def padded_size(segmenter: Segmenter, image: np.ndarray) -> tuple[int, int]:
     return ph, pw
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the queue removes jobs by identity
 class _Job:
     image: np.ndarray
     key: tuple[int, int]
@@ -260,10 +260,12 @@ class EnginePool:
     @staticmethod
     def _live(job: _Job) -> _Job | None:
         """``job`` marked running, or None (and failed) if cancelled or past its deadline."""
+        if not job.future.set_running_or_notify_cancel():
+            return None
         if job.deadline is not None and time.perf_counter() > job.deadline:
             job.future.set_exception(DeadlineExceeded("not run within its deadline"))
             return None
-        return job if job.future.set_running_or_notify_cancel() else None
+        return job
 
     def _work(self, segmenter: Segmenter) -> None:
         while (batch := self._take()) is not None:
