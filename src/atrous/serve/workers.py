@@ -188,13 +188,17 @@ class EnginePool:
         return len(self.replicas) * self.max_batch
 
     def describe(self) -> dict[str, int | float]:
-        """Replicas, threads each, batching, and the batches run so far."""
+        """Replicas, threads each, batching, and the batches run so far (and their mean size)."""
+        with self._ready:
+            batches = sum(self.batches.values())
+            requests = sum(size * n for size, n in self.batches.items())
         return {
             "replicas": len(self.replicas),
             "threads": self.replicas[0].engine.threads,
             "max_batch": self.max_batch,
             "batch_window_ms": self.batch_window * 1e3,
-            "batches": sum(self.batches.values()),
+            "batches": batches,
+            "mean_batch": round(requests / batches, 3) if batches else 0.0,
         }
 
     def submit(self, image: np.ndarray, deadline: float | None = None) -> Future:
