@@ -1,239 +1,199 @@
-"""Load benchmark of ``atrous serve``: latency percentiles, throughput and peak server memory.
+"""Serving throughput of ``atrous serve`` by configuration: replicas x threads and micro-batching.
 
-Starts the real CLI server in a subprocess on loopback, sends C concurrent clients x R requests of
-small PNG images, and writes benchmarks/results/serve.md. Run:
+For each configuration (default: 1 replica x 2 threads, 2 replicas x 1 thread, 1 replica x 2
+threads with micro-batching), starts the real CLI server on loopback on the fast int8 graph of
+deeplabv3_mnv2_dm05_os16 at 513 (random weights, diversified so it predicts several classes),
+measures the engine alone (the network-only ceiling at that configuration, in this process,
+no server running) and then loads the server with 1, 4, 16 and 64 concurrent clients
+(:mod:`atrous.serve.loadtest`). Configurations are interleaved round by round (``--rounds``).
+Writes benchmarks/results/serve_load.md. Run:
 
-    python benchmarks/serve_load.py [--model MODEL] [--clients 50] [--requests 20]
+    python benchmarks/serve_load.py [--duration 4] [--rounds 1] [--precision int8]
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
-from atrous._atomic import atomic_write_text
-from atrous.checkpoint import save_checkpoint
-from atrous.models.zoo import default_card, get_model
-from atrous.serve.loadtest import run_load
+sys.path.insert(0, str(Path(__file__).parent))
+from atrous._atomic import atomic_write_text  # noqa: E402
+from atrous.bench.latency import cpu_model  # noqa: E402
+from atrous.export.parity import diversify, synthetic_image  # noqa: E402
+from atrous.fastpath import export_fast_int8, export_fast_onnx, fast_engine  # noqa: E402
+from atrous.models.zoo import default_card, get_model  # noqa: E402
+from atrous.serve.loadtest import (  # noqa: E402
+    run_load,
+    sample_images,
+    single_image_line,
+    table,
+    target_line,
+)
+from atrous.sources import load_engine  # noqa: E402
+from serve_memory import running_server  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "serve.md"
-DEFAULT_MODEL = "deeplabv3_mnv2_dm05_os16"
+RESULTS = Path(__file__).parent / "results" / "serve_load.md"
+MODEL = "deeplabv3_mnv2_dm05_os16"
+# label, replicas, threads, extra `atrous serve` options
+CONFIGS = [
+    ("1 replica x 2 threads", 1, 2, []),
+    ("2 replicas x 1 thread", 2, 1, []),
+    ("1 x 2 threads, batches of 4 (5 ms window)", 1, 2, ["--max-batch", "4"]),
+]
 
 
-def small_model(folder: Path, size: int) -> Path:
-    """The dm0.5 MobileNetV2 zoo model (random weights) with a ``size``-pixel input."""
-    card = default_card(DEFAULT_MODEL)
+def fast_graph(folder: Path, size: int, precision: str) -> Path:
+    """The fast graph of the dm0.5 zoo model at ``size`` (int8 OpenVINO IR or fp32 ONNX)."""
+    card = default_card(MODEL)
     card = card.model_copy(
         update={"preprocessing": card.preprocessing.model_copy(update={"size": size})}
     )
-    return save_checkpoint(folder / "serve_bench.pt", get_model(DEFAULT_MODEL).eval(), card)
+    model = diversify(get_model(MODEL).eval(), card)
+    if precision == "fp32":
+        return export_fast_onnx(model, card, folder / "fast.onnx")
+    photos = [synthetic_image(size * 3 // 4, size, seed=i) for i in range(8)]
+    return export_fast_int8(model, card, folder / "fast_int8.xml", photos, num=len(photos))
 
 
-def images(count: int, seed: int = 0) -> list[bytes]:
-    """Small smooth PNG images of a few sizes around 96 x 72."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        h, w = 64 + 8 * (i % 4), 96 - 8 * (i % 3)
-        small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(small).resize((w, h), Image.BILINEAR).save(buffer, "PNG")
-        out.append(buffer.getvalue())
-    return out
+def engine_alone(path: Path, replicas: int, threads: int, image: np.ndarray, seconds: float):
+    """Images per second ``replicas`` engines (``threads`` each) run side by side, network
+    only, on one preprocessed image; and the median ms of one run."""
+    from atrous.segmenter import Segmenter
+
+    engines = [load_engine(path, fast_engine(path), threads) for _ in range(replicas)]
+    batch, _ = Segmenter(*engines[0]).preprocess([image])
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def loop(engine) -> None:
+        for _ in range(3):  # warm-up: the second run of a shape compiles a runner for it
+            engine.run(batch)
+        end = time.perf_counter() + seconds
+        while (start := time.perf_counter()) < end:
+            engine.run(batch)
+            with lock:
+                times.append(time.perf_counter() - start)
+
+    workers = [threading.Thread(target=loop, args=(e,)) for e, _ in engines]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return len(times) / (time.perf_counter() - start), float(np.median(times)) * 1e3
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def load_server(path: Path, config: tuple, payloads: list[bytes], args) -> dict:
+    """Start the server for ``config``; the load rows at each client count and its workers."""
+    label, replicas, threads, extra = config
+    options = ["--engine", fast_engine(path), "--replicas", str(replicas), "--threads"]
+    options += [str(threads), "--queue", "128", *extra]
+    with running_server(path, options) as (base, _):
+        url = base + "/v1/segment?format=png"
+        run_load(url, payloads, 1, 3)  # warm-up: engines compile runners for repeated
+        run_load(url, payloads, 16, 2)  # shapes (batch sizes) on their second sight
+        rows = []
+        for clients in args.clients:
+            report = run_load(url, payloads, clients, 10_000, duration=args.duration)
+            rows.append(report.summary())
+            print(label, json.dumps(rows[-1]), flush=True)
+        workers = httpx.get(base + "/healthz", timeout=10).json()["workers"]
+    return {"label": label, "workers": workers, "rows": rows, "command": " ".join(options)}
 
 
-def rss_mb(pid: int, key: str = "VmRSS") -> float:
-    """Resident memory (VmRSS) or its peak (VmHWM) of a process, in MiB, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class MemorySampler(threading.Thread):
-    """Samples a process's RSS every ``interval`` seconds; keeps the largest."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak = 0.0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_mb(self.pid))
-            time.sleep(self.interval)
-
-
-@contextmanager
-def running_server(model: Path, args: argparse.Namespace, queue: int) -> Iterator[tuple[str, int]]:
-    """Start ``atrous serve`` on a free port; yield (base URL, pid) once /healthz answers."""
-    port = free_port()
-    command = [sys.executable, "-m", "atrous", "serve", str(model), "--port", str(port)]
-    command += ["--threads", str(args.threads), "--queue", str(queue)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"server exited: {server.stderr.read().decode()[-500:]}")
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start within 120 s")
-            time.sleep(0.2)
-        yield base, server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
-
-
-def measure(model: Path, args: argparse.Namespace, queue: int, payloads: list[bytes]) -> dict:
-    """Run the load against a server with ``queue`` after a warm-up; return its figures."""
-    with running_server(model, args, queue) as (base, pid):
-        for data in payloads:  # warm-up
-            httpx.post(base + "/v1/segment?format=png", content=data, timeout=60)
-        idle = rss_mb(pid)
-        sampler = MemorySampler(pid)
-        sampler.start()
-        report = run_load(base + "/v1/segment?format=png", payloads, args.clients, args.requests)
-        sampler.stop.set()
-        sampler.join()
-        peak = max(sampler.peak, rss_mb(pid, "VmHWM"))
-    summary = report.summary()
-    summary.update(queue=queue, idle_rss_mib=idle, peak_rss_mib=peak)
-    return summary
-
-
-def measure_large(model: Path, args: argparse.Namespace, width: int, height: int) -> dict:
-    """Latency and peak server RSS of one large image (logits are upsampled to full size)."""
-    small = np.random.default_rng(1).integers(0, 256, (9, 16, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(small).resize((width, height), Image.BILINEAR).save(buffer, "JPEG")
-    with running_server(model, args, 1) as (base, pid):
-        httpx.post(base + "/v1/segment?format=png", content=images(1)[0], timeout=60)
-        idle = rss_mb(pid)
-        start = time.perf_counter()
-        response = httpx.post(
-            base + "/v1/segment?format=png", content=buffer.getvalue(), timeout=300
-        )
-        seconds = time.perf_counter() - start
-        peak = rss_mb(pid, "VmHWM")
-    return {
-        "image": f"{width}x{height}",
-        "status": response.status_code,
-        "latency_ms": seconds * 1e3,
-        "idle_rss_mib": idle,
-        "peak_rss_mib": peak,
-    }
-
-
-def markdown(rows: list[dict], large: dict | None, args: argparse.Namespace) -> str:
-    """The results page."""
+def summary_table(results: list[dict]) -> str:
+    """One line per configuration and round: ceiling, 1 and 16 clients, ratio, tail."""
     lines = [
-        "# Serving under load",
-        "",
-        f"`atrous serve` ({args.model_label}, input {args.size} px longest side, torch engine, "
-        f"--threads {args.threads}) on loopback; {args.clients} concurrent clients x "
-        f"{args.requests} requests of small PNG images (64-88 x 80-96 px), `format=png`. "
-        f"Machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}, {os.cpu_count()} cores shared by client and server; "
-        f"1-minute load average before the run {args.load_before:.1f}.",
-        "",
-        "| queue | sent | 200 | 503 | other | unanswered | p50 ms | p90 ms | p99 ms | "
-        "throughput req/s | idle RSS MiB | peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| configuration | engine alone req/s (ms per image) | 1 client req/s | "
+        "16 clients req/s | 16 / 1 | p50 / p99 ms at 16 | p99 / p50 | mean batch | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
-        statuses = {int(k): v for k, v in r["statuses"].items()}
-        other = sum(v for k, v in statuses.items() if k not in (200, 503))
+    for r in results:
+        one = next(x for x in r["rows"] if x["clients"] == 1)
+        sixteen = next(x for x in r["rows"] if x["clients"] == 16)
+        met = target_line(r["rows"]).rsplit("-> ", 1)[-1]
         lines.append(
-            f"| {r['queue']} | {r['sent']} | {statuses.get(200, 0)} | {statuses.get(503, 0)} | "
-            f"{other} | {r['failures']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} | {r['idle_rss_mib']:.0f} | "
-            f"{r['peak_rss_mib']:.0f} |"
+            f"| {r['label']} | {r['alone_rps']:.1f} ({r['alone_ms']:.1f}) | "
+            f"{one['throughput_rps']:.1f} | {sixteen['throughput_rps']:.1f} | "
+            f"{sixteen['throughput_rps'] / one['throughput_rps']:.2f}x | "
+            f"{sixteen['p50_ms']:.0f} / {sixteen['p99_ms']:.0f} | "
+            f"{sixteen['p99_ms'] / sixteen['p50_ms']:.2f} | "
+            f"{r['workers']['mean_batch']:.2f} | {met} |"
         )
-    if large:
-        lines += [
-            "",
-            f"One {large['image']} JPEG (status {large['status']}): {large['latency_ms']:.0f} ms, "
-            f"server RSS {large['idle_rss_mib']:.0f} MiB idle -> {large['peak_rss_mib']:.0f} MiB "
-            "peak. The segmenter upsamples the logits to the full image size before the argmax "
-            "(4 bytes x classes per pixel), which dominates the memory of large images; "
-            "`--max-pixels` bounds it.",
-        ]
-    lines += [
+    return "\n".join(lines)
+
+
+def markdown(results: list[dict], args, loads: tuple[float, float]) -> str:
+    """The results page: conditions, summary, then each configuration's rows and verdict."""
+    head = [
+        "# Serving throughput by configuration",
         "",
-        "Latency percentiles are of successful (200) requests, measured by the client from send "
-        "to full response; they include waiting in the server's queue. Throughput counts "
-        "successful requests per second of wall time. With a queue at least as deep as the "
-        "number of clients every request is served; with a shallower queue the excess is "
-        "refused at once with 503 + Retry-After, which bounds memory and latency. Peak RSS is "
-        "the server process's resident memory high-water mark (VmHWM and 50 ms samples).",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `{args.command}`. "
+        f"`atrous serve` on the fast {args.precision} graph of {MODEL} at {args.size} "
+        "(random weights, diversified), loaded over loopback by `atrous.serve.loadtest` "
+        f"({args.image} PNG uploads, `format=png`, {args.duration:g} s per client count, "
+        "`--queue 128`). "
+        f"CPU: {cpu_model()}, {os.cpu_count()} cores shared by the server, the load client "
+        f"and other work; 1-minute load average {loads[0]:.1f} at the start, {loads[1]:.1f} at "
+        "the end. The engine-alone column runs the network only (preprocessed input, replicas "
+        "side by side in this process, no server): the ceiling serving could reach.",
         "",
-        "Regenerate: `python benchmarks/serve_load.py`.",
-        "",
-        "```json",
-        json.dumps({"load": rows, "large_image": large}, indent=2),
-        "```",
+        summary_table(results),
         "",
     ]
-    return "\n".join(lines)
+    for r in results:
+        replicas, threads = r["workers"]["replicas"], r["workers"]["threads"]
+        head += [
+            f"## {r['label']} (round {r['round']}; `atrous serve MODEL {r['command']}`)",
+            "",
+            table(r["rows"]),
+            "",
+            single_image_line(r["rows"], replicas, threads),
+            "",
+            target_line(r["rows"]),
+            "",
+        ]
+    head += ["```json", json.dumps(results, indent=1), "```", ""]
+    return "\n".join(head)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="checkpoint or exported model (default: dm0.5 zoo)")
-    parser.add_argument("--size", type=int, default=128, help="input size of the default model")
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--queues", default="64,16", help="queue limits to measure, comma list")
-    parser.add_argument("--large", default="3840x2160", help="one large image WxH ('' to skip)")
+    parser.add_argument("--size", type=int, default=513, help="network input size")
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per client count")
+    parser.add_argument("--clients", default="1,4,16,64")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over the configurations")
+    parser.add_argument("--image", default="512x384", help="WxH of the uploads")
+    parser.add_argument("--graph", type=Path, help="a fast graph built before (else built now)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    payloads = images(8)
-    args.load_before = os.getloadavg()[0]
+    args.command = "python " + " ".join(sys.argv)
+    args.clients = [int(c) for c in args.clients.split(",")]
+    width, height = (int(v) for v in args.image.split("x"))
+    payloads = sample_images(8, height, width)
+    start_load = os.getloadavg()[0]
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else small_model(Path(tmp), args.size)
-        args.model_label = args.model or f"{DEFAULT_MODEL}, random weights"
-        rows = []
-        for queue in (int(q) for q in args.queues.split(",") if q):
-            row = measure(model, args, queue, payloads)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-        large = None
-        if args.large:
-            width, height = (int(v) for v in args.large.lower().split("x"))
-            large = measure_large(model, args, width, height)
-            print(json.dumps(large), flush=True)
-    atomic_write_text(args.out, markdown(rows, large, args))
+        path = args.graph or fast_graph(Path(tmp), args.size, args.precision)
+        image = synthetic_image(height, width, seed=99)
+        for round_ in range(1, args.rounds + 1):
+            for config in CONFIGS:
+                alone_rps, alone_ms = engine_alone(path, config[1], config[2], image, 3.0)
+                result = load_server(path, config, payloads, args)
+                result.update(round=round_, alone_rps=alone_rps, alone_ms=alone_ms)
+                results.append(result)
+    atomic_write_text(args.out, markdown(results, args, (start_load, os.getloadavg()[0])))
     print(f"wrote {args.out}")
 
 

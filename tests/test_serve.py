@@ -277,7 +277,7 @@ def test_503_with_retry_after_when_the_queue_is_full(card, photo):
 
 
 def test_concurrent_requests_run_the_engine_one_at_a_time(card, photo, monkeypatch):
-    import atrous.serve.app as app_module
+    import atrous.serve.service as app_module
 
     decoded = []
     monkeypatch.setattr(

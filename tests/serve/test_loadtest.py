@@ -10,7 +10,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from atrous.serve.loadtest import main, retry_delay, run_load, sample_images
+from atrous.serve.loadtest import (
+    main,
+    retry_delay,
+    run_load,
+    sample_images,
+    server_timing,
+    single_image_line,
+    target_line,
+)
 
 
 def flaky_app(refusals: int, retry_after: str | None) -> tuple[Starlette, list[int]]:
@@ -22,9 +30,15 @@ def flaky_app(refusals: int, retry_after: str | None) -> tuple[Starlette, list[i
         status = 503 if len(answered) < refusals else 200
         answered.append(status)
         headers = {"Retry-After": retry_after} if status == 503 and retry_after else {}
+        if status == 200:
+            headers["Server-Timing"] = "decode;dur=1.5, infer;dur=4.000, encode;dur=0.5"
         return JSONResponse({"error": "overloaded"} if status == 503 else {}, status, headers)
 
-    return Starlette(routes=[Route("/v1/segment", segment, methods=["POST"])]), answered
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "workers": {"replicas": 2, "threads": 1}})
+
+    routes = [Route("/v1/segment", segment, methods=["POST"]), Route("/healthz", healthz)]
+    return Starlette(routes=routes), answered
 
 
 def test_retry_delay_reads_seconds_and_dates_within_the_bound():
@@ -67,6 +81,43 @@ def test_command_line_prints_one_row_per_client_count(live_server, capsys):
     assert out[2].startswith("| 1 | 2 | 0 | 0 | 0 | 1 |")
     assert out[3].startswith("| 2 | 4 | 0 | 0 | 0 | 0 |")
     assert len(answered) == 7
+    # network 4 ms from Server-Timing, 2 replicas from /healthz: 2 x 1000 / 4 req/s
+    assert "network 4.0 ms -> network-only ceiling 500.0 req/s (2 replicas x 1 threads)" in out[5]
+    assert out[6].endswith("not measured (needs 1- and 16-client rows with successes)")
+
+
+def test_server_timing_reads_one_metric():
+    header = "decode;dur=1.5, infer;desc=network;dur=12.25, encode;dur=0.5"
+    assert server_timing(header, "infer") == 12.25 and server_timing(header, "decode") == 1.5
+    assert server_timing(header, "queue") is None and server_timing(None, "infer") is None
+    assert server_timing("infer;dur=soon", "infer") is None
+
+
+def row(clients: int, rps: float, p50: float, p99: float, network: float | None = 10.0) -> dict:
+    return {
+        "clients": clients,
+        "throughput_rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "network_p50_ms": network,
+    }
+
+
+def test_target_line_states_the_ratio_the_tail_and_whether_met():
+    met = target_line([row(1, 20.0, 50, 60), row(4, 30, 100, 150), row(16, 31.0, 500, 1400)])
+    assert met.endswith(": 1.55x, p99/p50 2.80 -> met")
+    slow = target_line([row(1, 20.0, 50, 60), row(16, 29.0, 500, 600)])
+    assert slow.endswith(": 1.45x, p99/p50 1.20 -> NOT met")
+    tail = target_line([row(1, 20.0, 50, 60), row(16, 40.0, 500, 1600)])
+    assert tail.endswith(": 2.00x, p99/p50 3.20 -> NOT met")
+    assert "not measured" in target_line([row(1, 20.0, 50, 60)])
+
+
+def test_single_image_line_gives_the_network_only_ceiling():
+    line = single_image_line([row(1, 20.0, 50, 60, network=25.0), row(16, 31.0, 500, 900)], 2, 1)
+    assert "p50 50.0 ms end to end, network 25.0 ms" in line
+    assert "ceiling 80.0 req/s (2 replicas x 1 threads); served at 16 clients: 31.0 req/s" in line
+    assert "not measured" in single_image_line([row(1, 20.0, 50, 60, network=None)])
 
 
 def test_sample_images_are_pngs_of_the_asked_size():

@@ -36,14 +36,24 @@ def serve(
         None,
         help="Host names answered, comma list, '*' for any [localhost names on a loopback host]",
     ),
+    replicas: int = typer.Option(
+        None, help="engine replicas serving side by side [cores / --threads; --threads 1]"
+    ),
+    max_batch: int = typer.Option(1, help="most concurrent requests run as one batch"),
+    batch_window_ms: float = typer.Option(5.0, help="ms a batch waits to fill (--max-batch > 1)"),
+    deadline: float = typer.Option(None, help="seconds to answer a request, else 503 [none]"),
 ) -> None:
-    """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /."""
+    """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /.
+
+    --threads is per replica: by default one replica per core at one thread each.
+    """
     contract = with_output_tensor(contract, output_tensor)
     try:
         import uvicorn
 
         from atrous.serve import ServeLimits, create_app
         from atrous.serve.security import allowed_hosts_for
+        from atrous.serve.workers import plan_workers
     except ImportError as exc:
         raise ConfigError(
             f"serve needs the 'serve' extra ({exc.name} is missing): pip install 'atrous[serve]'"
@@ -56,10 +66,22 @@ def serve(
     }
     try:
         limits = ServeLimits(**{k: v for k, v in given.items() if v is not None})
+        plan = plan_workers(
+            replicas,
+            threads,
+            max_batch=max_batch,
+            batch_window=batch_window_ms / 1e3,
+            deadline=deadline,
+        )
     except ValueError as exc:
         raise ConfigError(f"serve: {exc}") from None
     hosts = allowed_hosts_for(host, allowed_hosts.split(",") if allowed_hosts else None)
-    segmenter = open_segmenter(model, engine, threads, contract, weights)
-    application = create_app(segmenter, limits=limits, allowed_hosts=hosts)
-    console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
+    segmenter = open_segmenter(model, engine, plan.threads, contract, weights)
+    application = create_app(segmenter, limits=limits, allowed_hosts=hosts, workers=plan)
+    pool = application.state.service.pool.describe()
+    console.print(
+        f"serving {application.state.service.card.name} on http://{host}:{port}/ "
+        f"({pool['replicas']} engine replicas x {pool['threads']} threads, "
+        f"batches of up to {pool['max_batch']})"
+    )
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

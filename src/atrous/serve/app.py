@@ -1,7 +1,8 @@
 """The HTTP service: segment uploaded images with one model, behind bounded limits.
 
-Inference runs in one worker thread per engine, so concurrent requests never oversubscribe the
-engine's threads and the event loop stays free to answer health checks, metrics and 503s. An
+Inference runs on a pool of engine replicas (:mod:`atrous.serve.service`,
+:mod:`atrous.serve.workers`), so concurrent requests never oversubscribe the cores and the event
+loop stays free to answer health checks, metrics and 503s. An
 upload is read (within ``body_timeout``) and its image header checked before the request takes
 a place in the queue, so slow or bad uploads never hold one.
 """
@@ -9,50 +10,37 @@ a place in the queue, so slow or bad uploads never hold one.
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 import logging
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from atrous.data.io import decode_image, encode_mask_png
-from atrous.errors import InputError
-from atrous.segmenter import Prediction, Segmenter
+from atrous.segmenter import Segmenter
 from atrous.serve.limits import (
     BodyLimitMiddleware,
-    InflightQueue,
     ServeError,
     ServeLimits,
-    UploadBudget,
     error_response,
-    probe_image,
     too_large,
 )
-from atrous.serve.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServeMetrics
+from atrous.serve.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware
 from atrous.serve.security import PAGE_CSP, HostCheckMiddleware, SecurityHeadersMiddleware
-from atrous.visualize import legend, overlay
+from atrous.serve.service import OutputFormat, Segmentation, SegmentService
+from atrous.serve.workers import WorkerPlan
 
 __all__ = ["create_app", "SegmentService", "Segmentation"]
 
 log = logging.getLogger("atrous.serve")
 
 STATIC_DIR = Path(__file__).parent / "static"
-OutputFormat = Literal["png", "overlay", "json"]
-PIPELINE_DEPTH = 2  # one image in the engine, the next one decoded and ready
 
 _UPLOAD_DOC = {
     "requestBody": {
@@ -70,132 +58,6 @@ _UPLOAD_DOC = {
         },
     }
 }
-
-
-@dataclass
-class Segmentation:
-    """One served segmentation: the decoded image, its prediction and timings (ms)."""
-
-    image: np.ndarray
-    image_format: str
-    prediction: Prediction
-    timings: dict[str, float]
-
-
-class SegmentService:
-    """Decodes, segments and encodes images for the app; owns the engine's single worker."""
-
-    def __init__(self, segmenter: Segmenter, limits: ServeLimits) -> None:
-        self.segmenter = segmenter
-        self.card = segmenter.card
-        self.limits = limits
-        self.queue = InflightQueue(limits.queue, limits.retry_after)
-        self.uploads = UploadBudget(limits.upload_budget, limits.retry_after)
-        self.metrics = ServeMetrics(inflight=lambda: self.queue.inflight)
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-engine")
-        self.pipeline = asyncio.Semaphore(PIPELINE_DEPTH)
-        self.skip_background = bool(self.card.classes) and self.card.classes[0] == "background"
-
-    def probe(self, data: bytes) -> str:
-        """The image format of an upload, read from its header (ServeError if refused)."""
-        return probe_image(data, self.limits.max_pixels)[0]
-
-    async def segment(self, data: bytes, image_format: str) -> Segmentation:
-        """Decode and segment probed image bytes (raising ServeError on bad input).
-
-        At most PIPELINE_DEPTH requests are between decoding and the end of inference, so
-        decoded images do not pile up in memory while they wait for the engine.
-        """
-        start = time.perf_counter()
-        async with self.pipeline:
-            admitted = time.perf_counter()
-            try:
-                image = await asyncio.to_thread(
-                    decode_image, data, "upload", max_pixels=self.limits.max_pixels
-                )
-            except InputError as exc:
-                raise ServeError(422, "corrupt_image", str(exc)) from None
-            decoded = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            try:
-                prediction, started = await loop.run_in_executor(self.worker, self._predict, image)
-            except InputError as exc:
-                raise ServeError(422, "invalid_image", str(exc)) from None
-        self.metrics.inference.observe(prediction.timings["total_ms"] / 1e3)
-        timings = {
-            "decode_ms": (decoded - admitted) * 1e3,
-            "queue_ms": (admitted - start + started - decoded) * 1e3,
-            **{
-                key: prediction.timings[key]
-                for key in ("preprocess_ms", "infer_ms", "postprocess_ms")
-            },
-        }
-        return Segmentation(image, image_format, prediction, timings)
-
-    def _predict(self, image: np.ndarray) -> tuple[Prediction, float]:
-        """Runs in the engine worker: the prediction and when the worker picked it up."""
-        started = time.perf_counter()
-        return self.segmenter.predict(image), started
-
-    def classes_present(self, mask: np.ndarray) -> list[dict[str, Any]]:
-        """Classes in the mask with their id, colour and pixel fraction, largest first."""
-        ids = {name: i for i, name in enumerate(self.card.classes)}
-        return [
-            {"id": ids.get(name, -1), "name": name, "color": list(color), "fraction": fraction}
-            for name, color, fraction in legend(mask, self.card.classes, self.card.palette)
-        ]
-
-    def overlay_jpeg(self, result: Segmentation, alpha: float) -> bytes:
-        """The colour mask blended over the image, as JPEG bytes."""
-        blended = overlay(
-            result.image,
-            result.prediction.mask,
-            self.card.palette,
-            alpha,
-            skip_background=self.skip_background,
-        )
-        buffer = io.BytesIO()
-        Image.fromarray(blended).save(buffer, format="JPEG", quality=90)
-        return buffer.getvalue()
-
-    def render(
-        self, result: Segmentation, fmt: OutputFormat, alpha: float, include_mask: bool
-    ) -> Response:
-        """Encode a segmentation as a palette PNG, a JPEG overlay or JSON."""
-        start = time.perf_counter()
-        mask = result.prediction.mask
-        if fmt == "png":
-            body, media = encode_mask_png(mask, self.card.palette), "image/png"
-        elif fmt == "overlay":
-            body, media = self.overlay_jpeg(result, alpha), "image/jpeg"
-        else:
-            payload = {
-                "model": self.card.name,
-                "width": int(mask.shape[1]),
-                "height": int(mask.shape[0]),
-                "input_format": result.image_format,
-                "classes": self.classes_present(mask),
-            }
-            if include_mask:
-                encoded = base64.b64encode(encode_mask_png(mask, self.card.palette)).decode()
-                payload["mask_png"] = "data:image/png;base64," + encoded
-            timings = self._finish_timings(result, start)
-            return JSONResponse({**payload, "timings": timings}, headers=_timing_headers(timings))
-        timings = self._finish_timings(result, start)
-        return Response(body, media_type=media, headers=_timing_headers(timings))
-
-    @staticmethod
-    def _finish_timings(result: Segmentation, encode_start: float) -> dict[str, float]:
-        timings = dict(result.timings)
-        timings["encode_ms"] = (time.perf_counter() - encode_start) * 1e3
-        timings["total_ms"] = sum(timings.values())
-        return {key: round(value, 3) for key, value in timings.items()}
-
-
-def _timing_headers(timings: dict[str, float]) -> dict[str, str]:
-    """Server-Timing header (shown by browser dev tools) from the timings in ms."""
-    parts = [f"{key.removesuffix('_ms')};dur={value:.3f}" for key, value in timings.items()]
-    return {"Server-Timing": ", ".join(parts)}
 
 
 async def read_upload(request: Request, limits: ServeLimits) -> bytes:
@@ -240,23 +102,26 @@ def create_app(
     threads: int | None = None,
     limits: ServeLimits = ServeLimits(),
     allowed_hosts: tuple[str, ...] | None = None,
+    workers: WorkerPlan | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving ``model`` (a file, zoo name or ready Segmenter).
 
     Endpoints: POST /v1/segment, GET /v1/model, GET /healthz, GET /metrics, and the page at /.
     ``allowed_hosts``: Host header names answered (any port), others get 400; None answers any
     (``atrous serve`` on a loopback address passes LOOPBACK_HOSTS against DNS rebinding).
+    ``workers``: engine replicas, threads, micro-batching and deadline (default: one replica
+    per core the engine's threads leave, see :func:`atrous.serve.workers.plan_workers`).
     """
     if isinstance(model, Segmenter):
         segmenter = model
     else:
         segmenter = Segmenter.from_file(model, engine=engine, threads=threads)
-    service = SegmentService(segmenter, limits)
+    service = SegmentService(segmenter, limits, workers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        service.worker.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(service.close)
 
     app = FastAPI(
         title="atrous",
@@ -320,6 +185,7 @@ def create_app(
             "engine": service.segmenter.engine.describe(),
             "inflight": service.queue.inflight,
             "queue": service.queue.capacity,
+            "workers": service.pool.describe(),
         }
 
     @app.get("/metrics")

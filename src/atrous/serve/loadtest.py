@@ -23,9 +23,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LoadReport", "run_load", "retry_delay", "sample_images"]
+__all__ = [
+    "LoadReport",
+    "run_load",
+    "retry_delay",
+    "sample_images",
+    "server_timing",
+    "single_image_line",
+    "target_line",
+]
 
 RETRY_JITTER = 0.2  # retries wait up to 20% past the advised delay, so clients do not re-sync
+TARGET_SPEEDUP = 1.5  # 16 clients sustain at least this times the req/s of 1 client
+TARGET_TAIL = 3.0  # ... with p99 at most this times p50
 
 
 @dataclass
@@ -33,6 +43,7 @@ class LoadReport:
     """Outcome of a load run: status counts, latencies (ms), retries, failures and wall time.
 
     A request's latency runs from its first attempt to its final response, retries included.
+    ``network_ms``: the network time the server reports (Server-Timing ``infer``) per success.
     """
 
     clients: int
@@ -40,6 +51,7 @@ class LoadReport:
     statuses: Counter = field(default_factory=Counter)
     latencies_ms: list[float] = field(default_factory=list)
     ok_latencies_ms: list[float] = field(default_factory=list)
+    network_ms: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     invalid: int = 0
     retries: int = 0
@@ -77,6 +89,7 @@ class LoadReport:
             "seconds": self.seconds,
             "throughput_rps": ok / self.seconds if self.seconds else 0.0,
             **{f"{k}_ms": v for k, v in self.percentiles().items()},
+            "network_p50_ms": float(np.median(self.network_ms)) if self.network_ms else None,
         }
 
 
@@ -95,6 +108,22 @@ def retry_delay(header: str | None, max_wait: float) -> float | None:
     if seconds != seconds:  # NaN
         return None
     return min(max(seconds, 0.0), max_wait)
+
+
+def server_timing(header: str | None, name: str) -> float | None:
+    """The duration (ms) of metric ``name`` in a Server-Timing header, None if absent."""
+    for part in (header or "").split(","):
+        metric, *params = (p.strip() for p in part.split(";"))
+        if metric != name:
+            continue
+        for param in params:
+            key, _, value = param.partition("=")
+            if key == "dur":
+                try:
+                    return float(value)
+                except ValueError:
+                    return None
+    return None
 
 
 async def _post(http, url: str, data: bytes, retries: int, max_wait: float, report: LoadReport):
@@ -139,6 +168,9 @@ async def _client(
         report.latencies_ms.append(elapsed)
         if response.status_code == 200:
             report.ok_latencies_ms.append(elapsed)
+            network = server_timing(response.headers.get("server-timing"), "infer")
+            if network is not None:
+                report.network_ms.append(network)
             if validate is not None and not validate(which, response):
                 report.invalid += 1
 
@@ -234,6 +266,53 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _row(rows: list[dict[str, Any]], clients: int) -> dict[str, Any] | None:
+    return next((r for r in rows if r["clients"] == clients), None)
+
+
+def single_image_line(rows: list[dict[str, Any]], replicas: int = 1, threads: int = 1) -> str:
+    """The 1-client latency and the network-only ceiling: the req/s ``replicas`` engines could
+    sustain if they did nothing but run the network (server-reported time at 1 client)."""
+    one = _row(rows, 1)
+    if one is None or not one.get("network_p50_ms"):
+        return "single image: not measured (no 1-client row with the server's network time)"
+    network = one["network_p50_ms"]
+    sixteen = _row(rows, 16)
+    served = f"{sixteen['throughput_rps']:.1f} req/s" if sixteen else "not measured"
+    return (
+        f"single image (1 client): p50 {one['p50_ms']:.1f} ms end to end, network "
+        f"{network:.1f} ms -> network-only ceiling {replicas * 1e3 / network:.1f} req/s "
+        f"({replicas} replicas x {threads} threads); served at 16 clients: {served}"
+    )
+
+
+def target_line(rows: list[dict[str, Any]]) -> str:
+    """Whether 16 clients sustain >= TARGET_SPEEDUP x the req/s of 1 client with p99 within
+    TARGET_TAIL x p50 (at 16 clients), with the measured figures."""
+    goal = (
+        f"target: 16 clients >= {TARGET_SPEEDUP:g}x the req/s of 1 client, "
+        f"p99 <= {TARGET_TAIL:g}x p50"
+    )
+    one, sixteen = _row(rows, 1), _row(rows, 16)
+    if not one or not sixteen or not one["throughput_rps"] or not sixteen["p50_ms"] > 0:
+        return f"{goal}: not measured (needs 1- and 16-client rows with successes)"
+    speedup = sixteen["throughput_rps"] / one["throughput_rps"]
+    tail = sixteen["p99_ms"] / sixteen["p50_ms"]
+    met = speedup >= TARGET_SPEEDUP and tail <= TARGET_TAIL
+    return f"{goal}: {speedup:.2f}x, p99/p50 {tail:.2f} -> {'met' if met else 'NOT met'}"
+
+
+def _workers(base: str) -> tuple[int, int]:
+    """(replicas, threads) the server reports at /healthz ((1, 1) if it does not say)."""
+    import httpx
+
+    try:
+        workers = httpx.get(base + "/healthz", timeout=10).json().get("workers", {})
+    except (httpx.HTTPError, ValueError):
+        workers = {}
+    return int(workers.get("replicas", 1)), int(workers.get("threads", 1))
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m atrous.serve.loadtest URL``: load a running server, print a markdown table."""
     parser = argparse.ArgumentParser(description="Load a running `atrous serve` and report.")
@@ -265,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.json:
             print(json.dumps(rows[-1]), flush=True)
     print(table(rows))
+    print()
+    print(single_image_line(rows, *_workers(args.url.rstrip("/"))))
+    print(target_line(rows))
 
 
 if __name__ == "__main__":
