@@ -68,6 +68,8 @@ class ResNet(Backbone):
         output_stride: 8, 16 or 32; strides past it become dilation.
         multi_grid: per-unit dilation multipliers of the last stage, e.g. (1, 2, 4) (DeepLabV3).
         deep_stem: three 3x3 convolutions instead of the 7x7 stem.
+        uniform_dilation: the first unit of a dilated stage takes the stage's dilation too
+            (smp's encoders) instead of the previous one (torchvision, TF DeepLab).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ResNet(Backbone):
         output_stride: int = 16,
         multi_grid: Sequence[int] | None = None,
         deep_stem: bool = False,
+        uniform_dilation: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
@@ -96,7 +99,7 @@ class ResNet(Backbone):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        tracker = StrideTracker(output_stride, start=4)
+        tracker = StrideTracker(output_stride, start=4, uniform=uniform_dilation)
         cin = 64
         for index, (blocks, stride) in enumerate(zip(_DEPTHS[depth], (1, 2, 2, 2), strict=True)):
             width = 64 * 2**index
@@ -136,22 +139,16 @@ def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"backbone": f"resnet{depth}", "deep_stem": "conv1.0.weight" in state}
 
 
-_FIELDS = ("multi_grid", "deep_stem")
+_FIELDS = ("multi_grid", "deep_stem", "uniform_dilation")
 
 
 @register_backbone("resnet50", fields=_FIELDS, signature=_signature)
-def resnet50(
-    *, output_stride: int = 16, multi_grid: Sequence[int] | None = None, deep_stem: bool = False
-) -> ResNet:
-    """ResNet-50 at ``output_stride`` (see :class:`ResNet` for the arguments)."""
-    return ResNet(depth=50, output_stride=output_stride, multi_grid=multi_grid, deep_stem=deep_stem)
+def resnet50(*, output_stride: int = 16, **fields: Any) -> ResNet:
+    """ResNet-50 at ``output_stride`` (see :class:`ResNet` for the other arguments)."""
+    return ResNet(depth=50, output_stride=output_stride, **fields)
 
 
 @register_backbone("resnet101", fields=_FIELDS, signature=_signature)
-def resnet101(
-    *, output_stride: int = 16, multi_grid: Sequence[int] | None = None, deep_stem: bool = False
-) -> ResNet:
-    """ResNet-101 at ``output_stride`` (see :class:`ResNet` for the arguments)."""
-    return ResNet(
-        depth=101, output_stride=output_stride, multi_grid=multi_grid, deep_stem=deep_stem
-    )
+def resnet101(*, output_stride: int = 16, **fields: Any) -> ResNet:
+    """ResNet-101 at ``output_stride`` (see :class:`ResNet` for the other arguments)."""
+    return ResNet(depth=101, output_stride=output_stride, **fields)

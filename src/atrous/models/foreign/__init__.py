@@ -1,5 +1,13 @@
-"""Importers of foreign checkpoint layouts (torchvision today) into atrous's own."""
+"""Importers of foreign checkpoint layouts (torchvision, segmentation_models_pytorch) into
+atrous's own: each recognises its layout from the keys and maps it, with a card."""
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from atrous.card import ModelCard
+from atrous.models.foreign.smp import from_smp, is_smp
 from atrous.models.foreign.torchvision import (
     describe_layout,
     from_torchvision,
@@ -7,4 +15,33 @@ from atrous.models.foreign.torchvision import (
     unwrap_state_dict,
 )
 
-__all__ = ["describe_layout", "from_torchvision", "is_torchvision", "unwrap_state_dict"]
+__all__ = [
+    "FOREIGN_LAYOUTS",
+    "describe_layout",
+    "foreign_layout",
+    "from_foreign",
+    "from_smp",
+    "from_torchvision",
+    "is_smp",
+    "is_torchvision",
+    "unwrap_state_dict",
+]
+
+Importer = Callable[[Mapping[str, Any], str], "tuple[dict[str, Any], ModelCard]"]
+# layout name -> (recognises its keys, maps a state_dict to atrous's with a card)
+FOREIGN_LAYOUTS: dict[str, tuple[Callable[[Mapping[str, Any]], bool], Importer]] = {
+    "torchvision": (is_torchvision, from_torchvision),
+    "smp": (is_smp, from_smp),
+}
+
+
+def foreign_layout(state: Mapping[str, Any]) -> str | None:
+    """The name of the foreign layout ``state``'s keys are in (None: none known)."""
+    return next((name for name, (match, _) in FOREIGN_LAYOUTS.items() if match(state)), None)
+
+
+def from_foreign(state: Mapping[str, Any], source: str) -> tuple[dict[str, Any], ModelCard] | None:
+    """The atrous state_dict and card of a state_dict in a foreign layout; None if it is in
+    none (ModelError when it is in one atrous cannot map)."""
+    layout = foreign_layout(state)
+    return None if layout is None else FOREIGN_LAYOUTS[layout][1](state, source)
