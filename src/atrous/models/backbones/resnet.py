@@ -128,9 +128,12 @@ class ResNet(Backbone):
 
 
 def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``layer4.`` keys; the depth from the units of layer3, the stem from its first key."""
+    """``layer4.`` keys; bottleneck units (conv3), the depth from the units of layer3, the
+    stem from its first key."""
     if not any(k.startswith("layer4.") for k in state):
         return None
+    if "layer1.0.conv3.weight" not in state:
+        raise ValueError("ResNet with basic blocks (resnet18/34) is not resnet50 or resnet101")
     units = len(unit_indices(state, r"layer3\.(\d+)\."))
     depth = next((d for d, blocks in _DEPTHS.items() if blocks[2] == units), None)
     if depth is None:
