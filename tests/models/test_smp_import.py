@@ -162,6 +162,7 @@ def test_convert_writes_a_checkpoint_that_computes_the_same(smp, tmp_path):
     source = tmp_path / "smp.pth"
     torch.save(net.state_dict(), source)
     report = convert_checkpoint(source, tmp_path / "atrous.pt")
+    assert report.layout == "smp state_dict"
     assert report.unmapped == [] and report.reshaped == []
     assert len(report.mapped) == len(net.state_dict())
     model, card = load_checkpoint(tmp_path / "atrous.pt")

@@ -176,6 +176,19 @@ _FIELDS = ("width_mult", "channel_divisor", "uniform_dilation", "last_channels")
 
 
 @register_backbone("mobilenet_v2", fields=_FIELDS, signature=_signature)
-def mobilenet_v2(*, output_stride: int = 16, **fields: Any) -> MobileNetV2:
-    """MobileNetV2 at ``output_stride`` (see :class:`MobileNetV2` for the other arguments)."""
-    return MobileNetV2(output_stride=output_stride, **fields)
+def mobilenet_v2(
+    *,
+    output_stride: int = 16,
+    width_mult: float = 1.0,
+    channel_divisor: int = 8,
+    uniform_dilation: bool = False,
+    last_channels: int | None = None,
+) -> MobileNetV2:
+    """MobileNetV2 at ``output_stride`` (see :class:`MobileNetV2` for the arguments)."""
+    return MobileNetV2(
+        width_mult=width_mult,
+        output_stride=output_stride,
+        channel_divisor=channel_divisor,
+        uniform_dilation=uniform_dilation,
+        last_channels=last_channels,
+    )

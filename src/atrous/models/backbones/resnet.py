@@ -6,7 +6,7 @@ directly; ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (ResNet-
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -145,13 +145,28 @@ def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
 _FIELDS = ("multi_grid", "deep_stem", "uniform_dilation")
 
 
-@register_backbone("resnet50", fields=_FIELDS, signature=_signature)
-def resnet50(*, output_stride: int = 16, **fields: Any) -> ResNet:
-    """ResNet-50 at ``output_stride`` (see :class:`ResNet` for the other arguments)."""
-    return ResNet(depth=50, output_stride=output_stride, **fields)
+def _builder(depth: int) -> Callable[..., ResNet]:
+    """The keyword-only factory of ResNet-``depth`` (the registry's contract)."""
+
+    def build(
+        *,
+        output_stride: int = 16,
+        multi_grid: Sequence[int] | None = None,
+        deep_stem: bool = False,
+        uniform_dilation: bool = False,
+    ) -> ResNet:
+        return ResNet(
+            depth=depth,
+            output_stride=output_stride,
+            multi_grid=multi_grid,
+            deep_stem=deep_stem,
+            uniform_dilation=uniform_dilation,
+        )
+
+    build.__name__ = build.__qualname__ = f"resnet{depth}"
+    build.__doc__ = f"ResNet-{depth} at ``output_stride`` (see :class:`ResNet` for the arguments)."
+    return build
 
 
-@register_backbone("resnet101", fields=_FIELDS, signature=_signature)
-def resnet101(*, output_stride: int = 16, **fields: Any) -> ResNet:
-    """ResNet-101 at ``output_stride`` (see :class:`ResNet` for the other arguments)."""
-    return ResNet(depth=101, output_stride=output_stride, **fields)
+resnet50 = register_backbone("resnet50", fields=_FIELDS, signature=_signature)(_builder(50))
+resnet101 = register_backbone("resnet101", fields=_FIELDS, signature=_signature)(_builder(101))
