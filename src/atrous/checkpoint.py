@@ -31,12 +31,7 @@ from atrous._atomic import atomic_path
 from atrous.card import ModelCard, card_from_json
 from atrous.errors import ModelError
 from atrous.models.deeplab import DeepLab
-from atrous.models.foreign import (
-    describe_layout,
-    from_torchvision,
-    is_torchvision,
-    unwrap_state_dict,
-)
+from atrous.models.foreign import describe_layout, from_foreign, unwrap_state_dict
 from atrous.models.zoo import default_card
 
 __all__ = [
@@ -141,15 +136,17 @@ def load_state_dict_checked(
 def plain_state_dict(
     data: dict[str, Any], source: str, zoo_name: str | None = None, **overrides: object
 ) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
-    """The atrous state_dict and card of a checkpoint without an atrous card: a torchvision
-    layout is recognised and renamed (its card from the zoo), wrappers and prefixes removed.
+    """The atrous state_dict and card of a checkpoint without an atrous card: a foreign layout
+    (torchvision, smp) is recognised and renamed (its card from the zoo), wrappers and
+    prefixes removed.
 
     ``zoo_name`` gives the card otherwise; without one the card is None for an atrous-layout
     state_dict, and a file of no known layout is a ModelError describing what it holds.
     """
     state_dict = unwrap_state_dict(data)
-    if is_torchvision(state_dict):
-        state_dict, card = from_torchvision(state_dict, source)
+    foreign = from_foreign(state_dict, source)
+    if foreign is not None:
+        state_dict, card = foreign
         return state_dict, default_card(zoo_name, **overrides) if zoo_name else card
     if "classifier.weight" not in state_dict:
         raise ModelError(f"{source}: not a known checkpoint layout ({describe_layout(data)})")

@@ -92,9 +92,17 @@ class ModelConfig(StrictModel):
     ``aux_channels`` sets the aux head's inner width (default max(in / 4, 32); torchvision: in / 4);
     ``aux_stride`` 8 taps MobileNetV3's stride-8 features as ``aux`` (torchvision's C2).
     ``upsampling`` resizes the decoder's input and the logits (``'transposed'``: a learned
-    depthwise ConvTranspose2d initialised to bilinear; ``'bilinear_align_corners'``: TF DeepLab's
-    resize, which imported TF .tflite files keep); ``activation`` is the head's, the
-    decoder's and the aux head's non-linearity.
+    depthwise ConvTranspose2d initialised to bilinear); ``activation`` is the head's, the
+    decoder's and the aux head's non-linearity. smp's variants (segmentation_models_pytorch):
+    ``uniform_dilation`` dilates every unit of a dilated stage, its first one included (smp's
+    ``make_dilated``; default: the first unit keeps the previous dilation, as TF DeepLab and
+    torchvision); ``last_channels`` closes MobileNetV2 with its 1x1 conv to that many channels
+    (torchvision's 1280); ``depthwise_bn`` False makes a separable conv depthwise -> pointwise
+    -> BN -> activation (smp's SeparableConv2d; default: BN + activation after each, TF
+    DeepLab); ``head_conv`` is separable when ``separable_aspp`` is; ``decoder_convs`` is the
+    number of 3x3 refining convs of the V3+ decoder (2 in the paper, 1 in smp);
+    ``align_corners`` makes the bilinear resizes of the decoder input and logits corner-aligned
+    (smp's ``nn.Upsample(align_corners=True)``, TF DeepLab's resize in imported .tflite files).
     """
 
     backbone: Annotated[str, AfterValidator(_known_backbone)]
@@ -118,8 +126,14 @@ class ModelConfig(StrictModel):
     aux_channels: int | None = None
     aux_stride: Literal[8, 16] = 16
     # block variants (head, decoder, final upsampling); the defaults are the published models
-    upsampling: Literal["bilinear", "nearest", "transposed", "bilinear_align_corners"] = "bilinear"
+    upsampling: Literal["bilinear", "nearest", "transposed"] = "bilinear"
     activation: Literal["relu", "relu6", "hardswish"] = "relu"
+    # smp's variants (see the docstring); the defaults are TF DeepLab's / torchvision's
+    uniform_dilation: bool = False
+    last_channels: int | None = None
+    depthwise_bn: bool = True
+    decoder_convs: int = Field(2, ge=1, le=4)
+    align_corners: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

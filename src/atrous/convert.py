@@ -24,7 +24,7 @@ import torch
 from atrous.card import ModelCard, WeightsFacts
 from atrous.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from atrous.errors import ModelError
-from atrous.models.foreign.tflite import from_tflite
+from atrous.models.foreign import foreign_layout, from_tflite, unwrap_state_dict
 from atrous.models.zoo import get_weights
 from atrous.palettes import voc_palette
 from atrous.weights import Weights, cache_dir, fetch, sha256_of
@@ -158,7 +158,9 @@ def convert_checkpoint(
     )
     save_checkpoint(out, model, card.model_copy(update={"weights": facts}))
     mapped, reshaped, unmapped, initialised = mapping_report(_tensors(data), model.state_dict())
+    foreign = foreign_layout(unwrap_state_dict(data)) if "card" not in data else None
     layout = "atrous checkpoint" if "card" in data else f"plain state_dict ({zoo_name})"
+    layout = f"{foreign} state_dict" if foreign else layout
     return ConversionReport(str(path), str(out), layout, mapped, reshaped, unmapped, initialised)
 
 

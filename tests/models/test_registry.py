@@ -17,7 +17,7 @@ def test_the_shipped_backbones_are_registered_and_globbed():
     assert {"mobilenet_v2", "resnet50", "resnet101", "xception65", "xception71"} <= set(names)
     assert names == sorted(names)
     assert list_backbones("resnet*") == [n for n in names if n.startswith("resnet")]
-    assert get_backbone("resnet101").fields == ("multi_grid", "deep_stem")
+    assert get_backbone("resnet101").fields == ("multi_grid", "deep_stem", "uniform_dilation")
     # two names from one file share its signature
     assert get_backbone("xception65").signature is get_backbone("xception71").signature
 
@@ -69,5 +69,8 @@ def test_unrecognised_or_odd_weights_name_the_file():
         "classifier.weight": torch.zeros(3, 8, 1, 1),
         **{f"backbone.layer{i}.0.conv1.weight": torch.zeros(1) for i in (1, 2, 3, 4)},
     }
+    with pytest.raises(ModelError, match=r"^w.pth: ResNet with basic blocks \(resnet18/34\)"):
+        config_from_state_dict(state, "w.pth")  # no conv3: smp's default encoder, resnet34
+    state["backbone.layer1.0.conv3.weight"] = torch.zeros(1)
     with pytest.raises(ModelError, match=r"^w.pth: ResNet with 1 units in layer3 is not 50 or 101"):
         config_from_state_dict(state, "w.pth")

@@ -77,7 +77,7 @@ def _tf_config(width: float, stride: int) -> ModelConfig:
         channel_divisor=1 if width != 1.0 else 8,
         output_stride=stride,
         head="pooling",
-        upsampling="bilinear_align_corners",
+        align_corners=True,
     )
 
 

@@ -1,5 +1,6 @@
-"""torchvision 0.28 as a test oracle: imported from ``.venv/oracles`` (``make setup`` installs it
-there with ``--no-deps``), its two fake-kernel registrations skipped.
+"""torchvision 0.28 and segmentation_models_pytorch 0.6 as test oracles: imported from
+``.venv/oracles`` (``make setup`` installs them there with ``--no-deps``, smp with timm and
+huggingface_hub), torchvision's two fake-kernel registrations skipped.
 
 The package index's torchvision is a CUDA build whose ``import`` fails beside the CPU torch
 ("operator torchvision::nms does not exist"); its segmentation models are pure Python and import
@@ -9,6 +10,7 @@ the reason when that stops working.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,18 +28,29 @@ def _noop_register_fake(*args, **kwargs):
     return lambda fn: fn
 
 
-def import_torchvision() -> ModuleType:
-    """``torchvision.models.segmentation`` from the oracle folder; skip the test otherwise."""
-    if not (ORACLE_DIR / "torchvision").is_dir():
-        pytest.skip(f"torchvision oracle not installed in {ORACLE_DIR} (run make setup)")
+def _import_oracle(package: str, module: str) -> ModuleType:
+    """``module`` of ``package`` from the oracle folder (torchvision's fake kernels skipped
+    while importing: timm and smp import torchvision); skip the test otherwise."""
+    if not (ORACLE_DIR / package).is_dir():
+        pytest.skip(f"{package} oracle not installed in {ORACLE_DIR} (run make setup)")
     if str(ORACLE_DIR) not in sys.path:
         sys.path.append(str(ORACLE_DIR))
     real = torch.library.register_fake
     torch.library.register_fake = _noop_register_fake
     try:
-        from torchvision.models import segmentation
+        return importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001 - any failure means no oracle, not a test failure
-        pytest.skip(f"torchvision oracle does not import here: {str(exc).splitlines()[0]}")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        pytest.skip(f"{package} oracle does not import here: {first}")
     finally:
         torch.library.register_fake = real
-    return segmentation
+
+
+def import_torchvision() -> ModuleType:
+    """``torchvision.models.segmentation`` from the oracle folder; skip the test otherwise."""
+    return _import_oracle("torchvision", "torchvision.models.segmentation")
+
+
+def import_smp() -> ModuleType:
+    """``segmentation_models_pytorch`` from the oracle folder; skip the test otherwise."""
+    return _import_oracle("segmentation_models_pytorch", "segmentation_models_pytorch")

@@ -53,13 +53,24 @@ class ConvBNReLU(nn.Sequential):
 
 
 class SeparableConvBNReLU(nn.Sequential):
-    """Depthwise 3x3 (dilated) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (DeepLabV3+)."""
+    """Depthwise 3x3 (dilated) -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU (DeepLabV3+);
+    without ``depthwise_bn``, depthwise -> pointwise -> BN -> ReLU (smp's SeparableConv2d)."""
 
-    def __init__(self, cin: int, cout: int, dilation: int = 1, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        dilation: int = 1,
+        activation: str = "relu",
+        depthwise_bn: bool = True,
+    ) -> None:
+        depthwise = AtrousConv2d(
+            cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False
+        )
+        after = [nn.BatchNorm2d(cin), make_activation(activation)] if depthwise_bn else []
         super().__init__(
-            AtrousConv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
-            nn.BatchNorm2d(cin),
-            make_activation(activation),
+            depthwise,
+            *after,
             nn.Conv2d(cin, cout, 1, bias=False),
             nn.BatchNorm2d(cout),
             make_activation(activation),
@@ -98,6 +109,7 @@ class ASPP(nn.Module):
         separable: depthwise-separable 3x3 branches (DeepLabV3+ with Xception).
         dropout: dropout after the projection (training only).
         activation: the non-linearity after every BatchNorm (a key of ``ACTIVATIONS``).
+        depthwise_bn: BN + activation after the depthwise convs of separable branches too.
     """
 
     def __init__(
@@ -108,13 +120,14 @@ class ASPP(nn.Module):
         separable: bool = False,
         dropout: float = 0.1,
         activation: str = "relu",
+        depthwise_bn: bool = True,
     ) -> None:
         super().__init__()
         act = activation
         branches: list[nn.Module] = [ConvBNReLU(in_channels, channels, 1, activation=act)]
         for rate in atrous_rates:
             if separable:
-                branches.append(SeparableConvBNReLU(in_channels, channels, rate, act))
+                branches.append(SeparableConvBNReLU(in_channels, channels, rate, act, depthwise_bn))
             else:
                 branches.append(ConvBNReLU(in_channels, channels, 3, rate, act))
         self.branches = nn.ModuleList(branches)

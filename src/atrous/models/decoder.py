@@ -22,9 +22,9 @@ def bilinear_kernel(factor: int) -> torch.Tensor:
 
 
 class Upsample(nn.Module):
-    """Resize feature maps to a given size: 'bilinear' (align_corners=False), 'nearest',
-    'bilinear_align_corners' (TF DeepLab's resize, imported .tflite files) or 'transposed', a
-    learned depthwise ConvTranspose2d by ``factor`` initialised to bilinear.
+    """Resize feature maps to a given size: 'bilinear' (``align_corners`` False by default),
+    'nearest', or 'transposed', a learned depthwise ConvTranspose2d by ``factor`` initialised to
+    bilinear.
 
     The transposed output covers ``factor`` x the input positions; it is cropped to the target
     (the features of a size-n input are ceil(n / stride) positions, so it always covers the
@@ -33,20 +33,24 @@ class Upsample(nn.Module):
     initialisation is per channel, and a dense one would cost ``channels`` times more.
     """
 
-    def __init__(self, mode: str = "bilinear", channels: int = 0, factor: int = 2) -> None:
+    def __init__(
+        self,
+        mode: str = "bilinear",
+        channels: int = 0,
+        factor: int = 2,
+        align_corners: bool = False,
+    ) -> None:
         super().__init__()
         self.mode = mode
+        self.align_corners = align_corners
         if mode == "transposed":
             self.deconv = nn.ConvTranspose2d(
                 channels, channels, 2 * factor, factor, factor // 2, groups=channels, bias=False
             )
             with torch.no_grad():
                 self.deconv.weight.copy_(bilinear_kernel(factor).expand_as(self.deconv.weight))
-        elif mode not in ("bilinear", "nearest", "bilinear_align_corners"):
-            raise ValueError(
-                "upsampling must be bilinear, nearest, transposed or bilinear_align_corners, "
-                f"got {mode!r}"
-            )
+        elif mode not in ("bilinear", "nearest"):
+            raise ValueError(f"upsampling must be bilinear, nearest or transposed, got {mode!r}")
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
         if self.mode == "transposed":
@@ -55,12 +59,11 @@ class Upsample(nn.Module):
                 return x[..., : size[0], : size[1]]
         if self.mode == "nearest":
             return F.interpolate(x, size=size, mode="nearest")
-        corners = self.mode == "bilinear_align_corners"  # TF DeepLab's resize
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=corners)
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
 
 class Decoder(nn.Module):
-    """Reduce low-level features (1x1), concat with the upsampled head output, two 3x3 convs.
+    """Reduce low-level features (1x1), concat with the upsampled head output, 3x3 convs.
 
     Args:
         head_channels: channels of the head's output.
@@ -71,6 +74,9 @@ class Decoder(nn.Module):
         activation: the non-linearity of every convolution (``atrous.models.aspp.ACTIVATIONS``).
         upsampling: how the head's output is resized (see :class:`Upsample`).
         factor: the head's stride over the low-level features' (for a transposed upsampling).
+        convs: number of refining 3x3 convolutions (2 in the paper, 1 in smp).
+        depthwise_bn: BN + activation after the depthwise convs of separable ones too.
+        align_corners: corner-aligned bilinear upsampling (smp).
     """
 
     def __init__(
@@ -83,22 +89,22 @@ class Decoder(nn.Module):
         activation: str = "relu",
         upsampling: str = "bilinear",
         factor: int = 4,
+        convs: int = 2,
+        depthwise_bn: bool = True,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         act = activation
         self.reduce = ConvBNReLU(low_channels, low_reduced, 1, activation=act)
-        cin = head_channels + low_reduced
-        if separable:
-            self.refine = nn.Sequential(
-                SeparableConvBNReLU(cin, channels, activation=act),
-                SeparableConvBNReLU(channels, channels, activation=act),
-            )
-        else:
-            self.refine = nn.Sequential(
-                ConvBNReLU(cin, channels, 3, activation=act),
-                ConvBNReLU(channels, channels, 3, activation=act),
-            )
-        self.upsample = Upsample(upsampling, head_channels, factor)
+        widths = [head_channels + low_reduced] + [channels] * convs
+        refine: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+            if separable:
+                refine.append(SeparableConvBNReLU(cin, cout, 1, act, depthwise_bn))
+            else:
+                refine.append(ConvBNReLU(cin, cout, 3, activation=act))
+        self.refine = nn.Sequential(*refine)
+        self.upsample = Upsample(upsampling, head_channels, factor, align_corners)
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:

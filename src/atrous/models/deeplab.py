@@ -8,7 +8,7 @@ from torch import nn
 
 from atrous.config import ModelConfig
 from atrous.errors import ModelError
-from atrous.models.aspp import ASPP, ConvBNReLU
+from atrous.models.aspp import ASPP, ConvBNReLU, SeparableConvBNReLU
 from atrous.models.backbones import Backbone
 from atrous.models.decoder import Decoder, Upsample
 from atrous.models.lraspp import LRASPP
@@ -53,10 +53,11 @@ class DeepLab(nn.Module):
                 config.separable_aspp,
                 config.dropout,
                 config.activation,
+                config.depthwise_bn,
             )
             channels = config.head_channels
-        if config.head_conv:  # torchvision DeepLabHead's 3x3 conv after ASPP
-            self.head_conv = ConvBNReLU(channels, channels, 3)
+        if config.head_conv:  # torchvision DeepLabHead's / smp's 3x3 conv after ASPP
+            self.head_conv = _head_conv(config, channels)
         self.decoder: Decoder | None = None
         if config.decoder:
             self.decoder = Decoder(
@@ -68,11 +69,16 @@ class DeepLab(nn.Module):
                 config.activation,
                 config.upsampling,
                 out.reduction // low.reduction,
+                config.decoder_convs,
+                config.depthwise_bn,
+                config.align_corners,
             )
             channels = config.decoder_channels
         self.classifier = nn.Conv2d(channels, config.num_classes, 1)
         stride = low.reduction if config.decoder else out.reduction
-        self.upsample = Upsample(config.upsampling, config.num_classes, stride)
+        self.upsample = Upsample(
+            config.upsampling, config.num_classes, stride, config.align_corners
+        )
         self.aux_classifier: nn.Module | None = None
         if config.aux_loss:
             mid = config.aux_channels or max(aux.channels // 4, 32)
@@ -110,6 +116,14 @@ class DeepLab(nn.Module):
         if self.decoder is not None:
             y = self.decoder(y, low)
         return self.classifier(y)
+
+
+def _head_conv(config: ModelConfig, channels: int) -> nn.Module:
+    """The 3x3 conv + BN + ReLU after ASPP: dense (torchvision's DeepLabHead, smp's DeepLabV3)
+    or, with a separable ASPP, separable (smp's DeepLabV3+)."""
+    if config.separable_aspp:
+        return SeparableConvBNReLU(channels, channels, 1, "relu", config.depthwise_bn)
+    return ConvBNReLU(channels, channels, 3)
 
 
 def build_model(config: ModelConfig | dict) -> DeepLab:

@@ -2,7 +2,9 @@
 
 The backbone is recognised by the state-dict signatures the registered backbones declare; the
 head, decoder and classes from the DeepLab keys. Output stride cannot be read from weights
-(dilation has no parameters); it is reported as unknown, and so is the activation.
+(dilation has no parameters); it is reported as unknown, and so is the activation (nor can
+the ASPP rates, ``uniform_dilation`` or ``align_corners`` be read: foreign importers take them
+from the zoo entry of the layout's defaults).
 """
 
 from __future__ import annotations
@@ -60,12 +62,17 @@ def config_from_state_dict(
     elif branches > 1:
         w = state_dict["head.branches.1.0.weight"]
         fields["separable_aspp"] = w.shape[1] == 1
+        if w.shape[1] == 1:  # a pointwise conv right after the depthwise one: no BN between
+            fields["depthwise_bn"] = state_dict["head.branches.1.1.weight"].ndim != 4
         fields["atrous_rates"] = tuple(6 * (i + 1) for i in range(branches - 1))
     if any(k.startswith("decoder.") for k in keys):
         fields["decoder"] = True
         fields["separable_decoder"] = state_dict["decoder.refine.0.0.weight"].shape[1] == 1
         fields["low_level_channels"] = int(state_dict["decoder.reduce.0.weight"].shape[0])
         fields["decoder_channels"] = int(state_dict["classifier.weight"].shape[1])
+        fields["decoder_convs"] = len(unit_indices(keys, r"decoder\.refine\.(\d+)\."))
+        if fields["separable_decoder"]:
+            fields["depthwise_bn"] = state_dict["decoder.refine.0.1.weight"].ndim != 4
     fields["aux_loss"] = any(k.startswith("aux_classifier.") for k in keys)
     fields["head_conv"] = "head_conv.0.weight" in state_dict
     fields.update(_aux_fields(state_dict, fields))

@@ -7,7 +7,6 @@ multiply-adds beside the configuration, so ``atrous zoo`` can compare them with 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -23,6 +22,8 @@ from atrous.config import (
 )
 from atrous.errors import ConfigError, ModelError
 from atrous.models.deeplab import DeepLab
+from atrous.models.zoo_entry import ZooEntry
+from atrous.models.zoo_smp import SMP_ENTRIES
 from atrous.palettes import CITYSCAPES_CLASSES, VOC_CLASSES, palette_for
 from atrous.weights import TORCHVISION_WEIGHTS, Weights, fetch, read_state_dict
 
@@ -39,26 +40,6 @@ __all__ = [
 ]
 
 _TF_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}  # TF DeepLab scales to [-1, 1]
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """A published configuration: architecture, input size, dataset, and published figures.
-
-    ``params`` and ``macs`` are measured on the built model (``atrous.bench.cost``) at
-    ``input_size``; a test recomputes them, so an entry cannot drift from its model.
-    """
-
-    name: str
-    config: ModelConfig
-    input_size: tuple[int, int]
-    dataset: str
-    source: str
-    params: int
-    macs: int
-    published: dict[str, float | str] = field(default_factory=dict)
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    weights: tuple[Weights, ...] = ()  # published weights, by name (atrous.weights)
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
@@ -394,3 +375,5 @@ register(
         macs=4_487_694_544,
     )
 )
+for _entry in SMP_ENTRIES:  # segmentation_models_pytorch's DeepLabs (atrous.models.zoo_smp)
+    register(_entry)

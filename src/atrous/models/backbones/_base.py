@@ -52,22 +52,26 @@ class StrideTracker:
 
     Call :meth:`step` with each stage's nominal stride; it returns ``(stride, dilation)`` to build
     that stage with. The stage that would overshoot keeps the previous dilation for its first unit
-    (see :attr:`first_dilation`), as in TF DeepLab and torchvision.
+    (see :attr:`first_dilation`), as in TF DeepLab and torchvision; with ``uniform`` it takes
+    the stage's dilation like the others (smp's ``make_dilated``).
     """
 
-    def __init__(self, output_stride: int, start: int = 1) -> None:
+    def __init__(self, output_stride: int, start: int = 1, uniform: bool = False) -> None:
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.output_stride = output_stride
         self.current = start
         self.dilation = 1
         self.first_dilation = 1
+        self.uniform = uniform
 
     def step(self, stride: int) -> tuple[int, int]:
         """Return (stride, dilation) for a stage of nominal ``stride``."""
         self.first_dilation = self.dilation
         if stride > 1 and self.current >= self.output_stride:
             self.dilation *= stride
+            if self.uniform:
+                self.first_dilation = self.dilation
             return 1, self.dilation
         self.current *= stride
         return stride, self.dilation

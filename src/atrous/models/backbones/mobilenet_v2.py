@@ -95,13 +95,23 @@ class MobileNetV2(Backbone):
         output_stride: 8, 16 or 32; strides past it become dilation.
         channel_divisor: channels are rounded to multiples of this (8 in the paper; TF DeepLab
             uses 1 for width multipliers other than 1.0, which is what its 0.88 G model has).
+        uniform_dilation: the first unit of a dilated stage takes the stage's dilation too
+            (smp's encoders) instead of the previous one (TF DeepLab, torchvision).
+        last_channels: append torchvision's final 1x1 conv + BN + ReLU6 to this many channels
+            (1280 in torchvision and smp); None ends at the 320-channel unit (TF DeepLab).
     """
 
     def __init__(
-        self, *, width_mult: float = 1.0, output_stride: int = 16, channel_divisor: int = 8
+        self,
+        *,
+        width_mult: float = 1.0,
+        output_stride: int = 16,
+        channel_divisor: int = 8,
+        uniform_dilation: bool = False,
+        last_channels: int | None = None,
     ) -> None:
         super().__init__()
-        tracker = StrideTracker(output_stride, start=2)
+        tracker = StrideTracker(output_stride, start=2, uniform=uniform_dilation)
 
         def channels_of(c: int) -> int:
             return make_divisible(c * width_mult, channel_divisor)
@@ -122,6 +132,9 @@ class MobileNetV2(Backbone):
                 low_index = len(features) - 1
             if c == 96:
                 aux_index = len(features) - 1
+        if last_channels is not None:  # 1x1: no stride or dilation to set
+            features.append(ConvBNReLU6(cin, last_channels, kernel=1))
+            cin = last_channels
         self.features = nn.Sequential(*features)
         self._low_index, self._aux_index = low_index, aux_index
         self.feature_info = [
@@ -152,14 +165,30 @@ def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
     width = round(out / 320 * 20) / 20
     low = int(state["features.3.conv.2.weight"].shape[0])
     divisor = 8 if low == make_divisible(24 * width, 8) else 1
-    return {"backbone": "mobilenet_v2", "width_mult": width, "channel_divisor": divisor}
+    found = {"backbone": "mobilenet_v2", "width_mult": width, "channel_divisor": divisor}
+    last = state.get(f"features.{max(units) + 1}.0.weight")
+    if last is not None:  # torchvision's final 1x1 conv
+        found["last_channels"] = int(last.shape[0])
+    return found
 
 
-@register_backbone("mobilenet_v2", fields=("width_mult", "channel_divisor"), signature=_signature)
+_FIELDS = ("width_mult", "channel_divisor", "uniform_dilation", "last_channels")
+
+
+@register_backbone("mobilenet_v2", fields=_FIELDS, signature=_signature)
 def mobilenet_v2(
-    *, output_stride: int = 16, width_mult: float = 1.0, channel_divisor: int = 8
+    *,
+    output_stride: int = 16,
+    width_mult: float = 1.0,
+    channel_divisor: int = 8,
+    uniform_dilation: bool = False,
+    last_channels: int | None = None,
 ) -> MobileNetV2:
     """MobileNetV2 at ``output_stride`` (see :class:`MobileNetV2` for the arguments)."""
     return MobileNetV2(
-        width_mult=width_mult, output_stride=output_stride, channel_divisor=channel_divisor
+        width_mult=width_mult,
+        output_stride=output_stride,
+        channel_divisor=channel_divisor,
+        uniform_dilation=uniform_dilation,
+        last_channels=last_channels,
     )

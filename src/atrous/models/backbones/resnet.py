@@ -6,7 +6,7 @@ directly; ``deep_stem`` replaces the 7x7 stem by three 3x3 convolutions (ResNet-
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -68,6 +68,8 @@ class ResNet(Backbone):
         output_stride: 8, 16 or 32; strides past it become dilation.
         multi_grid: per-unit dilation multipliers of the last stage, e.g. (1, 2, 4) (DeepLabV3).
         deep_stem: three 3x3 convolutions instead of the 7x7 stem.
+        uniform_dilation: the first unit of a dilated stage takes the stage's dilation too
+            (smp's encoders) instead of the previous one (torchvision, TF DeepLab).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ResNet(Backbone):
         output_stride: int = 16,
         multi_grid: Sequence[int] | None = None,
         deep_stem: bool = False,
+        uniform_dilation: bool = False,
     ) -> None:
         super().__init__()
         if depth not in _DEPTHS:
@@ -96,7 +99,7 @@ class ResNet(Backbone):
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        tracker = StrideTracker(output_stride, start=4)
+        tracker = StrideTracker(output_stride, start=4, uniform=uniform_dilation)
         cin = 64
         for index, (blocks, stride) in enumerate(zip(_DEPTHS[depth], (1, 2, 2, 2), strict=True)):
             width = 64 * 2**index
@@ -125,9 +128,12 @@ class ResNet(Backbone):
 
 
 def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``layer4.`` keys; the depth from the units of layer3, the stem from its first key."""
+    """``layer4.`` keys; bottleneck units (conv3), the depth from the units of layer3, the
+    stem from its first key."""
     if not any(k.startswith("layer4.") for k in state):
         return None
+    if "layer1.0.conv3.weight" not in state:
+        raise ValueError("ResNet with basic blocks (resnet18/34) is not resnet50 or resnet101")
     units = len(unit_indices(state, r"layer3\.(\d+)\."))
     depth = next((d for d, blocks in _DEPTHS.items() if blocks[2] == units), None)
     if depth is None:
@@ -136,22 +142,31 @@ def _signature(state: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"backbone": f"resnet{depth}", "deep_stem": "conv1.0.weight" in state}
 
 
-_FIELDS = ("multi_grid", "deep_stem")
+_FIELDS = ("multi_grid", "deep_stem", "uniform_dilation")
 
 
-@register_backbone("resnet50", fields=_FIELDS, signature=_signature)
-def resnet50(
-    *, output_stride: int = 16, multi_grid: Sequence[int] | None = None, deep_stem: bool = False
-) -> ResNet:
-    """ResNet-50 at ``output_stride`` (see :class:`ResNet` for the arguments)."""
-    return ResNet(depth=50, output_stride=output_stride, multi_grid=multi_grid, deep_stem=deep_stem)
+def _builder(depth: int) -> Callable[..., ResNet]:
+    """The keyword-only factory of ResNet-``depth`` (the registry's contract)."""
+
+    def build(
+        *,
+        output_stride: int = 16,
+        multi_grid: Sequence[int] | None = None,
+        deep_stem: bool = False,
+        uniform_dilation: bool = False,
+    ) -> ResNet:
+        return ResNet(
+            depth=depth,
+            output_stride=output_stride,
+            multi_grid=multi_grid,
+            deep_stem=deep_stem,
+            uniform_dilation=uniform_dilation,
+        )
+
+    build.__name__ = build.__qualname__ = f"resnet{depth}"
+    build.__doc__ = f"ResNet-{depth} at ``output_stride`` (see :class:`ResNet` for the arguments)."
+    return build
 
 
-@register_backbone("resnet101", fields=_FIELDS, signature=_signature)
-def resnet101(
-    *, output_stride: int = 16, multi_grid: Sequence[int] | None = None, deep_stem: bool = False
-) -> ResNet:
-    """ResNet-101 at ``output_stride`` (see :class:`ResNet` for the arguments)."""
-    return ResNet(
-        depth=101, output_stride=output_stride, multi_grid=multi_grid, deep_stem=deep_stem
-    )
+resnet50 = register_backbone("resnet50", fields=_FIELDS, signature=_signature)(_builder(50))
+resnet101 = register_backbone("resnet101", fields=_FIELDS, signature=_signature)(_builder(101))

@@ -144,10 +144,8 @@ def _config(gv: GraphView, trunk: list[Operator], head: dict) -> ModelConfig:
         raise refuse(gv.g, f"head activations {sorted(acts)}")
     classifier = head["classifier"]
     resize = head["resize"]
-    upsampling = "bilinear"
-    if resize is not None and resize.options.get("alignCorners"):
-        upsampling = "bilinear_align_corners"
-    elif resize is not None and not resize.options.get("halfPixelCenters"):
+    align_corners = bool(resize is not None and resize.options.get("alignCorners"))
+    if not align_corners and resize is not None and not resize.options.get("halfPixelCenters"):
         raise ModelError(
             f"{gv.g.path}: layer '{gv.name(resize)}': legacy TF resize (neither align_corners "
             "nor half_pixel_centers) has no atrous equivalent"
@@ -164,7 +162,7 @@ def _config(gv: GraphView, trunk: list[Operator], head: dict) -> ModelConfig:
             head_channels=gv.shape(head["project"].inputs[1])[0],
             num_classes=gv.shape(classifier.inputs[1])[0],
             activation=next(iter(acts)),
-            upsampling=upsampling,
+            align_corners=align_corners,
         )
         built = [m for m in DeepLab(config).backbone.modules() if isinstance(m, nn.Conv2d)]
         if [m.weight.shape[0] for m in built] == channels:
