@@ -28,6 +28,7 @@ ORDER = [
     "ray_batch",
     "ray_resume",
     "block_variants",
+    "fast_floor",
     "hardening",
 ]
 
