@@ -29,6 +29,7 @@ ORDER = [
     "ray_resume",
     "block_variants",
     "fast_floor",
+    "seed_claims",
     "hardening",
 ]
 

@@ -115,4 +115,12 @@ def test_cli_profile_prints_the_roofline_in_80_columns_and_plots_it(tmp_path, mo
     assert rows["classifier"][4] in ("mem", "cpu") and "upsample.resize" in rows
     assert "bandwidth-bound" in result.output and "--measure-peaks" in result.output
     assert (tmp_path / "rep" / "roofline.png").stat().st_size > 10_000
-    assert (tmp_path / "rep" / "profile.html").is_file()
+    assert "roofline (fp32)" in (tmp_path / "rep" / "profile.html").read_text()
+
+
+def test_an_unknown_precision_is_one_line_before_any_work():
+    from atrous.errors import ConfigError
+
+    result = CliRunner().invoke(app, ["profile", "no-such-model", "--precision", "fp16"])
+    assert isinstance(result.exception, ConfigError)
+    assert str(result.exception) == "--precision fp16: expected fp32 or int8"

@@ -10,10 +10,11 @@ from typing import Any
 import typer
 
 from atrous.bench.profile import open_profiled, profile_segmenter
-from atrous.bench.roofline import Roofline, roofline_of
+from atrous.bench.roofline import BYTES_PER_ELEMENT, Roofline, roofline_of
 from atrous.cli._app import app
 from atrous.cli._options import JsonFlag, JsonOut, SizeOpt, ThreadsOpt, resolve_threads, square_side
 from atrous.cli._output import Output
+from atrous.errors import ConfigError
 
 NAME_WIDTH = 26  # layer names are cut from the left to keep the table within 80 columns
 
@@ -39,6 +40,8 @@ def profile(
     """Time per block (backbone stages, head, upsample, pre/postprocess), the top ops, and per
     layer the bytes moved, arithmetic intensity and roofline floor."""
     out = Output(as_json, json_out)
+    if precision not in BYTES_PER_ELEMENT:  # before any work
+        raise ConfigError(f"--precision {precision}: expected fp32 or int8")
     seg, model_file = open_profiled(model, engine=engine, threads=resolve_threads(threads))
     result = profile_segmenter(
         seg, model_file=model_file, size=square_side(size, "profile"), runs=runs
@@ -110,7 +113,7 @@ def _write_report(result: Any, roof: Roofline, report: Path, top: int) -> None:
 
     html = report if report.suffix.lower() in (".html", ".htm") else report / "profile.html"
     html.parent.mkdir(parents=True, exist_ok=True)
-    profile_report(result, html, top=top)
+    profile_report(result, html, top=top, roofline=roof)
     fig = roof.figure()
     fig.savefig(html.parent / "roofline.png", dpi=110)
     import matplotlib.pyplot as plt
