@@ -125,6 +125,16 @@ def report(args, prof, roof, int8, labels) -> str:
         "",
         f"Next step: {next_step(prof, roof, acc)}",
     ]
+    cores = len(os.sched_getaffinity(0))
+    if load > cores:
+        lines += [
+            "",
+            f"Caution: the 1-minute load was {load:.1f} on {cores} cores, so every measured "
+            "time here is inflated by the neighbours' share of the cores; the peaks "
+            f"({'measured in this run, under the same load' if args.measure_peaks else 'cached'}"
+            ") set the floors. Read the per-block ms/floor ratios against each other, and "
+            "re-run on a quiet machine (with --measure-peaks) for absolute distances.",
+        ]
     return "\n".join(lines) + "\n"
 
 
