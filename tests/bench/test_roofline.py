@@ -124,3 +124,15 @@ def test_an_unknown_precision_is_one_line_before_any_work():
     result = CliRunner().invoke(app, ["profile", "no-such-model", "--precision", "fp16"])
     assert isinstance(result.exception, ConfigError)
     assert str(result.exception) == "--precision fp16: expected fp32 or int8"
+
+
+class _TwoResizes(nn.Module):
+    def forward(self, x):
+        y = nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
+        return nn.functional.interpolate(y, scale_factor=0.5, mode="nearest")
+
+
+def test_each_resize_call_is_its_own_layer():
+    layers = layer_traffic(_TwoResizes(), (8, 8))
+    assert [x.name for x in layers] == ["model.resize", "model.resize#2"]
+    assert [x.read_bytes for x in layers] == [3 * 64 * 4, 3 * 256 * 4]
