@@ -166,6 +166,22 @@ def correlations(rows: list[dict]) -> tuple[list[str], str]:
     return lines, best[0]
 
 
+def caution(load: float) -> list[str]:
+    """A paragraph for a run on a machine busier than its cores, else nothing."""
+    cores = len(os.sched_getaffinity(0))
+    if load <= cores:
+        return []
+    return [
+        f"**Caution: the load ({load:.1f}) exceeded the {cores} cores.** Each process got a "
+        "fraction of a core; a run of a few milliseconds can fit in one time slice while a "
+        "run of tens of milliseconds is preempted many times, so ratios between rows of very "
+        "different length (the halving claim above all) are biased towards the short row, and "
+        "the floors come from peaks measured under load. Rows of similar length (the block "
+        "variants) compare fairly; re-run on a quiet machine for the rest.",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=257)
@@ -202,7 +218,7 @@ def main() -> None:
         f"{peaks.describe()}.",
         "",
     ]
-    OUT.write_text("\n".join(head + sections).rstrip() + "\n", encoding="utf-8")
+    OUT.write_text("\n".join(head + caution(load_before) + sections).rstrip() + "\n", "utf-8")
     print(f"wrote {OUT}")
 
 
