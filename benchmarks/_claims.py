@@ -114,11 +114,15 @@ def _flops(rows: list[dict]) -> str:
     r_floor = np.corrcoef(np.log([r["floor"] for r in rows]), ms)[0, 1]
     r_bytes = np.corrcoef(np.log([r["bytes"] for r in rows]), ms)[0, 1]
     best = max(r_floor, r_bytes)
-    word = "confirmed" if best > r_macs + 0.02 else "refuted" if best < r_macs - 0.02 else "depends"
-    return (
-        f"{word} (FLOPs are not enough): r(time, MACs) = {r_macs:.3f}, r(time, bytes) = "
-        f"{r_bytes:.3f}, r(time, roofline floor) = {r_floor:.3f}"
+    figures = (
+        f"r(time, MACs) = {r_macs:.3f}, r(time, bytes) = {r_bytes:.3f}, "
+        f"r(time, roofline floor) = {r_floor:.3f}"
     )
+    if best > r_macs + 0.02:
+        return f"confirmed: memory traffic predicts time better than multiply-adds: {figures}"
+    if best < r_macs - 0.02:
+        return f"refuted: multiply-adds predicted time better than memory traffic here: {figures}"
+    return f"depends: multiply-adds and the roofline floor predict time about equally: {figures}"
 
 
 def _int8(rows: list[dict]) -> str:

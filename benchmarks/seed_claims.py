@@ -177,7 +177,8 @@ def caution(load: float) -> list[str]:
         "run of tens of milliseconds is preempted many times, so ratios between rows of very "
         "different length (the halving claim above all) are biased towards the short row, and "
         "the floors come from peaks measured under load. Rows of similar length (the block "
-        "variants) compare fairly; re-run on a quiet machine for the rest.",
+        "variants) compare more fairly, still within wide noise; re-run on a quiet machine "
+        "before trusting any verdict.",
         "",
     ]
 
