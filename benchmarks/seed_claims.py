@@ -137,6 +137,7 @@ def correlations(rows: list[dict]) -> tuple[list[str], str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     ms = np.log([r["ms"] for r in rows])
     lines, best = [], ("", -2.0)
@@ -154,9 +155,13 @@ def correlations(rows: list[dict]) -> tuple[list[str], str]:
         best = max(best, (label, r_value), key=lambda b: b[1])
         ax.scatter(x, [r["ms"] for r in rows])
         for xi, r in zip(x, rows, strict=True):
-            ax.annotate(r["row"].label.split(" ")[0], (xi, r["ms"]), fontsize=7)
+            short = r["row"].label.split(" ")[0].replace("deeplabv3", "v3").replace("_os16", "")
+            ax.annotate(short, (xi, r["ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.margins(x=0.25)
         ax.set_xlabel(label)
         ax.set_ylabel("measured ms (ONNX Runtime fp32)")
         ax.set_title(f"r = {r_value:.3f}")
