@@ -99,14 +99,16 @@ def report(args, prof, roof, int8, labels) -> str:
     network = sum(
         ms for b, ms in prof.blocks.items() if b not in ("decode", "preprocess", "postprocess")
     )
+    peaks_flag = " --measure-peaks" if args.measure_peaks else ""
     head = ["block", "ms", "in layers", "fp32 floor", "int8 floor", "ms/floor", "mem-bound"]
     lines = [
         "## How far the fast path is from its roofline floor",
         "",
         f"Generated {when} by `PYTHONPATH=src python benchmarks/fast_floor.py --size {args.size} "
-        f"--threads {args.threads} --runs {args.runs}` ({MODEL}, engine `{prof.engine}` via "
-        f"`--engine {args.engine}`, {prof.size[0]}x{prof.size[1]}, {prof.threads} threads, "
-        f"{prof.runs} profiled runs; {cpu_model()}, 1-minute load {load:.1f}).",
+        f"--threads {args.threads} --runs {args.runs}{peaks_flag}` ({MODEL}, engine "
+        f"`{prof.engine}` via `--engine {args.engine}`, {prof.size[0]}x{prof.size[1]}, "
+        f"{prof.threads} threads, {prof.runs} profiled runs; {cpu_model()}, "
+        f"1-minute load {load:.1f}).",
         "",
         f"Roofs: {roof.peaks.describe()}. Machine balance {roof.peaks.balance():.2f} MAC/B "
         f"(fp32), {roof.peaks.balance('int8'):.2f} MAC/B (int8). A layer's floor is "
