@@ -28,6 +28,8 @@ ORDER = [
     "ray_batch",
     "ray_resume",
     "block_variants",
+    "fast_floor",
+    "seed_claims",
     "hardening",
 ]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -81,14 +83,21 @@ def test_openvino_profile_blocks_sum_to_total(tiny, tmp_path):
     assert prof.engine == "openvino"
 
 
-def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint):
+def test_profile_cli_writes_json_and_html(tmp_path, tiny_checkpoint, monkeypatch):
+    from atrous.bench.peaks import Peaks, peaks_path
+
+    monkeypatch.setenv("ATROUS_CACHE", str(tmp_path / "cache"))  # cached roofs: none measured
+    peaks_path(2).parent.mkdir(parents=True)
+    peaks_path(2).write_text(json.dumps(asdict(Peaks("test CPU", 2, 10.0, 5.0))))
     path, *_ = tiny_checkpoint
     args = ["profile", str(path), "--size", "65", "--runs", "2"]
     args += ["--json-out", str(tmp_path / "p.json")]
     result = CliRunner().invoke(app, args + ["--report", str(tmp_path / "p.html")])
     assert result.exit_code == 0, result.output
     assert "backbone 1/16" in result.output
-    assert (tmp_path / "p.html").read_text().count("data:image/png;base64,") == 1
+    # the block bar chart and the roofline
+    assert (tmp_path / "p.html").read_text().count("data:image/png;base64,") == 2
+    assert (tmp_path / "roofline.png").is_file()
 
 
 def test_openvino_profile_reads_channels_last_logits_like_the_engine(tmp_path, monkeypatch):

@@ -28,7 +28,15 @@ from atrous.bench.latency import synthetic_photo, with_input_size
 from atrous.errors import InputError
 from atrous.segmenter import Segmenter
 
-__all__ = ["OpTime", "Profile", "block_labels", "block_of", "profile", "profile_segmenter"]
+__all__ = [
+    "OpTime",
+    "Profile",
+    "block_labels",
+    "block_of",
+    "open_profiled",
+    "profile",
+    "profile_segmenter",
+]
 
 PIPELINE_BLOCKS = ("decode", "preprocess", "postprocess")
 
@@ -152,6 +160,16 @@ def _network_ops(
     raise InputError(f"cannot profile engine '{kind}' without its model file")
 
 
+def open_profiled(
+    model: str | Path, *, engine: str = "auto", threads: int = 2
+) -> tuple[Segmenter, Path | None]:
+    """Open a model file or zoo name on ``engine`` (incl. 'fast'): the Segmenter and the file its
+    runtime profiler reads (the fast graph's own file for 'fast'), None for an eager model."""
+    seg = Segmenter.from_file(model, engine=engine, threads=threads)
+    path = getattr(seg.engine, "path", None) or Path(str(model))
+    return seg, path if path.is_file() else None
+
+
 def profile(
     model: str | Path,
     *,
@@ -162,8 +180,5 @@ def profile(
     warmup: int = 3,
 ) -> Profile:
     """Open a model file or zoo name on ``engine`` (incl. 'fast') and profile it end to end."""
-    seg = Segmenter.from_file(model, engine=engine, threads=threads)
-    path = getattr(seg.engine, "path", None) or Path(str(model))  # the fast graph's own file
-    return profile_segmenter(
-        seg, model_file=path if path.is_file() else None, size=size, runs=runs, warmup=warmup
-    )
+    seg, path = open_profiled(model, engine=engine, threads=threads)
+    return profile_segmenter(seg, model_file=path, size=size, runs=runs, warmup=warmup)

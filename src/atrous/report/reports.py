@@ -85,8 +85,9 @@ def evaluation_report(result: Any, path: str | Path, title: str = "atrous evalua
     return report.write(path)
 
 
-def profile_report(result: Any, path: str | Path, top: int = 20) -> Path:
-    """HTML report of a :class:`atrous.bench.profile.Profile`: blocks, bar chart, top ops."""
+def profile_report(result: Any, path: str | Path, top: int = 20, roofline: Any = None) -> Path:
+    """HTML report of a :class:`atrous.bench.profile.Profile`: blocks, bar chart, top ops, and
+    with ``roofline`` (:class:`atrous.bench.roofline.Roofline`) its plot and per-layer table."""
     report = HtmlReport("atrous profile")
     report.paragraph(
         f"{result.engine}, {result.size[0]}x{result.size[1]}, {result.threads} threads, "
@@ -104,6 +105,15 @@ def profile_report(result: Any, path: str | Path, top: int = 20) -> Path:
     )
     report.heading("time per op type")
     report.table(["op type", "ms"], list(result.by_op_type().items()))
+    if roofline is not None:
+        report.heading(f"roofline ({roofline.precision})")
+        report.paragraph(f"{roofline.summary()}. {roofline.peaks.describe()}")
+        report.figure(roofline.figure(), "layers against the measured roof")
+        report.table(
+            ["layer", "kind", "MACs", "bytes", "MAC/B", "bound", "ms", "floor ms"],
+            [[x.name, x.kind, x.macs, x.bytes, x.intensity, x.bound,
+              "-" if x.ms is None else x.ms, x.floor_ms] for x in roofline.layers],
+        )  # fmt: skip
     return report.write(path)
 
 
