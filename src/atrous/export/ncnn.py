@@ -94,9 +94,7 @@ def _run_pnnx(traced: Path, size: tuple[int, int], out: Path, source: Path) -> N
         raise ModelError(f"{source}: pnnx failed ({done.returncode}): {last[0]}")
     foreign = sorted(_unconverted_layers(param))
     if foreign:
-        raise ModelError(
-            f"{source}: pnnx left operators ncnn cannot run: {', '.join(foreign)}"
-        )
+        raise ModelError(f"{source}: pnnx left operators ncnn cannot run: {', '.join(foreign)}")
 
 
 def _unconverted_layers(param: Path) -> set[str]:
