@@ -15,6 +15,7 @@ import copy
 import shutil
 import subprocess
 import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -132,7 +133,8 @@ def export_ncnn(
     with scratch_directory("ncnn") as tmp:
         traced = Path(tmp) / "model.pt"
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation: pnnx still reads it
                 script = torch.jit.trace(ncnn_ready(model), torch.zeros(1, 3, *size))
         except Exception as exc:
             raise ModelError(f"{path}: TorchScript trace failed: {exc}") from None

@@ -173,9 +173,6 @@ def export_model(
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
-    model, card = load_source(checkpoint_or_name)
-    card = override_card(card, list(contract), str(checkpoint_or_name))
-    lints = lint_model(model, format)
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
     stem = Path(str(checkpoint_or_name)).stem
     path = Path(out) if out is not None else Path(stem + FORMATS[format])
@@ -185,6 +182,9 @@ def export_model(
             raise ConfigError(f"{path}: {INT8_UNAVAILABLE}")
         if argmax:
             raise ConfigError(f"{path}: an ncnn export returns logits (no --with-argmax)")
+    model, card = load_source(checkpoint_or_name)
+    card = override_card(card, list(contract), str(checkpoint_or_name))
+    lints = lint_model(model, format)
     if precision != "fp32" and format != "tflite":
         raise ConfigError(
             f"precision {precision} applies to --format tflite; for int8 ONNX use 'atrous quantize'"
