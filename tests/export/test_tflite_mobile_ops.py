@@ -150,3 +150,23 @@ def test_a_depthwise_transposed_convolution_is_cropped_to_onnx_pads():
     )  # fmt: skip
     got = _run_tflite(onnx_to_tflite(_one_node(node, x.shape, want.shape, [weight])), x)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_channel_shuffle_is_one_transpose_of_the_nhwc_tensor(tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from atrous.export.onnx import torch_to_onnx
+    from atrous.models.backbones.shufflenet_v2 import channel_shuffle
+
+    class Shuffle(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return channel_shuffle(torch.cat([x, 2 * x], 1), 2)
+
+    x = np.random.default_rng(1).normal(size=(1, 3, 5, 7)).astype(np.float32)
+    proto = torch_to_onnx(Shuffle(), torch.from_numpy(x), tmp_path / "shuffle.onnx")
+    content = onnx_to_tflite(proto)
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    codes = [model.operatorCodes[o.opcodeIndex].builtinCode for o in model.subgraphs[0].operators]
+    assert codes.count(schema.BuiltinOperator.TRANSPOSE) == 1
+    want = np.concatenate([x, 2 * x], 1).reshape(1, 2, 3, 5, 7).swapaxes(1, 2).reshape(1, 6, 5, 7)
+    np.testing.assert_array_equal(_run_tflite(content, x), want)

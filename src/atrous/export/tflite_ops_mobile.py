@@ -22,6 +22,7 @@ __all__ = ["nhwc_permutation"]
 
 _TO_NCHW = (0, 3, 1, 2)  # NHWC tensor -> NCHW
 _TO_NHWC = (0, 2, 3, 1)  # NCHW tensor -> NHWC
+_FROM_GROUPED = (0, 3, 4, 1, 2)  # a grouped tensor (N, H, W, g, C/g) -> ONNX order
 
 
 def nhwc_permutation(perm: list[int]) -> list[int]:
@@ -119,10 +120,29 @@ def _hard_sigmoid(writer: TFLiteWriter, node: onnx.NodeProto, attrs, fused, out_
 
 @converts("Transpose")
 def _transpose_node(writer: TFLiteWriter, node: onnx.NodeProto, attrs, fused, out_name) -> None:
-    """TRANSPOSE; at rank 4 the permutation is rewritten for NHWC tensors."""
+    """TRANSPOSE; at rank 4 the permutation is rewritten for NHWC tensors, and a swap of the two
+    channel groups of a grouped tensor (the shuffle) swaps its last two stored axes."""
     schema = litert_schema()
     x = writer.input_of(node, node.input[0])
     perm = [int(p) for p in attrs["perm"]]
+    grouped = node.input[0] in writer.grouped
+    if grouped and perm[0] == 0 and perm[3:] == [3, 4]:
+        stored = [0, 1, 2, perm[1] + 2, perm[2] + 2]
+        shape = tuple(writer.tensors[x].shape[p] for p in stored)
+        out = writer.activation(out_name, shape, writer.tensors[x].type)
+        writer.grouped.add(out_name)
+        perm_t = writer.constant(f"{out_name}/perm", np.array(stored, np.int32))
+        options = schema.TransposeOptionsT()
+        writer.op(
+            schema.BuiltinOperator.TRANSPOSE,
+            [x, perm_t],
+            [out],
+            schema.BuiltinOptions.TransposeOptions,
+            options,
+        )
+        return
+    if grouped:
+        x = _transpose(writer, f"{out_name}/ungrouped", x, _FROM_GROUPED)
     if len(perm) == 4:
         perm = nhwc_permutation(perm)
     perm_t = writer.constant(f"{out_name}/perm", np.array(perm, np.int32))
@@ -137,11 +157,35 @@ def _transpose_node(writer: TFLiteWriter, node: onnx.NodeProto, attrs, fused, ou
     )
 
 
+def _splits_channels(before: tuple[int, ...], after: tuple[int, ...]) -> bool:
+    """N x C x H x W -> N x g x C/g x H x W: the first reshape of a channel shuffle."""
+    return (
+        len(before) == 4
+        and len(after) == 5
+        and after[0] == before[0]
+        and after[1] * after[2] == before[1]
+        and after[3:] == before[2:]
+    )
+
+
 @converts("Reshape")
 def _reshape_node(writer: TFLiteWriter, node: onnx.NodeProto, attrs, fused, out_name) -> None:
-    """RESHAPE to the output's static shape, through NCHW when rank 4 is entered or left."""
+    """RESHAPE to the output's static shape, through NCHW when rank 4 is entered or left; a
+    channel split and its merge back are plain reshapes of the NHWC tensor (see ``grouped``)."""
     x = writer.input_of(node, node.input[0])
     before, after = writer.shapes[node.input[0]], writer.shapes[out_name]
+    if _splits_channels(before, after):
+        n, g, c, h, w = after
+        grouped = writer.activation(out_name, (n, h, w, g, c), writer.tensors[x].type)
+        writer.grouped.add(out_name)
+        _reshape(writer, x, grouped)
+        return
+    if node.input[0] in writer.grouped:
+        n, a, b, h, w = before
+        if len(after) == 4 and after == (n, a * b, h, w):
+            _reshape(writer, x, writer.output_of(node, out_name))
+            return
+        x = _transpose(writer, f"{out_name}/ungrouped", x, _FROM_GROUPED)
     if len(before) == 4 and not _same_bytes(before):
         x = _transpose(writer, f"{out_name}/nchw_in", x, _TO_NCHW)
     if len(after) == 4 and not _same_bytes(after):
