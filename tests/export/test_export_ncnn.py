@@ -98,7 +98,7 @@ def test_missing_weights_are_one_line(exported, tmp_path):
         load_engine(lonely, "ncnn")
 
 
-def test_benchmark_runs_ncnn_beside_onnx_runtime(exported, tiny, tmp_path):
+def test_benchmark_runs_ncnn_beside_an_onnx_engine(exported, tiny, tmp_path):
     from atrous.checkpoint import load_checkpoint
     from atrous.export.onnx import export_onnx
 
@@ -108,5 +108,7 @@ def test_benchmark_runs_ncnn_beside_onnx_runtime(exported, tiny, tmp_path):
     res = CliRunner().invoke(app, [*args, "--threads", "1", "--network-only", "--json"])
     assert res.exit_code == 0, res.output
     records = json.loads(res.output)["records"]
-    assert {r["engine"] for r in records} == {"ncnn", "onnxruntime"}
+    engines = {r["label"].split(":")[0]: r["engine"] for r in records}  # auto: the fastest
+    assert engines["tiny.param"] == "ncnn"
+    assert engines["tiny.onnx"] in ("onnxruntime", "openvino")
     assert all(r["median_ms"] > 0 for r in records)
