@@ -13,7 +13,7 @@ $(BIN)/python:
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ncnn]'
 	$(BIN)/pip install -q --no-deps --target $(VENV)/oracles torchvision==0.28.0
 	$(BIN)/pip install -q --no-deps --target $(VENV)/oracles segmentation_models_pytorch==0.6.0 timm==1.0.31 huggingface_hub==0.36.2
 	touch $(STAMP)

@@ -86,7 +86,7 @@ class Segmenter:
         or zoo model: uint8 pixels in, low-resolution logits out, labels computed on the host
         (see :mod:`atrous.fastpath`; the int8 build needs calibration data: ``atrous export
         --fast --calib``). A checkpoint or zoo name asked for on an exported-file engine
-        ('onnxruntime', 'openvino', 'litert') is exported once into ``$ATROUS_CACHE/export``
+        ('onnxruntime', 'openvino', 'litert', 'ncnn') is exported once into ``$ATROUS_CACHE/export``
         (keyed by the checkpoint's content, logits out) and that file is opened.
         """
         if engine == "fast":

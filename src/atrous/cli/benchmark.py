@@ -101,7 +101,7 @@ def _targets(
 def benchmark(
     models: list[str] = typer.Argument(..., help="checkpoints, exported models or zoo names"),
     engine: str = typer.Option(
-        "auto", help="comma-separated: auto, torch, onnxruntime, openvino, litert, fast"
+        "auto", help="comma-separated: auto, torch, onnxruntime, openvino, litert, ncnn, fast"
     ),
     threads: ThreadCountsOpt = None,
     sizes: str = typer.Option(None, help="comma-separated input sizes (N or NxN), e.g. 257,513"),

@@ -1,4 +1,4 @@
-"""``atrous export``: write ONNX / OpenVINO / TFLite and print the parity table against PyTorch."""
+"""``atrous export``: write ONNX / OpenVINO / TFLite / ncnn; print the parity table vs PyTorch."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from atrous.cli._options import (
 from atrous.cli._output import Output
 from atrous.errors import ConfigError
 from atrous.export import export_model
+from atrous.export.ncnn import INT8_UNAVAILABLE
 from atrous.export.pipeline import FORMATS
 from atrous.fastpath import export_fast
 from atrous.outputs import beside_input
@@ -31,7 +32,7 @@ from atrous.runtimes import model_file_mb
 @app.command("export")
 def export_command(
     checkpoint: str = typer.Argument(..., help="checkpoint (.pt) or zoo name"),
-    format: str = typer.Option("onnx", "--format", "-f", help="onnx, openvino or tflite"),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx, openvino, tflite or ncnn"),
     size: SizeOpt = None,
     opset: int = typer.Option(None, help="ONNX opset (default 17)"),
     with_argmax: bool = typer.Option(
@@ -65,7 +66,10 @@ def export_command(
     CPU graph instead and reports its pixel agreement with the float PyTorch path on held-out
     images. A tflite export with --calib is full-integer int8 (for NPU delegates; 'atrous
     quantize --engine litert' writes the same file beside its float twin and compares them);
-    its masks must agree with PyTorch's on 95% of held-out pixels.
+    its masks must agree with PyTorch's on 95% of held-out pixels. ncnn (through pnnx) writes
+    MODEL.param + MODEL.bin in fp32 with the card beside them (MODEL.param.card.json); -o may
+    name a folder. int8 ncnn is not offered: ncnn2table and ncnn2int8 are C++ tools that the
+    ncnn and pnnx wheels do not ship.
     """
     output = Output(as_json, json_out)
     out = out or _default_out(checkpoint, format, fast, precision, calib, label_stride)
@@ -75,6 +79,8 @@ def export_command(
             raise ConfigError("--contract applies to a plain export, not --fast")
         _export_fast(output, checkpoint, out, label_stride, precision, calib, num, threads)
         return
+    if calib and format == "ncnn":
+        raise ConfigError(f"--calib: {INT8_UNAVAILABLE}")
     if calib and format != "tflite":
         raise ConfigError(
             "--calib applies to --format tflite (int8) and --fast; "

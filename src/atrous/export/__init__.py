@@ -1,4 +1,4 @@
-"""Export to deployment formats (ONNX, OpenVINO IR, TFLite), each checked against PyTorch."""
+"""Export to deployment formats (ONNX, OpenVINO IR, TFLite, ncnn), each checked against PyTorch."""
 
 from atrous.export.onnx import export_onnx
 from atrous.export.parity import ParityReport, ParityRow, check_parity

@@ -17,8 +17,9 @@ from atrous._atomic import staged_path
 
 __all__ = ["companions", "publish", "staged_path"]
 
-# files written beside the main one, by suffix (an OpenVINO IR is an .xml and its .bin)
-_COMPANIONS = {".xml": (".bin",)}
+# files written beside the main one, by suffix (an OpenVINO IR is an .xml and its .bin; an
+# ncnn model a .param, its .bin and the card beside them)
+_COMPANIONS = {".xml": (".bin",), ".param": (".bin", ".param.card.json")}
 
 
 def companions(path: Path) -> list[Path]:

@@ -58,6 +58,9 @@ class TFLiteWriter:
     opcodes: list[Any] = field(default_factory=list)
     operators: list[Any] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
+    # 5-D tensors that split the channel axis (a channel shuffle's N x g x C/g x H x W), stored
+    # N x H x W x g x C/g so the shuffle costs one TRANSPOSE (``atrous.export.tflite_ops_mobile``)
+    grouped: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.buffers.append(litert_schema().BufferT())  # buffer 0: the empty sentinel

@@ -3,9 +3,11 @@
 No TensorFlow and no litert-torch: the flatbuffer is written with the schema that ships with
 ``ai-edge-litert``. It covers the operators DeepLab networks export to (Conv and depthwise Conv
 with their ReLU / ReLU6 fused, Add, Mul, GlobalAveragePool / ReduceMean, Expand of a pooled
-vector, Concat, Resize, MaxPool, Pad, ArgMax, Cast); any other operator is refused, naming the
-node. Tensors that are 4-D in ONNX (NCHW) are NHWC here, as every TFLite runtime and NPU
-delegate expects. Full-integer int8 comes from LiteRT's own calibrator (``quantize_tflite``).
+vector, Concat, Resize, MaxPool, Pad, ArgMax, Cast; for the mobile backbones HardSwish,
+HardSigmoid, Sigmoid, Slice, Reshape, Transpose and ConvTranspose); any other operator is
+refused, naming the node. Tensors that are 4-D in ONNX (NCHW) are NHWC here, as every TFLite
+runtime and NPU delegate expects. Full-integer int8 comes from LiteRT's own calibrator
+(``quantize_tflite``).
 
 This module walks the graph (fusing activations, absorbing the Cast after ArgMax) and packs the
 flatbuffer; the per-operator converters are the table in ``atrous.export.tflite_ops`` and the
@@ -21,10 +23,13 @@ import onnx
 from onnx import numpy_helper
 
 from atrous.errors import ModelError
+from atrous.export import tflite_ops_mobile  # noqa: F401  (registers the mobile converters)
 from atrous.export._tflite_writer import TFLiteWriter, litert_schema, tensor_type
-from atrous.export.tflite_ops import SUPPORTED_OPS, convert_node, relu_kind
+from atrous.export.tflite_ops import CONVERTERS, convert_node, relu_kind
 
 __all__ = ["onnx_to_tflite", "quantize_tflite", "SUPPORTED_OPS"]
+
+SUPPORTED_OPS: tuple[str, ...] = tuple(CONVERTERS)  # the table, the mobile converters included
 
 _FUSES_ACTIVATION = ("Conv", "Add", "Mul", "MaxPool")  # ops whose ReLU / ReLU6 is folded in
 

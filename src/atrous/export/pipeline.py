@@ -13,6 +13,7 @@ from atrous.card import ModelCard
 from atrous.errors import ConfigError
 from atrous.export._staging import publish, staged_path
 from atrous.export.lint import LintWarning, lint_model
+from atrous.export.ncnn import INT8_UNAVAILABLE, export_ncnn
 from atrous.export.onnx import export_onnx
 from atrous.export.openvino import export_openvino
 from atrous.export.parity import (
@@ -37,8 +38,13 @@ __all__ = [
     "WITH_ARGMAX_DEFAULT",
 ]
 
-FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
-ENGINE_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite", "ncnn": ".param"}
+ENGINE_OF_FORMAT = {
+    "onnx": "onnxruntime",
+    "openvino": "openvino",
+    "tflite": "litert",
+    "ncnn": "ncnn",
+}
 
 # Logits out by default: the Segmenter resizes them bilinearly to the image's own size and
 # takes the argmax there, as it does with PyTorch, so masks agree end to end (the parity rows at
@@ -148,8 +154,9 @@ def export_model(
 
     Args:
         checkpoint_or_name: a .pt checkpoint or a zoo name.
-        format: 'onnx', 'openvino' or 'tflite'.
-        out: output file; defaults to the source's stem with the format's suffix.
+        format: 'onnx', 'openvino', 'tflite' or 'ncnn' (fp32 .param + .bin, the card beside).
+        out: output file; defaults to the source's stem with the format's suffix. For ncnn it
+            may name a folder (an existing one, or a path without a suffix).
         size: (H, W) to trace at (fixed-size formats run only at this size).
         opset: ONNX opset (default 17).
         with_argmax: argmax inside the graph (uint8 labels out); None takes the measured default.
@@ -166,12 +173,18 @@ def export_model(
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
-    model, card = load_source(checkpoint_or_name)
-    card = override_card(card, list(contract), str(checkpoint_or_name))
-    lints = lint_model(model, format)
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
     stem = Path(str(checkpoint_or_name)).stem
     path = Path(out) if out is not None else Path(stem + FORMATS[format])
+    if format == "ncnn":
+        path = _ncnn_path(path, stem)
+        if precision != "fp32":
+            raise ConfigError(f"{path}: {INT8_UNAVAILABLE}")
+        if argmax:
+            raise ConfigError(f"{path}: an ncnn export returns logits (no --with-argmax)")
+    model, card = load_source(checkpoint_or_name)
+    card = override_card(card, list(contract), str(checkpoint_or_name))
+    lints = lint_model(model, format)
     if precision != "fp32" and format != "tflite":
         raise ConfigError(
             f"precision {precision} applies to --format tflite; for int8 ONNX use 'atrous quantize'"
@@ -201,6 +214,11 @@ def export_model(
     return ExportResult(path, out_card, report, lints)
 
 
+def _ncnn_path(path: Path, stem: str) -> Path:
+    """``-o`` for ncnn: a folder (existing, or a name without a suffix) gets STEM.param."""
+    return path / f"{stem}.param" if path.is_dir() or not path.suffix else path
+
+
 def _export_and_check(
     model: nn.Module,
     card: ModelCard,
@@ -222,6 +240,8 @@ def _export_and_check(
         export_onnx(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
     elif format == "openvino":
         export_openvino(model, card, path, opset=opset or 17, with_argmax=argmax, sample_size=size)
+    elif format == "ncnn":
+        export_ncnn(model, card, path, sample_size=size)
     else:
         fixed = size or (card.preprocessing.size or 513,) * 2
         if check_sizes and any(tuple(s) != tuple(fixed) for s in check_sizes):

@@ -18,7 +18,7 @@ import onnx
 from atrous.errors import ModelError
 from atrous.export._tflite_writer import TFLiteWriter, litert_schema, tensor_type
 
-__all__ = ["CONVERTERS", "SUPPORTED_OPS", "Converter", "convert_node", "converts", "relu_kind"]
+__all__ = ["CONVERTERS", "Converter", "convert_node", "converts", "relu_kind"]
 
 Converter = Callable[[TFLiteWriter, onnx.NodeProto, dict[str, Any], int, str], None]
 
@@ -364,4 +364,9 @@ def _identity(
     writer.index[out_name] = writer.input_of(node, node.input[0])
 
 
-SUPPORTED_OPS: tuple[str, ...] = tuple(CONVERTERS)  # the ONNX operators the table converts
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``SUPPORTED_OPS``: the ONNX operators the table converts, read when asked, so the
+    converters other modules register (``atrous.export.tflite_ops_mobile``) are in it."""
+    if name == "SUPPORTED_OPS":
+        return tuple(CONVERTERS)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

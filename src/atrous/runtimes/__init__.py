@@ -20,6 +20,7 @@ from atrous.runtimes.contract import (
     sidecar_card,
 )
 from atrous.runtimes.litert_engine import LiteRtEngine
+from atrous.runtimes.ncnn_engine import NcnnEngine
 from atrous.runtimes.onnxruntime_engine import OrtEngine
 from atrous.runtimes.openvino_engine import OpenVinoEngine
 from atrous.runtimes.torch_engine import TorchEngine, default_threads
@@ -42,28 +43,33 @@ __all__ = [
     "unsupported_file",
 ]
 
-ENGINES = ("auto", "torch", "onnxruntime", "openvino", "litert")
+ENGINES = ("auto", "torch", "onnxruntime", "openvino", "litert", "ncnn")
 ENGINES_OF_SUFFIX = {
     ".onnx": ("onnxruntime", "openvino"),
     ".xml": ("openvino",),
     ".tflite": ("litert",),
+    ".param": ("ncnn",),
 }
+# weights files written beside the model file (an OpenVINO IR's .bin, an ncnn graph's .bin)
+WEIGHTS_BESIDE = {".xml": ".bin", ".param": ".bin"}
 
 
 def unsupported_file(path: Path) -> str:
     """Why ``path`` is not a model file, in one line."""
     if path.is_dir():
-        return f"{path}: a folder, not a model file (.pt, .onnx, .xml or .tflite)"
+        return f"{path}: a folder, not a model file (.pt, .onnx, .xml, .tflite or .param)"
     kinds = ", ".join([".pt", *ENGINES_OF_SUFFIX])
     return f"{path}: unsupported model file type '{path.suffix}' (expected {kinds})"
 
 
 def model_file_mb(path: str | Path) -> float:
-    """A model file's size on disk in MB (10^6 bytes), an OpenVINO .xml with its .bin weights."""
+    """A model file's size on disk in MB (10^6 bytes), an OpenVINO .xml or ncnn .param with
+    its .bin weights."""
     path = Path(path)
     total = path.stat().st_size
-    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
-        total += path.with_suffix(".bin").stat().st_size
+    weights = path.with_suffix(WEIGHTS_BESIDE.get(path.suffix, path.suffix))
+    if weights != path and weights.exists():
+        total += weights.stat().st_size
     return total / 1e6
 
 
@@ -75,6 +81,8 @@ def open_engine(path: Path, engine: str, threads: int | None = None) -> Engine:
         return OpenVinoEngine(path, threads)
     if engine == "litert":
         return LiteRtEngine(path, threads)
+    if engine == "ncnn":
+        return NcnnEngine(path, threads)
     raise ModelError(f"{path}: the '{engine}' engine does not open {path.suffix} files")
 
 
@@ -141,7 +149,7 @@ def load_exported(
     threads: int | None = None,
     contract: list[str] | None = None,
 ) -> tuple[Engine, ModelCard]:
-    """Open an exported file (.onnx, .xml, .tflite) on ``engine`` ('auto': the fastest
+    """Open an exported file (.onnx, .xml, .tflite, .param) on ``engine`` ('auto': the fastest
     installed one, measured once and cached) with its card: from its metadata, a sidecar, or
     inferred from its signature, then ``contract`` overrides (``key=value``)."""
     path = Path(path)

@@ -28,6 +28,7 @@ MODULE_OF_ENGINE = {
     "onnxruntime": "onnxruntime",
     "openvino": "openvino",
     "litert": "ai_edge_litert",
+    "ncnn": "ncnn",
 }
 
 
