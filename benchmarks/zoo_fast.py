@@ -190,29 +190,15 @@ def verdict_rows(all_rows: list[list[Any]]) -> list[list[Any]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", help="comma-separated zoo names (default: the whole zoo)")
-    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}")
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--notes", type=Path, help="a markdown file appended as the notes")
-    args = parser.parse_args(argv)
-    names = args.models.split(",") if args.models else list(QUICK if args.quick else list_models())
-    threads = [int(t) for t in args.threads.split(",")]
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    load_start = os.getloadavg()[0]
-    torch.manual_seed(0)
-    rows, failures, stolen = [], [], []
-    with tempfile.TemporaryDirectory(prefix="atrous-zoo-") as tmp:
-        for name in names:
-            for size in model_sizes(name, args.quick):
-                print(f"[{time.strftime('%H:%M:%S')}] {name} at {size}", flush=True)
-                result, rss, failed = measure(name, size, threads, args.runs, Path(tmp))
-                rows += rows_of(name, size, result, rss)
-                failures += [[name, size, k, v] for k, v in failed.items()]
-                stolen.append(result.machine.get("cpu_stolen_percent", 0.0))
+def report(
+    args: argparse.Namespace,
+    started: str,
+    load_start: float,
+    rows: list[list[Any]],
+    failures: list[list[Any]],
+    stolen: list[float],
+) -> str:
+    """The results file's markdown for the rows measured so far."""
     command = "PYTHONPATH=src python benchmarks/zoo_fast.py " + " ".join(sys.argv[1:])
     parts = [
         "# The whole zoo on the fast path",
@@ -220,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Generated {started} by `{command}` ({args.runs} runs after 3 warm-up runs, the five "
         f"paths of each model and size interleaved; {cpu_model()}, torch {torch.__version__}). "
         f"Load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} cores; CPU time stolen by the hypervisor: up to {max(stolen):.1f}%.",
+        f"{os.cpu_count()} cores; CPU time stolen by the hypervisor: up to "
+        f"{max(stolen, default=0.0):.1f}%.",
         "",
         "## Fast int8 against the eager network and LiteRT int8 (2 threads, end to end)",
         "",
@@ -240,16 +227,42 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     if failures:
-        parts += [
-            "## Paths that did not build",
-            "",
-            md_table(["model", "size", "path", "why"], failures),
-            "",
-        ]
+        why = md_table(["model", "size", "path", "why"], failures)
+        parts += ["## Paths that did not build", "", why, ""]
     if args.notes:
         parts.append(args.notes.read_text(encoding="utf-8"))
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated zoo names (default: the whole zoo)")
+    parser.add_argument("--quick", action="store_true", help="the published input size only")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--notes", type=Path, help="a markdown file appended as the notes")
+    args = parser.parse_args(argv)
+    names = args.models.split(",") if args.models else list(QUICK if args.quick else list_models())
+    threads = [int(t) for t in args.threads.split(",")]
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_start = os.getloadavg()[0]
+    torch.manual_seed(0)
+    rows: list[list[Any]] = []
+    failures: list[list[Any]] = []
+    stolen: list[float] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="atrous-zoo-") as tmp:
+        for name in names:
+            for size in model_sizes(name, args.quick):
+                print(f"[{time.strftime('%H:%M:%S')}] {name} at {size}", flush=True)
+                result, rss, failed = measure(name, size, threads, args.runs, Path(tmp))
+                rows += rows_of(name, size, result, rss)
+                failures += [[name, size, k, v] for k, v in failed.items()]
+                stolen.append(result.machine.get("cpu_stolen_percent", 0.0))
+                # written after every model: a long run interrupted keeps what it measured
+                text = report(args, started, load_start, rows, failures, stolen)
+                args.out.write_text(text, encoding="utf-8")
     print(args.out.read_text(encoding="utf-8"))
 
 
