@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["choose_wait_policy", "set_wait_policy"]
+__all__ = ["choose_wait_policy", "cores_oversubscribed", "set_wait_policy"]
 
 
 def choose_wait_policy(load: float, cores: int) -> str | None:
@@ -34,3 +34,15 @@ def set_wait_policy() -> str | None:
     if policy is not None:
         os.environ["OMP_WAIT_POLICY"] = policy
     return policy
+
+
+def cores_oversubscribed(factor: float = 2.0) -> bool:
+    """True when the 1-minute load average exceeds ``factor`` runnable processes per core this
+    process may use: work handed to another thread then waits for a time slice (False where
+    the load is unknown)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load > factor * cores
