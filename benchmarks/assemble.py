@@ -18,6 +18,7 @@ ORDER = [
     "engines",
     "tflite",
     "fast_path",
+    "zoo_fast",
     "channel_padding",
     "compression",
     "serve",

@@ -52,3 +52,36 @@ def test_torch_imported_first_is_left_alone():
     """Too late to change libgomp then: atrous does not pretend it did."""
     code = "import torch, atrous, os; print(os.environ.get('OMP_WAIT_POLICY'))"
     assert _policy_seen(code) == "None"
+
+
+def test_the_label_tail_runs_in_one_band_when_the_cores_are_oversubscribed(monkeypatch):
+    import numpy as np
+
+    import atrous.upsample as upsample
+    from atrous._threads import cores_oversubscribed
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 0.0, 0.0))
+    assert not cores_oversubscribed()  # our own two threads and a neighbour: 2 bands pay
+    monkeypatch.setattr(os, "getloadavg", lambda: (22.0, 0.0, 0.0))
+    assert cores_oversubscribed()
+    logits = np.random.default_rng(0).normal(size=(5, 40, 40)).astype(np.float32)
+    submitted = []
+    monkeypatch.setattr(upsample, "_pool", lambda n: submitted.append(n) or ThreadPoolFake())
+    busy = upsample.sparse_upsample_argmax(logits, (160, 160), threads=2)
+    assert submitted == []  # busy: both bands' rows in the calling thread
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.0, 0.0))
+    quiet = upsample.sparse_upsample_argmax(logits, (160, 160), threads=2)
+    assert submitted == [1]  # quiet: the second band goes to the pool
+    assert (busy == quiet).all()  # the same labels either way
+
+
+class ThreadPoolFake:
+    """Runs submitted work at once (a pool whose thread is always scheduled)."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["choose_wait_policy", "set_wait_policy"]
+__all__ = ["choose_wait_policy", "cores_oversubscribed", "set_wait_policy"]
 
 
 def choose_wait_policy(load: float, cores: int) -> str | None:
@@ -25,12 +25,27 @@ def set_wait_policy() -> str | None:
     """Set ``OMP_WAIT_POLICY`` for this process unless the user set it; returns what was set."""
     if "OMP_WAIT_POLICY" in os.environ:
         return None
-    try:
-        cores = len(os.sched_getaffinity(0))
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not Linux / no load average
+    machine = _load_and_cores()
+    if machine is None:
         return None
-    policy = choose_wait_policy(load, cores)
+    policy = choose_wait_policy(*machine)
     if policy is not None:
         os.environ["OMP_WAIT_POLICY"] = policy
     return policy
+
+
+def cores_oversubscribed(factor: float = 2.0) -> bool:
+    """True when the 1-minute load average exceeds ``factor`` runnable processes per core this
+    process may use: work handed to another thread then waits for a time slice (False where
+    the load is unknown)."""
+    machine = _load_and_cores()
+    return machine is not None and machine[0] > factor * machine[1]
+
+
+def _load_and_cores() -> tuple[float, int] | None:
+    """The 1-minute load average and the cores this process may use; None where unknown (not
+    Linux, no load average)."""
+    try:
+        return os.getloadavg()[0], len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
