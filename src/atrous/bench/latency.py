@@ -87,7 +87,10 @@ def with_input_size(segmenter: Segmenter, size: int | None) -> Segmenter:
         return segmenter
     card = segmenter.card
     pre = card.preprocessing.model_copy(update={"size": size})
-    return type(segmenter)(segmenter.engine, card.model_copy(update={"preprocessing": pre}))
+    card = card.model_copy(update={"preprocessing": pre})
+    sized = type(segmenter)(segmenter.engine, card, segmenter.path_used)
+    sized.path_description = segmenter.path_description
+    return sized
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -128,6 +131,7 @@ class BenchRecord:
     gflops: float | None = None
     file_mb: float | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
+    path: str = ""  # the Segmenter's path_used: fast-int8, fast-fp32, or the engine's name
 
 
 @dataclass
@@ -398,5 +402,6 @@ def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
         gflops=round(gflops, 2) if gflops else None,
         file_mb=round(model_file_mb(file), 3) if file and file.is_file() else None,
         stages_ms=stages,
+        path=seg.path_used,
         **{k: round(v, 6) for k, v in stats.items()},
     )

@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 
 from atrous.bench.latency import BenchTarget
@@ -117,3 +118,5 @@ def benchmark(
     out.json(result.to_dict())
     columns, rows = result.table_rows()
     out.table(f"benchmark ({runs} runs, peak RSS {result.peak_rss_mb:.0f} MB)", columns, rows)
+    paths = dict.fromkeys(f"{r.label}: {r.path}" for r in result.records)
+    out.note(escape(f"path: {'; '.join(paths)}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from atrous.cli._app import app
-from atrous.cli._model import open_segmenter
+from atrous.cli._model import open_segmenter, path_line
 from atrous.cli._options import ContractOpt, EngineOpt, ThreadsOpt, WeightsOpt
 from atrous.cli._output import console
 from atrous.errors import ConfigError
@@ -53,4 +53,5 @@ def serve(
     segmenter = open_segmenter(model, engine, threads, contract, weights)
     application = create_app(segmenter, limits=limits, allowed_hosts=hosts)
     console.print(f"serving {application.state.service.card.name} on http://{host}:{port}/")
+    console.print(path_line(segmenter), markup=False, highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
