@@ -74,7 +74,7 @@ class Segmenter:
         self.card = card
         self._path_used = path_used
         # one line on the path and why it was chosen (``from_file`` on a checkpoint fills it)
-        self.path_description = f"engine {engine.name}"
+        self.path_description = f"engine {path_used}" if path_used else "plain engine"
 
     @property
     def path_used(self) -> str:

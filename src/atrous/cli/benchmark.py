@@ -6,7 +6,6 @@ import statistics
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.progress import Progress
 
 from atrous.bench.latency import BenchTarget
@@ -23,7 +22,7 @@ from atrous.cli._options import (
     square_side,
     thread_counts,
 )
-from atrous.cli._output import Output
+from atrous.cli._output import Output, err_console
 from atrous.segmenter import Segmenter
 from atrous.video import stream_benchmark
 
@@ -119,4 +118,5 @@ def benchmark(
     columns, rows = result.table_rows()
     out.table(f"benchmark ({runs} runs, peak RSS {result.peak_rss_mb:.0f} MB)", columns, rows)
     paths = dict.fromkeys(f"{r.label}: {r.path}" for r in result.records)
-    out.note(escape(f"path: {'; '.join(paths)}"))
+    # on stderr: the table on stdout stays one row per record (read by scripts through a pipe)
+    err_console.print(f"path: {'; '.join(paths)}", markup=False, highlight=False, soft_wrap=True)
