@@ -151,7 +151,8 @@ def run_demo(
         )
     _plot_curve(result.history, out / "miou_vs_minutes.png")
     minutes = (time.perf_counter() - start) / 60
-    summary = {**_summary(config, result, evaluation, refined, minutes), "path": segmenter.path_used}
+    summary = _summary(config, result, evaluation, refined, minutes)
+    summary["path"] = segmenter.path_used  # the path evaluated: the default one
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "summary.md", _markdown(summary))
     _print_summary(console, summary, evaluation, refined, out)
