@@ -7,8 +7,10 @@
 - ``--threads N``: inference threads; default None = the engine's default, the cores this
   process may run on (``benchmark`` takes a list, ``1,2``, with the same default).
 - ``--size N`` or ``HxW``: a network input size; square-only verbs refuse H != W in one line.
-- ``--engine``: a runtime name (auto, torch, onnxruntime, openvino, litert); auto picks the
-  fastest installed one for an exported file and torch for a checkpoint.
+- ``--engine``: a runtime name (auto, torch, onnxruntime, openvino, litert) or fast; auto picks
+  the fastest installed one for an exported file, and for a checkpoint (as fast does) the
+  fastest verified path: the fast graph ``atrous train`` wrote beside it, else the cached fp32
+  fast graph, else torch (see :mod:`atrous.fastpath.deploy`).
 - ``--weights NAME|FILE``: published weights (or a weights file) for a zoo name; resolved by
   ``cli._model.with_weights`` to the cached atrous checkpoint, so the verb opens a checkpoint.
 - ``--contract key=value``: overrides of the model card (a foreign file's guessed contract).
@@ -48,7 +50,10 @@ CONTRACT_HELP = (
     "override the model card of a foreign model, key=value "
     "(e.g. preprocessing.layout=NHWC, output=probability); repeatable"
 )
-ENGINES = "auto, torch, onnxruntime, openvino or litert"
+ENGINES = (
+    "auto (for a checkpoint: the fastest verified path), fast, torch, onnxruntime, openvino "
+    "or litert"
+)
 
 
 class Size(NamedTuple):
