@@ -147,6 +147,22 @@ def write_fast_graph(
     return target, result.card.model_copy(update={"fast_path": facts})
 
 
+def _graph_problem(path: Path, sha: str) -> str:
+    """Why the graph at ``path`` may not stand in for the checkpoint whose SHA-256 is ``sha``
+    ('' when it may)."""
+    try:
+        card = read_card(path)
+    except (ModelError, RuntimeError, ImportError) as exc:
+        return f"{path.name} unreadable ({str(exc).splitlines()[0][:80] if str(exc) else exc!r})"
+    facts = card.fast_path if card is not None else None
+    if facts is None or facts.source_sha256 != sha:
+        return f"{path.name} was built from another checkpoint"
+    if facts.agreement is None or facts.agreement < MIN_AGREEMENT:
+        agreed = "unmeasured" if facts.agreement is None else f"{facts.agreement:.1%}"
+        return f"{path.name} agrees {agreed} (< {MIN_AGREEMENT:.0%}) with float"
+    return ""
+
+
 def graph_status(checkpoint: str | Path) -> tuple[Path | None, str]:
     """The verified fast graph beside ``checkpoint`` (or None) and why: the reason a graph
     found there is not used, or '' when none is there."""
@@ -156,18 +172,10 @@ def graph_status(checkpoint: str | Path) -> tuple[Path | None, str]:
     sha = checkpoint_sha256(checkpoint)
     reasons = []
     for path in found:
-        try:
-            facts = (read_card(path) or ModelCard(name="?", classes=[], palette=[])).fast_path
-        except (ModelError, RuntimeError) as exc:
-            reasons.append(f"{path.name} unreadable ({str(exc).splitlines()[0][:80]})")
-            continue
-        if facts is None or facts.source_sha256 != sha:
-            reasons.append(f"{path.name} was built from another checkpoint")
-        elif facts.agreement is None or facts.agreement < MIN_AGREEMENT:
-            agreed = "unmeasured" if facts.agreement is None else f"{facts.agreement:.1%}"
-            reasons.append(f"{path.name} agrees {agreed} (< {MIN_AGREEMENT:.0%}) with float")
-        else:
+        problem = _graph_problem(path, sha)
+        if not problem:
             return path, ""
+        reasons.append(problem)
     return None, "; ".join(reasons)
 
 
@@ -177,25 +185,32 @@ def verified_graph(checkpoint: str | Path) -> Path | None:
     return graph_status(checkpoint)[0]
 
 
+def _open_graph(graph: Path, threads: int | None) -> FastPath:
+    """The verified fast graph at ``graph`` on its runtime."""
+    runtime = "openvino" if graph.suffix == ".xml" else "onnxruntime"
+    engine, card = load_exported(graph, runtime, threads)
+    cv2.setNumThreads(1)  # host pre/postprocessing must not compete with the engine
+    facts = card.fast_path or FastPathFacts()
+    agreed = f"{facts.agreement:.1%} on {facts.images_checked} held-out images"
+    return FastPath(
+        engine,
+        card,
+        f"fast-{facts.precision}",
+        f"{facts.precision} fast graph {graph} on {engine.name} (verified: agrees {agreed})",
+    )
+
+
 def open_fastest(checkpoint: str | Path, threads: int | None = None) -> FastPath:
     """The fastest verified path for ``checkpoint`` on this machine: the verified graph
     beside it, else the fp32 fast graph (built once, cached by content hash under
     ``$ATROUS_CACHE/fast``), else the plain PyTorch engine."""
     graph, why_not = graph_status(checkpoint)
-    skipped = f" ({why_not})" if why_not else ""
     if graph is not None:
-        runtime = "openvino" if graph.suffix == ".xml" else "onnxruntime"
-        engine, card = load_exported(graph, runtime, threads)
-        cv2.setNumThreads(1)  # host pre/postprocessing must not compete with the engine
-        facts = card.fast_path
-        precision = facts.precision if facts is not None else "fp32"
-        agreed = f"{facts.agreement:.1%} on {facts.images_checked} held-out images"
-        return FastPath(
-            engine,
-            card,
-            f"fast-{precision}",
-            f"{precision} fast graph {graph} on {engine.name} (verified: agrees {agreed})",
-        )
+        try:
+            return _open_graph(graph, threads)
+        except (ModelError, RuntimeError, ImportError) as exc:  # e.g. a runtime not installed
+            why_not = f"{graph.name} did not open ({str(exc).splitlines()[0][:80]})"
+    skipped = f" ({why_not})" if why_not else ""
     net, card = load_source(checkpoint)
     if find_spec("onnxruntime") is not None and card.output == "logits":
         try:
