@@ -159,7 +159,7 @@ def _graph_problem(path: Path, sha: str) -> str:
         return f"{path.name} was built from another checkpoint"
     if facts.agreement is None or facts.agreement < MIN_AGREEMENT:
         agreed = "unmeasured" if facts.agreement is None else f"{facts.agreement:.1%}"
-        return f"{path.name} agrees {agreed} (< {MIN_AGREEMENT:.0%}) with float"
+        return f"{path.name} agrees {agreed} with the float model, below {MIN_AGREEMENT:.0%}"
     return ""
 
 
@@ -210,19 +210,19 @@ def open_fastest(checkpoint: str | Path, threads: int | None = None) -> FastPath
             return _open_graph(graph, threads)
         except (ModelError, RuntimeError, ImportError) as exc:  # e.g. a runtime not installed
             why_not = f"{graph.name} did not open ({str(exc).splitlines()[0][:80]})"
-    skipped = f" ({why_not})" if why_not else ""
+    skipped = f"; not used: {why_not}" if why_not else ""
     net, card = load_source(checkpoint)
     if find_spec("onnxruntime") is not None and card.output == "logits":
         try:
             engine, fast = fast_graph_engine((net, card), threads=threads)
         except ModelError as exc:
-            skipped += f" (fp32 fast graph failed: {exc})"
+            skipped += f"; fp32 fast graph failed: {exc}"
         else:
             return FastPath(
                 engine,
                 fast,
                 "fast-fp32",
-                f"fp32 fast graph (cached under $ATROUS_CACHE/fast) on {engine.name}{skipped}",
+                f"fp32 fast graph, cached under $ATROUS_CACHE/fast, on {engine.name}{skipped}",
             )
     engine = TorchEngine(net, threads, source=str(checkpoint))
     return FastPath(engine, card, "torch", f"plain engine {engine.name}{skipped}")
