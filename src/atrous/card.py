@@ -73,7 +73,8 @@ class FastPathFacts(StrictModel):
     normalisation: Normalisation | None = None
     # a graph written beside a checkpoint (``atrous train``, :mod:`atrous.fastpath.deploy`):
     # the SHA-256 of the checkpoint file it was built from, and its pixel agreement with the
-    # float model on ``images_checked`` held-out images; a graph whose checkpoint changed since,
+    # float model on ``images_checked`` held-out images (labels at full resolution on both
+    # sides: what the graph changes); a graph whose checkpoint changed since,
     # or that agrees too little, is not used
     source_sha256: str | None = None
     agreement: float | None = None
