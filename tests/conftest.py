@@ -15,6 +15,19 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """A session-wide $ATROUS_CACHE in a temporary folder: tests (and the CLI processes they
+    start) never read or write the user's cache, and share what they build in one session."""
+    previous = os.environ.get("ATROUS_CACHE")
+    os.environ["ATROUS_CACHE"] = str(tmp_path_factory.mktemp("atrous-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ATROUS_CACHE", None)
+    else:
+        os.environ["ATROUS_CACHE"] = previous
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

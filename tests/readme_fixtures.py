@@ -38,6 +38,7 @@ TINY_DEMO = [
     "train.batch_size=8",
     "train.threads=2",
     "train.tensorboard=false",
+    "train.fast_graph=none",
     "train.max_minutes=null",
 ]
 

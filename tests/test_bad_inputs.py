@@ -377,7 +377,13 @@ TINY_EXPERIMENT = {
         "train_size": 8,
         "val_size": 4,
     },
-    "train": {"epochs": 1, "batch_size": 4, "tensorboard": False, "threads": 2},
+    "train": {
+        "epochs": 1,
+        "batch_size": 4,
+        "tensorboard": False,
+        "threads": 2,
+        "fast_graph": "none",
+    },
 }
 
 BAD_CONFIGS = [

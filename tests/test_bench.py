@@ -103,7 +103,9 @@ def test_benchmark_cli_writes_json_csv_and_html(tmp_path, tiny_checkpoint):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["records"][0]["file_mb"] > 0 and data["records"][0]["engine"] == "torch"
+    first = data["records"][0]
+    # a checkpoint on auto: the default path, here the cached fp32 fast graph
+    assert first["file_mb"] > 0 and (first["engine"], first["path"]) == ("onnxruntime", "fast-fp32")
     html = (tmp_path / "b.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "<table>" in html
     assert 'src="http' not in html

@@ -40,6 +40,7 @@ EXPERIMENT = {
         "warmup_iters": 1,
         "threads": 1,  # one thread: far faster than two on a shared, loaded machine
         "tensorboard": False,
+        "fast_graph": "none",
         "seed": 3,
     },
 }

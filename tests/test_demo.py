@@ -18,6 +18,7 @@ TOY = [
     "train.epochs=1",
     "train.batch_size=8",
     "train.threads=2",
+    "train.fast_graph=none",  # the int8 graph is tested in tests/train/test_fast_graph_beside_best
 ]
 
 
@@ -36,6 +37,9 @@ def test_demo_writes_summary_overlays_and_curve(tmp_path):
     assert result.refined.refine and not result.evaluation.refine
     assert summary["epochs"] == 1 and len(summary["miou_vs_minutes"]) == 1
     assert summary["degenerate"] is result.train.degenerate
+    # the path evaluated is the default one for the checkpoint: no graph beside it, so the
+    # cached fp32 fast graph, scored on full-resolution labels
+    assert summary["path"] == "fast-fp32"
     assert f"| degenerate | {result.train.degenerate} |" in (out / "summary.md").read_text()
     assert len(list((out / "overlays").glob("*.png"))) == 2
     names = ("best.pt", "eval.json", "eval_refined.json", "confusion.png", "miou_vs_minutes.png")

@@ -188,6 +188,7 @@ def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):
 
 def test_from_file_fast_engine_opens_the_cached_fast_graph(tmp_path, tiny_checkpoint, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("ATROUS_CACHE")  # the default: ~/.cache/atrous (conftest sets a private one)
     path, *_ = tiny_checkpoint
     seg = Segmenter.from_file(path, engine="fast", threads=1)
     assert seg.engine.name == "onnxruntime" and seg.card.output == "logits"  # low resolution

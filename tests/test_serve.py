@@ -37,7 +37,8 @@ def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
 
 @pytest.fixture
 def client(small_checkpoint):
-    with TestClient(create_app(small_checkpoint, threads=2)) as c:
+    # torch: these tests compare served masks with the float model's own
+    with TestClient(create_app(small_checkpoint, engine="torch", threads=2)) as c:
         yield c
 
 
@@ -57,7 +58,7 @@ def photo(rng) -> np.ndarray:
 
 
 def reference_mask(checkpoint, image: np.ndarray) -> np.ndarray:
-    return Segmenter.from_file(checkpoint, threads=2).predict(image).mask
+    return Segmenter.from_file(checkpoint, engine="torch", threads=2).predict(image).mask
 
 
 # -- success -----------------------------------------------------------------------------------
@@ -113,7 +114,15 @@ def test_model_card_and_health(client, card):
     assert served["palette"] == [list(c) for c in card.palette]
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["engine"]["engine"] == "torch"
+    assert health["path"] == "torch"
     assert (health["inflight"], health["queue"]) == (0, 16)
+
+
+def test_health_names_the_default_fast_path(small_checkpoint):
+    # a checkpoint with no graph beside it: the fp32 fast graph, built once and cached
+    with TestClient(create_app(small_checkpoint, threads=2)) as served:
+        health = served.get("/healthz").json()
+    assert health["path"] == "fast-fp32" and health["engine"]["engine"] == "onnxruntime"
 
 
 def test_metrics_count_requests_latency_and_errors(client, photo):
@@ -332,7 +341,7 @@ def test_serve_cli_answers_over_loopback(small_checkpoint, photo):
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # the first start builds the fp32 fast graph
         while True:
             assert server.poll() is None, server.stderr.read()
             assert time.monotonic() < deadline, "atrous serve did not start"
@@ -353,6 +362,7 @@ def test_serve_cli_answers_over_loopback(small_checkpoint, photo):
         server.terminate()
         out, _ = server.communicate(timeout=30)
     assert f"on http://127.0.0.1:{port}/" in out
+    assert "path: fast-fp32" in out  # the default path for a checkpoint, said at start
 
 
 @pytest.mark.parametrize("with_argmax", [False, True])

@@ -71,6 +71,14 @@ class FastPathFacts(StrictModel):
     tail: str = "host: sparse bilinear upsample + argmax (atrous.upsample)"
     input: str = "uint8 RGB planar (N, 3, H, W) pixels"
     normalisation: Normalisation | None = None
+    # a graph written beside a checkpoint (``atrous train``, :mod:`atrous.fastpath.deploy`):
+    # the SHA-256 of the checkpoint file it was built from, and its pixel agreement with the
+    # float model on ``images_checked`` held-out images (labels at full resolution on both
+    # sides: what the graph changes); a graph whose checkpoint changed since,
+    # or that agrees too little, is not used
+    source_sha256: str | None = None
+    agreement: float | None = None
+    images_checked: int | None = None
 
 
 class ExportFacts(StrictModel):

@@ -375,6 +375,9 @@ class TrainConfig(StrictModel):
     # mixed precision (autocast; weights, checkpoints and the loss stay float32): bf16 also on
     # CPUs (fast with AVX-512-BF16/AMX), fp16 on GPUs only (with a GradScaler)
     amp: Literal["off", "bf16", "fp16"] = "off"
+    # the fast graph written beside best.pt when training ends (what predict, evaluate, serve
+    # and benchmark then run): int8 calibrated on training images, fp32, or none
+    fast_graph: Literal["int8", "fp32", "none"] = "int8"
 
     @field_validator("amp", mode="before")
     @classmethod

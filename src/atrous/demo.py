@@ -127,8 +127,16 @@ def run_demo(
     result = train(config, out, console=console)
     if result.best_checkpoint is None:
         raise KeyboardInterrupt
-    console.print("evaluating the best checkpoint on the validation set")
+    # the default path (the verified fast graph beside best.pt, when training wrote one),
+    # scored on full-resolution labels
     segmenter = Segmenter.from_file(result.best_checkpoint, threads=config.train.threads)
+    segmenter = segmenter.at_full_resolution()
+    console.print(
+        f"evaluating the best checkpoint on the validation set, path: {segmenter.path_used} "
+        f"({segmenter.path_description})",
+        markup=False,
+        highlight=False,
+    )
     val = build_dataset(config.data, "val")
     evaluation = evaluate(segmenter, val)
     refined = evaluate(segmenter, val, refine=True)
@@ -144,6 +152,7 @@ def run_demo(
     _plot_curve(result.history, out / "miou_vs_minutes.png")
     minutes = (time.perf_counter() - start) / 60
     summary = _summary(config, result, evaluation, refined, minutes)
+    summary["path"] = segmenter.path_used  # the path evaluated: the default one
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "summary.md", _markdown(summary))
     _print_summary(console, summary, evaluation, refined, out)

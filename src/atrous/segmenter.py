@@ -23,6 +23,7 @@ from atrous.data.io import fast_read_image
 from atrous.errors import InputError, ModelError
 from atrous.export.cache import cached_export, format_of_engine
 from atrous.fastpath import DEFAULT_LABEL_STRIDE, fast_graph_engine
+from atrous.fastpath.deploy import open_fastest
 from atrous.preprocess import MAX_INPUT_PIXELS, PreprocessMeta, place_on_canvas, upsampled
 from atrous.refine import refine_probabilities, refine_radius
 from atrous.runtimes import Engine
@@ -68,9 +69,31 @@ class Segmenter:
         prediction = seg.predict("photo.jpg")
     """
 
-    def __init__(self, engine: Engine, card: ModelCard) -> None:
+    def __init__(self, engine: Engine, card: ModelCard, path_used: str | None = None) -> None:
         self.engine = engine
         self.card = card
+        self._path_used = path_used
+        # one line on the path and why it was chosen (``from_file`` on a checkpoint fills it)
+        self.path_description = f"engine {path_used}" if path_used else "plain engine"
+
+    @property
+    def path_used(self) -> str:
+        """The path this Segmenter runs, in short: 'fast-int8' (the verified graph beside a
+        checkpoint), 'fast-fp32' (the cached fp32 fast graph), else the engine's name."""
+        return self._path_used or self.engine.name
+
+    def at_full_resolution(self) -> Segmenter:
+        """This Segmenter with labels at every pixel (label stride 1): a fast graph's card
+        computes them at 1/2 by default; scoring wants the full-resolution labels."""
+        facts = self.card.fast_path
+        if facts is None or facts.label_stride == 1:
+            return self
+        card = self.card.model_copy(
+            update={"fast_path": facts.model_copy(update={"label_stride": 1})}
+        )
+        full = Segmenter(self.engine, card, self._path_used)
+        full.path_description = self.path_description
+        return full
 
     @classmethod
     def from_file(
@@ -82,15 +105,26 @@ class Segmenter:
     ) -> Segmenter:
         """Open a checkpoint, exported model or zoo name on the chosen engine.
 
-        ``engine="fast"`` builds (once, cached) the fp32 fast ONNX Runtime graph of a checkpoint
-        or zoo model: uint8 pixels in, low-resolution logits out, labels computed on the host
-        (see :mod:`atrous.fastpath`; the int8 build needs calibration data: ``atrous export
-        --fast --calib``). A checkpoint or zoo name asked for on an exported-file engine
+        A checkpoint on ``engine="auto"`` or ``"fast"`` runs the fastest verified path
+        (:func:`atrous.fastpath.deploy.open_fastest`): the fast graph ``atrous train`` wrote
+        beside it if its card names this checkpoint and agrees with the float model, else the
+        fp32 fast graph (built once, cached), else PyTorch; ``path_used`` and
+        ``path_description`` say which. A zoo name on ``engine="fast"`` runs the cached fp32
+        fast graph (uint8 pixels in, low-resolution logits out, labels computed on the host,
+        see :mod:`atrous.fastpath`). A checkpoint or zoo name asked for on an exported-file engine
         ('onnxruntime', 'openvino', 'litert', 'ncnn') is exported once into ``$ATROUS_CACHE/export``
         (keyed by the checkpoint's content, logits out) and that file is opened.
         """
+        is_checkpoint = classify(model).kind == "checkpoint" and zoo_name is None
+        if engine in ("auto", "fast") and is_checkpoint:
+            fastest = open_fastest(model, threads)
+            segmenter = cls(fastest.engine, fastest.card, fastest.name)
+            segmenter.path_description = fastest.description
+            return segmenter
         if engine == "fast":
-            return cls(*fast_graph_engine(model, threads=threads))
+            segmenter = cls(*fast_graph_engine(model, threads=threads), "fast-fp32")
+            segmenter.path_description = "fp32 fast graph (cached under $ATROUS_CACHE/fast)"
+            return segmenter
         fmt = format_of_engine(engine)
         if fmt is not None and classify(model).kind != "exported" and zoo_name is None:
             model = cached_export(model, fmt, threads=threads)

@@ -84,7 +84,9 @@ def test_predict_auto_names_the_engine_it_picked(small_checkpoint, tmp_path):
     image = _image(tmp_path / "a.png")
     result = _run("predict", small_checkpoint, image, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
-    assert "engine: torch (picked by --engine auto)" in result.stdout.strip().splitlines()[-1]
+    # a checkpoint on auto: the fastest verified path, here the cached fp32 fast graph
+    assert "engine: onnxruntime (picked by --engine auto)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("path: fast-fp32")
     explicit = _run("predict", small_checkpoint, image, "-o", tmp_path / "o2", "--engine", "torch")
     assert "picked" not in explicit.output
 
@@ -96,7 +98,8 @@ def test_predict_json_lists_what_was_written(small_checkpoint, tmp_path):
     result = _run("predict", small_checkpoint, image, "--out", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["engine"] == "torch" and len(data["images"]) == 1
+    assert data["engine"] == "onnxruntime" and len(data["images"]) == 1
+    assert data["path"] == "fast-fp32"  # no graph beside the checkpoint: the cached fp32 one
     record = data["images"][0]
     assert Path(record["mask"]).is_file() and (record["width"], record["height"]) == (48, 40)
     assert sum(record["classes"].values()) == pytest.approx(1.0, abs=1e-6)

@@ -1,7 +1,7 @@
 """Every zoo entry exports to the fast path, fp32 (ONNX Runtime) and int8 (OpenVINO IR), with no
 per-model case: the fp32 graph's masks agree with the eager PyTorch Segmenter's, the int8 graph
-builds and runs. The default suite checks one cheap entry (LR-ASPP on MobileNetV3; MobileNetV2's fast path is
-tested in tests/test_fastpath.py); the whole zoo runs with ``-m slow``."""
+builds and runs. The default suite checks one cheap entry (LR-ASPP on MobileNetV3; MobileNetV2's
+fast path is tested in tests/test_fastpath.py); the whole zoo runs with ``-m slow``."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ def tiny_config(**train: Any) -> ExperimentConfig:
             "lr": 0.02,
             "threads": 2,
             "tensorboard": False,
+            "fast_graph": "none",
             **train,
         },
     }

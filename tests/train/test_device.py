@@ -55,6 +55,7 @@ def _config(**train: object) -> ExperimentConfig:
             "lr": 0.02,
             "threads": 2,
             "tensorboard": False,
+            "fast_graph": "none",
             **train,
         },
     }

@@ -37,6 +37,7 @@ TINY = {
         "warmup_iters": 1,
         "threads": 2,
         "tensorboard": False,
+        "fast_graph": "none",
     },
 }
 

@@ -87,7 +87,10 @@ def with_input_size(segmenter: Segmenter, size: int | None) -> Segmenter:
         return segmenter
     card = segmenter.card
     pre = card.preprocessing.model_copy(update={"size": size})
-    return type(segmenter)(segmenter.engine, card.model_copy(update={"preprocessing": pre}))
+    card = card.model_copy(update={"preprocessing": pre})
+    sized = type(segmenter)(segmenter.engine, card, segmenter.path_used)
+    sized.path_description = segmenter.path_description
+    return sized
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -129,6 +132,7 @@ class BenchRecord:
     file_mb: float | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
     input_size: list[int] | None = None  # the network input measured, [height, width]
+    path: str = ""  # the Segmenter's path_used: fast-int8, fast-fp32, or the engine's name
 
 
 @dataclass
@@ -405,6 +409,7 @@ def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
         file_mb=round(model_file_mb(file), 3) if file and file.is_file() else None,
         stages_ms=stages,
         input_size=[int(h), int(w)],
+        path=seg.path_used,
         **{k: round(v, 6) for k, v in stats.items()},
     )
 

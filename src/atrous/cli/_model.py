@@ -15,9 +15,9 @@ from atrous.convert import pretrained_checkpoint
 from atrous.errors import ConfigError
 from atrous.models.zoo import list_models
 from atrous.segmenter import Segmenter
-from atrous.sources import load_engine
+from atrous.sources import classify, load_engine
 
-__all__ = ["card_warnings", "open_segmenter", "warn_card", "with_weights"]
+__all__ = ["card_warnings", "open_segmenter", "path_line", "warn_card", "with_weights"]
 
 
 def with_weights(model: str, weights: str | None) -> str:
@@ -57,15 +57,22 @@ def open_segmenter(
     weights: str | None = None,
     warn: bool = True,
 ) -> Segmenter:
-    """The Segmenter a verb runs (``--engine fast`` included), with ``--weights`` and
-    ``--contract`` applied and (``warn``) the card's warnings printed."""
+    """The Segmenter a verb runs, with ``--weights`` and ``--contract`` applied and (``warn``)
+    the card's warnings printed. A checkpoint on ``--engine auto`` (without ``--contract``) or
+    ``fast`` runs the fastest verified path (:meth:`Segmenter.from_file`)."""
     source = with_weights(model, weights)
-    if engine == "fast":
-        if contract:
-            raise ConfigError("--contract applies to the model's own engines, not --engine fast")
+    if engine == "fast" and contract:
+        raise ConfigError("--contract applies to the model's own engines, not --engine fast")
+    fastest = engine == "auto" and not contract and classify(source).kind == "checkpoint"
+    if engine == "fast" or fastest:
         segmenter = Segmenter.from_file(source, engine=engine, threads=threads)
     else:
         segmenter = Segmenter(*load_engine(source, engine, threads, contract=contract))
     if warn:
         warn_card(segmenter.card, model)
     return segmenter
+
+
+def path_line(segmenter: Segmenter) -> str:
+    """The line every verb prints on the path it ran: short name, then the description."""
+    return f"path: {segmenter.path_used} ({segmenter.path_description})"

@@ -7,8 +7,10 @@
 - ``--threads N``: inference threads; default None = the engine's default, the cores this
   process may run on (``benchmark`` takes a list, ``1,2``, with the same default).
 - ``--size N`` or ``HxW``: a network input size; square-only verbs refuse H != W in one line.
-- ``--engine``: a runtime name (auto, torch, onnxruntime, openvino, litert, ncnn); auto picks the
-  fastest installed one for an exported file and torch for a checkpoint.
+- ``--engine``: a runtime name (auto, torch, onnxruntime, openvino, litert, ncnn) or fast; auto
+  picks the fastest installed one for an exported file, and for a checkpoint (as fast does) the
+  fastest verified path: the fast graph ``atrous train`` wrote beside it, else the cached fp32
+  fast graph, else torch (see :mod:`atrous.fastpath.deploy`).
 - ``--weights NAME|FILE``: published weights (or a weights file) for a zoo name; resolved by
   ``cli._model.with_weights`` to the cached atrous checkpoint, so the verb opens a checkpoint.
 - ``--contract key=value``: overrides of the model card (a foreign file's guessed contract),
@@ -56,7 +58,10 @@ CONTRACT_HELP = (
     "(a fixed input), preprocessing.layout=NHWC, output=probability, output_tensor=NAME; "
     "repeatable; a <model>.card.json beside the model is read first"
 )
-ENGINES = "auto, torch, onnxruntime, openvino, litert or ncnn"
+ENGINES = (
+    "auto (for a checkpoint: the fastest verified path), fast, torch, onnxruntime, openvino, "
+    "litert or ncnn"
+)
 
 
 class Size(NamedTuple):

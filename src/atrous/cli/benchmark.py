@@ -25,7 +25,7 @@ from atrous.cli._options import (
     thread_counts,
     with_output_tensor,
 )
-from atrous.cli._output import Output
+from atrous.cli._output import Output, err_console
 from atrous.segmenter import Segmenter
 from atrous.video import stream_benchmark
 
@@ -150,3 +150,6 @@ def benchmark(
     out.json(result.to_dict())
     columns, rows = result.table_rows()
     out.table(f"benchmark ({runs} runs, peak RSS {result.peak_rss_mb:.0f} MB)", columns, rows)
+    paths = dict.fromkeys(f"{r.label}: {r.path}" for r in result.records)
+    # on stderr: the table on stdout stays one row per record (read by scripts through a pipe)
+    err_console.print(f"path: {'; '.join(paths)}", markup=False, highlight=False, soft_wrap=True)

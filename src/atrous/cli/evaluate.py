@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
 from atrous.cli._app import app
-from atrous.cli._model import open_segmenter
+from atrous.cli._model import open_segmenter, path_line
 from atrous.cli._options import (
     ContractOpt,
     EngineOpt,
@@ -83,7 +84,8 @@ def evaluate_command(
     contract = with_output_tensor(contract, output_tensor)
     out = Output(as_json, json_out)
     _check_evaluate_options(kind, limit, plot)
-    segmenter = open_segmenter(model, engine, threads, contract, weights)
+    # a fast graph computes labels at 1/2 by default: scores are taken on full-resolution labels
+    segmenter = open_segmenter(model, engine, threads, contract, weights).at_full_resolution()
     dataset = _open_split(data, split, kind, segmenter.card)
     result = evaluate(
         segmenter,
@@ -97,7 +99,7 @@ def evaluate_command(
     )
     if plot is not None:
         plot_confusion(result, plot)
-    out.json(result.to_dict())
+    out.json({**result.to_dict(), "path": segmenter.path_used})
     out.table(
         f"{model} on {dataset.name} ({result.images} images)",
         ["class", "IoU", "accuracy"],
@@ -110,3 +112,4 @@ def evaluate_command(
         f"{' +refine' if refine else ''}"
     )
     out.print(f"protocol: {result.protocol} ({result.protocol_description})")
+    out.note(escape(path_line(segmenter)))

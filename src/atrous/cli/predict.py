@@ -10,7 +10,7 @@ from rich.progress import Progress
 
 from atrous.batch import segment_dataset
 from atrous.cli._app import app
-from atrous.cli._model import open_segmenter, with_weights
+from atrous.cli._model import open_segmenter, path_line, with_weights
 from atrous.cli._options import (
     ContractOpt,
     EngineOpt,
@@ -83,7 +83,11 @@ def _predict_videos(
             f"{source}: {summary.frames} frames at {summary.fps:g} fps, "
             f"{summary.frames_per_second:.1f} frames/s ({stages}) -> {out}"
         )
-    output.json({"engine": segmenter.engine.name, "out": str(out), "videos": records})
+    output.json(
+        {"engine": segmenter.engine.name, "path": segmenter.path_used, "out": str(out),
+         "videos": records}
+    )  # fmt: skip
+    output.note(escape(path_line(segmenter)))
 
 
 @app.command()
@@ -149,11 +153,15 @@ def predict(
     except OSError as exc:  # a parent is a file, no permission
         raise InputError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
     records = _segment_all(output, segmenter, files, out, overlay, alpha, refine)
-    output.json({"engine": segmenter.engine.name, "out": str(out), "images": records})
+    output.json(
+        {"engine": segmenter.engine.name, "path": segmenter.path_used, "out": str(out),
+         "images": records}
+    )  # fmt: skip
     picked = " (picked by --engine auto)" if engine == "auto" else ""
     output.note(
         f"wrote {len(files)} mask(s) to {escape(str(out))}; engine: {segmenter.engine.name}{picked}"
     )
+    output.note(escape(path_line(segmenter)))
 
 
 def _segment_all(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from atrous.cli._app import app
-from atrous.cli._model import open_segmenter
+from atrous.cli._model import open_segmenter, path_line
 from atrous.cli._options import (
     ContractOpt,
     EngineOpt,
@@ -84,4 +84,5 @@ def serve(
         f"({pool['replicas']} engine replicas x {pool['threads']} threads, "
         f"batches of up to {pool['max_batch']})"
     )
+    console.print(path_line(segmenter), markup=False, highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)

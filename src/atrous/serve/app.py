@@ -178,11 +178,13 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        """Liveness and load: model, engine, requests in flight and the queue limit."""
+        """Liveness and load: model, engine, the path it runs (fast-int8, fast-fp32 or the
+        engine's name), requests in flight and the queue limit."""
         return {
             "status": "ok",
             "model": service.card.name,
             "engine": service.segmenter.engine.describe(),
+            "path": service.segmenter.path_used,
             "inflight": service.queue.inflight,
             "queue": service.queue.capacity,
             "workers": service.pool.describe(),

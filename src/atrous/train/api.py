@@ -13,6 +13,8 @@ from atrous._atomic import atomic_write_text, remove_stale_temporaries
 from atrous.checkpoint import load_checkpoint, read_checkpoint
 from atrous.config import ExperimentConfig
 from atrous.errors import ConfigError
+from atrous.fastpath.deploy import fast_graph_paths
+from atrous.train.deploy import deploy_fast_graph
 from atrous.train.device import Placement, resolve_placement
 from atrous.train.distributed import (
     DistInfo,
@@ -90,6 +92,7 @@ def _train_spawned(
         seconds=time.perf_counter() - start,
         model=model,
         degenerate=bool(best_row.get("val_degenerate")),
+        fast_graph=next((p for p in fast_graph_paths(best) if p.is_file()), None),
     )
 
 
@@ -132,4 +135,8 @@ def _train(
                 yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False),
             )
     barrier(dist)
-    return fit(run, console=console, progress=progress, on_epoch_end=on_epoch_end)
+    result = fit(run, console=console, progress=progress, on_epoch_end=on_epoch_end)
+    best = result.best_checkpoint
+    if dist.is_main and not result.interrupted and best is not None and best.is_file():
+        result.fast_graph = deploy_fast_graph(config, best, run.val_data, run.threads, say)
+    return result

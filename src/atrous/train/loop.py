@@ -101,6 +101,7 @@ class TrainResult:
     model: nn.Module | None = field(default=None, repr=False)
     degenerate: bool = False
     rank: int = 0
+    fast_graph: Path | None = None  # the verified-by-card fast graph beside best.pt, if written
 
     @property
     def final_miou(self) -> float | None:
