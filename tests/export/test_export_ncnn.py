@@ -107,7 +107,7 @@ def test_benchmark_runs_ncnn_beside_an_onnx_engine(exported, tiny, tmp_path):
     args = ["benchmark", str(exported.path), str(onnx_path), "--runs", "2", "--warmup", "1"]
     res = CliRunner().invoke(app, [*args, "--threads", "1", "--network-only", "--json"])
     assert res.exit_code == 0, res.output
-    records = json.loads(res.output)["records"]
+    records = json.loads(res.stdout)["records"]
     engines = {r["label"].split(":")[0]: r["engine"] for r in records}  # auto: the fastest
     assert engines["tiny.param"] == "ncnn"
     assert engines["tiny.onnx"] in ("onnxruntime", "openvino")

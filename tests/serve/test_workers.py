@@ -58,7 +58,7 @@ class BatchingEngine(CountingEngine):
 
 @pytest.fixture(scope="module")
 def segmenter(small_checkpoint) -> Segmenter:
-    return Segmenter.from_file(small_checkpoint, threads=1)
+    return Segmenter.from_file(small_checkpoint, engine="torch", threads=1)
 
 
 @pytest.fixture(scope="module")
