@@ -6,13 +6,15 @@ import os
 
 import atrous  # noqa: F401  (before torch: it picks OpenMP's wait policy from the machine's load)
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (`make test`: -n 2) each of the two workers gets one core; alone, both.
+TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -183,7 +183,10 @@ def test_predict_refuses_broken_image_in_one_line(model, corpus, tmp_path, name)
 
 @pytest.mark.parametrize(
     "name",
-    _count("predict (subprocess)", ["truncated.jpg", "text.jpg", "huge.png"]),
+    [  # each starts a real process (~10 s): one in the default suite, the rest with -m slow
+        n if n == "truncated.jpg" else pytest.param(n, marks=pytest.mark.slow)
+        for n in _count("predict (subprocess)", ["truncated.jpg", "text.jpg", "huge.png"])
+    ],
 )
 def test_real_cli_prints_one_error_line_and_exits_2(model, corpus, tmp_path, name):
     proc = run_cli("predict", model, corpus / name, "--out", tmp_path / "out", "--threads", "2")

@@ -39,6 +39,7 @@ def masks(out: Path) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow  # starts a Ray cluster (~60 s)
 def test_ray_run_resumes_after_interruption_with_predicts_masks(small_checkpoint, tmp_path):
     ray = pytest.importorskip("ray", reason="the optional [ray] extra is not installed")
     images = write_images(tmp_path / "images")

@@ -210,6 +210,7 @@ def test_layer_groups_cover_every_quantizable_node(float_onnx):
     assert 5 < len(blocks) < len(nodes)
 
 
+@pytest.mark.slow  # quantizes every layer group in turn (~30 s)
 def test_sweep_ranks_groups_and_mixed_honours_budget(float_onnx, calib, held_out, tmp_path):
     score = agreement_scorer(float_onnx, held_out[:6])
     quant = {"granularity": "per-tensor", "activations": "int8"}

@@ -87,7 +87,11 @@ def test_transposed_upsampling_crops_odd_sizes_and_is_counted_as_multiply_adds()
     assert measure_cost(model, (64, 96)).macs == plain + extra
 
 
-@pytest.mark.parametrize("fields", VARIANTS, ids=_label)
+# one variant in the default suite (each takes 15-20 s); the rest with -m slow
+EXPORTED = [VARIANTS[0], *(pytest.param(v, marks=pytest.mark.slow) for v in VARIANTS[1:])]
+
+
+@pytest.mark.parametrize("fields", EXPORTED, ids=_label)
 def test_variant_exports_with_parity_and_quantizes(fields, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # ONNX Runtime's shape inference leaves temporary files in cwd
     model = small_model("mobilenet_v2", **fields)
