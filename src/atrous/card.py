@@ -74,11 +74,14 @@ class FastPathFacts(StrictModel):
     # a graph written beside a checkpoint (``atrous train``, :mod:`atrous.fastpath.deploy`):
     # the SHA-256 of the checkpoint file it was built from, and its pixel agreement with the
     # float model on ``images_checked`` held-out images (labels at full resolution on both
-    # sides: what the graph changes); a graph whose checkpoint changed since,
-    # or that agrees too little, is not used
+    # sides: what the graph changes), and, when those images are labelled, the mIoU of the
+    # float model and of the graph on them (the one evaluator); a graph whose checkpoint
+    # changed since, or that loses too much mIoU (or, unlabelled, agrees too little), is not used
     source_sha256: str | None = None
     agreement: float | None = None
     images_checked: int | None = None
+    float_miou: float | None = None
+    fast_miou: float | None = None
 
 
 class ExportFacts(StrictModel):

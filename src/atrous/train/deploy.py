@@ -7,12 +7,22 @@ import itertools
 from collections.abc import Callable
 from pathlib import Path
 
+from atrous.card import ModelCard
 from atrous.config import ExperimentConfig
 from atrous.data import SegmentationDataset, build_dataset
 from atrous.errors import AtrousError
-from atrous.fastpath.deploy import CALIBRATION_IMAGES, CHECK_IMAGES, write_fast_graph
+from atrous.evaluate import evaluate
+from atrous.fastpath.deploy import (
+    CALIBRATION_IMAGES,
+    CHECK_IMAGES,
+    Scorer,
+    fast_path_problem,
+    fast_path_summary,
+    write_fast_graph,
+)
+from atrous.segmenter import Segmenter
 
-__all__ = ["deploy_fast_graph"]
+__all__ = ["deploy_fast_graph", "miou_scorer"]
 
 
 def _first(dataset: SegmentationDataset | None, count: int) -> list:
@@ -20,6 +30,24 @@ def _first(dataset: SegmentationDataset | None, count: int) -> list:
     if dataset is None:
         return []
     return list(itertools.islice((dataset[i] for i in range(len(dataset))), count))
+
+
+def miou_scorer(
+    checkpoint: Path, dataset: SegmentationDataset, count: int, threads: int | None
+) -> Scorer:
+    """A scorer for :func:`write_fast_graph`: the float model's (PyTorch) and the graph's mIoU
+    on the first ``count`` images of ``dataset``, with the one evaluator (dataset protocol:
+    labels at their original size); the graph's labels at full resolution (stride 1), what
+    the graph itself changes rather than the host's coarser labels."""
+
+    def score(graph: Path, card: ModelCard) -> tuple[float, float]:
+        del card  # the graph's own card (read with it) says how to run it
+        plain = Segmenter.from_file(checkpoint, engine="torch", threads=threads)
+        fast = Segmenter.from_file(graph, threads=threads).at_full_resolution()
+        scored = [evaluate(s, dataset, limit=count, progress=False).miou for s in (plain, fast)]
+        return scored[0], scored[1]
+
+    return score
 
 
 def deploy_fast_graph(
@@ -30,22 +58,25 @@ def deploy_fast_graph(
     say: Callable[[str], None],
 ) -> Path | None:
     """Write ``train.fast_graph`` (int8 or fp32; none: nothing) beside ``best``: int8
-    calibrated on the first training images through the card's preprocessing, agreement with
-    the float model measured on the first validation images and stored in the graph's card.
+    calibrated on the first training images through the card's preprocessing; on the first
+    validation images, its pixel agreement with the float model and both models' mIoU
+    (what decides whether the graph is used) are stored in the graph's card.
     A failure is reported and leaves the run as it is (the checkpoints are written already)."""
     precision = config.train.fast_graph
     if precision == "none":
         return None
     calib = _first(build_dataset(config.data, "train"), CALIBRATION_IMAGES)
     held = _first(val_data, CHECK_IMAGES)
+    score = miou_scorer(best, val_data, len(held), threads) if held else None
     try:
-        path, card = write_fast_graph(best, calib, precision, held_out=held, threads=threads)
+        path, card = write_fast_graph(
+            best, calib, precision, held_out=held, threads=threads, score=score
+        )
     except (AtrousError, RuntimeError, OSError, ValueError) as exc:
         say(f"fast graph not written: {str(exc).splitlines()[0] if str(exc) else exc!r}")
         return None
     facts = card.fast_path
-    say(
-        f"{precision} fast graph {path} (agrees {facts.agreement:.1%} with the float model on "
-        f"{facts.images_checked} held-out images)"
-    )
+    problem = fast_path_problem(facts)
+    verdict = f"not used: {problem}" if problem else "used by predict/evaluate/serve"
+    say(f"{precision} fast graph {path}: {fast_path_summary(facts)}; {verdict}")
     return path
