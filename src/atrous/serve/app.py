@@ -130,6 +130,19 @@ def create_app(
     )
     app.state.service = service
 
+    _add_error_handlers(app)
+    _add_routes(app, service, limits)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_bytes, budget=service.uploads)
+    app.add_middleware(HostCheckMiddleware, allowed=allowed_hosts)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Answer every failure with the JSON error body of :func:`error_response`."""
+
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return error_response(exc)
@@ -155,6 +168,10 @@ def create_app(
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         name = "not_found" if exc.status_code == 404 else "http_error"
         return error_response(ServeError(exc.status_code, name, str(exc.detail), exc.headers))
+
+
+def _add_routes(app: FastAPI, service: SegmentService, limits: ServeLimits) -> None:
+    """The endpoints: POST /v1/segment, GET /v1/model, /healthz, /metrics and the page at /."""
 
     @app.post("/v1/segment", openapi_extra=_UPLOAD_DOC)
     async def segment(
@@ -200,10 +217,3 @@ def create_app(
         return FileResponse(
             STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP}
         )
-
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_bytes, budget=service.uploads)
-    app.add_middleware(HostCheckMiddleware, allowed=allowed_hosts)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
-    return app
