@@ -122,6 +122,37 @@ def _prepare_float(
     return batches
 
 
+def _checked_settings(
+    granularity: str,
+    activations: str,
+    method: str,
+    engine: str,
+    mixed: bool,
+    score: Callable[[Path], Scorer] | None,
+) -> dict[str, Any]:
+    """Check the requested settings (InputError when invalid or when 'auto' or ``mixed`` lack
+    held-out data); return the settings record ``quantize_model`` starts from."""
+    check_settings(granularity, activations, "minmax" if method == "auto" else method, engine)
+    if (mixed or method == "auto") and score is None:
+        raise InputError("automatic calibration choice and mixed precision need held-out data")
+    return {
+        "granularity": granularity,
+        "activations": activations,
+        "calibration": method,
+        "engine": engine,
+    }
+
+
+def _keep_float(float_path: Path, src: Path, keep_float: Path | None) -> Path:
+    """The float ONNX path to report: ``float_path`` copied to ``keep_float`` when one is asked
+    for and the float model was made here (an ONNX source is reported as itself)."""
+    kept = float_path if keep_float is None or float_path == src else Path(keep_float)
+    if kept != float_path:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_bytes(float_path.read_bytes())
+    return kept
+
+
 def quantize_model(
     model: str | Path,
     calib: Any,
@@ -165,16 +196,8 @@ def quantize_model(
     """
     step = progress or (lambda _: None)
     out = Path(out)
-    check_settings(granularity, activations, "minmax" if method == "auto" else method, engine)
-    if (mixed or method == "auto") and score is None:
-        raise InputError("automatic calibration choice and mixed precision need held-out data")
+    settings = _checked_settings(granularity, activations, method, engine, mixed, score)
     equalize = granularity == "per-tensor" if equalize is None else equalize
-    settings: dict[str, Any] = {
-        "granularity": granularity,
-        "activations": activations,
-        "calibration": method,
-        "engine": engine,
-    }
     with scratch_directory("quant") as tmp:
         src = Path(str(model))
         float_path = src
@@ -205,8 +228,5 @@ def quantize_model(
             mixed_result = auto_mixed(float_path, calib, out, scorer, max_drop=max_drop, **quant)
         else:
             quantize_onnx(float_path, calib, out, engine=engine, **quant)
-        kept = float_path if keep_float is None or float_path == src else Path(keep_float)
-        if kept != float_path:
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_bytes(float_path.read_bytes())
+        kept = _keep_float(float_path, src, keep_float)
         return QuantizeResult(out, kept, settings, mixed_result)
