@@ -171,26 +171,12 @@ def export_model(
     Raises:
         ModelError: the export failed or disagrees with PyTorch (under 99.9% argmax agreement).
     """
-    if format not in FORMATS:
-        raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
     argmax = WITH_ARGMAX_DEFAULT if with_argmax is None else with_argmax
-    stem = Path(str(checkpoint_or_name)).stem
-    path = Path(out) if out is not None else Path(stem + FORMATS[format])
-    if format == "ncnn":
-        path = _ncnn_path(path, stem)
-        if precision != "fp32":
-            raise ConfigError(f"{path}: {INT8_UNAVAILABLE}")
-        if argmax:
-            raise ConfigError(f"{path}: an ncnn export returns logits (no --with-argmax)")
+    path = _output_path(checkpoint_or_name, format, out, precision, argmax)
     model, card = load_source(checkpoint_or_name)
     card = override_card(card, list(contract), str(checkpoint_or_name))
     lints = lint_model(model, format)
-    if precision != "fp32" and format != "tflite":
-        raise ConfigError(
-            f"precision {precision} applies to --format tflite; for int8 ONNX use 'atrous quantize'"
-        )
-    if path.suffix != FORMATS[format]:
-        raise ConfigError(f"{path}: a {format} export is written to a '{FORMATS[format]}' file")
+    _check_target(path, format, precision)
     step = progress or (lambda _: None)
     with staged_path(path) as staged:
         step(f"writing the {format} file")
@@ -212,6 +198,39 @@ def export_model(
         report.raise_if_failed(str(path))
         publish(staged, path)
     return ExportResult(path, out_card, report, lints)
+
+
+def _output_path(
+    checkpoint_or_name: str | Path,
+    format: str,
+    out: str | Path | None,
+    precision: str,
+    argmax: bool,
+) -> Path:
+    """The file to write (``out``, else the source's stem with the format's suffix); ConfigError
+    for an unknown format or what ncnn cannot write (int8, an argmax in the graph)."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format '{format}'; choose one of {', '.join(FORMATS)}")
+    stem = Path(str(checkpoint_or_name)).stem
+    path = Path(out) if out is not None else Path(stem + FORMATS[format])
+    if format == "ncnn":
+        path = _ncnn_path(path, stem)
+        if precision != "fp32":
+            raise ConfigError(f"{path}: {INT8_UNAVAILABLE}")
+        if argmax:
+            raise ConfigError(f"{path}: an ncnn export returns logits (no --with-argmax)")
+    return path
+
+
+def _check_target(path: Path, format: str, precision: str) -> None:
+    """ConfigError when ``precision`` does not apply to ``format`` or ``path`` has the wrong
+    suffix for it."""
+    if precision != "fp32" and format != "tflite":
+        raise ConfigError(
+            f"precision {precision} applies to --format tflite; for int8 ONNX use 'atrous quantize'"
+        )
+    if path.suffix != FORMATS[format]:
+        raise ConfigError(f"{path}: a {format} export is written to a '{FORMATS[format]}' file")
 
 
 def _ncnn_path(path: Path, stem: str) -> Path:
