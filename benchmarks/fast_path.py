@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atrous.bench.latency import BenchResult, BenchTarget, benchmark, with_input_size
+from atrous.bench.latency import BenchTarget, benchmark, with_input_size
 from atrous.bench.profile import profile_segmenter
+from atrous.bench.records import BenchResult
 from atrous.export.onnx import export_onnx
 from atrous.export.parity import diversify, sample_batch, synthetic_image
 from atrous.fastpath import DEFAULT_LABEL_STRIDE, export_fast_int8, export_fast_onnx, fast_engine

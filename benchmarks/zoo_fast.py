@@ -35,7 +35,8 @@ from typing import Any
 import cv2
 import torch
 
-from atrous.bench.latency import BenchResult, BenchTarget, benchmark, cpu_model, synthetic_photo
+from atrous.bench.latency import BenchTarget, benchmark, cpu_model, synthetic_photo
+from atrous.bench.records import BenchResult
 from atrous.errors import AtrousError
 from atrous.export.onnx import export_onnx
 from atrous.export.parity import diversify, synthetic_image

@@ -16,7 +16,7 @@ __all__ = ["benchmark_report", "evaluation_report", "optimize_report", "profile_
 
 
 def benchmark_report(result: Any, path: str | Path) -> Path:
-    """HTML report of a :class:`atrous.bench.latency.BenchResult`: table and latency bars."""
+    """HTML report of a :class:`atrous.bench.records.BenchResult`: table and latency bars."""
     report = HtmlReport("atrous benchmark")
     report.paragraph(
         f"{result.runs} timed runs after {result.warmup} warm-up runs, interleaved across "
