@@ -7,15 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from atrous.bench.optimize import (
-    Candidate,
-    Measured,
-    candidates,
-    optimize,
-    pareto_frontier,
-    parse_search,
-    recommend,
-)
+from atrous.bench.optimize import candidates, optimize, parse_search
+from atrous.bench.pareto import Candidate, Measured, pareto_frontier, recommend
 from atrous.errors import InputError
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from atrous.bench.optimize import Candidate, candidates, open_candidate, optimize, parse_search
+from atrous.bench.optimize import candidates, open_candidate, optimize, parse_search
+from atrous.bench.pareto import Candidate
 from atrous.errors import InputError
 
 DM05 = "deeplabv3_mnv2_dm05_os16"

@@ -118,7 +118,7 @@ def profile_report(result: Any, path: str | Path, top: int = 20, roofline: Any =
 
 
 def optimize_report(result: Any, path: str | Path) -> Path:
-    """HTML report of an :class:`atrous.bench.optimize.OptimizeResult`: plot and tables."""
+    """HTML report of an :class:`atrous.bench.pareto.OptimizeResult`: plot and tables."""
     report = HtmlReport("atrous optimize")
     best = result.recommended
     if best is not None:
