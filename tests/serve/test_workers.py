@@ -158,7 +158,7 @@ def test_the_service_answers_503_deadline_exceeded(segmenter, images):
 
 @pytest.mark.parametrize("cores", [1, 2, 3, 4, 8])
 def test_default_plan_never_oversubscribes_the_cores(cores):
-    assert plan_workers(cores=cores) == WorkerPlan(cores, 1)
+    assert plan_workers(cores=cores) == WorkerPlan(1, cores)
     for asked in range(1, 5):
         by_threads = plan_workers(threads=asked, cores=cores)
         by_replicas = plan_workers(replicas=asked, cores=cores)

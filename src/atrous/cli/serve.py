@@ -37,7 +37,7 @@ def serve(
         help="Host names answered, comma list, '*' for any [localhost names on a loopback host]",
     ),
     replicas: int = typer.Option(
-        None, help="engine replicas serving side by side [cores / --threads; --threads 1]"
+        None, help="engine replicas side by side [cores / --threads; else 1, a thread per core]"
     ),
     max_batch: int = typer.Option(1, help="most concurrent requests run as one batch"),
     batch_window_ms: float = typer.Option(5.0, help="ms a batch waits to fill (--max-batch > 1)"),
@@ -45,7 +45,7 @@ def serve(
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /.
 
-    --threads is per replica: by default one replica per core at one thread each.
+    --threads is per replica: by default one replica with a thread per core.
     """
     contract = with_output_tensor(contract, output_tensor)
     try:

@@ -1,9 +1,11 @@
 """Engine replicas and micro-batching behind the HTTP service.
 
 An :class:`EnginePool` runs R engine replicas (each with T intra-op threads), one worker thread
-each, fed from one queue. By default R x T fills the cores this process may run on and no more
-(one replica per core at one thread): concurrent requests then run side by side instead of
-taking turns on one engine. With ``max_batch`` > 1, a worker that takes a request waits up to
+each, fed from one queue. R x T fills the cores this process may run on and no more; by default
+one replica on every core (on a quiet 2-core AMD EPYC it served 16 clients at 1.64x the req/s of
+one client, two 1-thread replicas at 1.49x, and it is the fastest for a single client: see
+benchmarks/results/serve_load.md); more replicas run concurrent requests side by side. With
+``max_batch`` > 1, a worker that takes a request waits up to
 ``batch_window`` seconds for more requests of the same padded input size and runs them as one
 batch (engines whose input takes a dynamic batch only; others run one request at a time). A
 request past its ``deadline`` is never run: it fails with :class:`DeadlineExceeded`.
@@ -80,12 +82,12 @@ def plan_workers(
     **options: float | int | None,
 ) -> WorkerPlan:
     """A WorkerPlan filling ``cores`` (default: those this process may use) without exceeding
-    them unless both ``replicas`` and ``threads`` are given: neither given, one replica per
-    core at one thread; one given, the other fills the cores. ``options``: the other
+    them unless both ``replicas`` and ``threads`` are given: neither given, one replica with a
+    thread per core; one given, the other fills the cores. ``options``: the other
     :class:`WorkerPlan` fields (``max_batch``, ``batch_window``, ``deadline``)."""
     cores = cores or default_threads()
     if threads is None:
-        threads = max(1, cores // replicas) if replicas else 1
+        threads = max(1, cores // replicas) if replicas else cores
     if replicas is None:
         replicas = max(1, cores // threads)
     return WorkerPlan(replicas, threads, **options)
