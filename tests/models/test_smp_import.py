@@ -105,6 +105,7 @@ def test_state_dict_loads_without_zoo_name_and_logits_match(smp, tmp_path, name)
     model, card = load_checkpoint(path)
     assert card.name == name and len(card.classes) == 21
     assert card.preprocessing.pad_multiple == card.model.output_stride  # smp's input rule
+    assert set(card.assumed) == {"normalisation", "architecture"}  # what the file cannot say
     assert count(model) == count(net)
     _check_logits(net, model, (64, 96))
 
@@ -199,6 +200,7 @@ def test_cli_predict_gives_smp_mask(smp, tmp_path):
     args = ["predict", str(path), str(tmp_path / "in.png"), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--engine", "torch"])
     assert result.exit_code == 0, result.output
+    assert "normalisation guessed: ImageNet mean/std" in " ".join(result.stderr.split())
     mask = np.asarray(Image.open(out / "in.png"))
     assert mask.shape == expected.shape == (96, 128)
     assert len(np.unique(expected)) >= 3

@@ -200,7 +200,7 @@ def test_tf_style_file_round_trip(tmp_path, width, stride, size):
     assert _classes_present(lite) >= 3
     np.testing.assert_allclose(converted, lite, atol=1e-3)
     np.testing.assert_allclose(converted, _torch(model, images), atol=1e-3)
-    assert found.card.assumed["preprocessing"].startswith("[-1, 1]")
+    assert found.card.assumed["normalisation"].startswith("[-1, 1]")
     assert len(found.mapping["reshaped"]) == len(found.mapping["mapped"])  # kernel, bias per conv
 
 
@@ -243,7 +243,7 @@ def test_uint8_input_contract_read_from_the_file(tmp_path):
     model = _randomise_bn(DeepLab(config.model_copy(update={"head": "pooling"})), 6)
     path = write_tf_style(model, 65, tmp_path / "uint8.tflite", uint8_input=True)
     card = from_tflite(path).card
-    assert "preprocessing" not in card.assumed
+    assert "normalisation" not in card.assumed
     assert card.preprocessing.mean == pytest.approx((128 / 255,) * 3)
     assert card.preprocessing.std == pytest.approx((128 / 255,) * 3)  # 1 / (255 / 128)
 

@@ -105,6 +105,14 @@ def smp_to_atrous(state: Mapping[str, Any]) -> dict[str, Any]:
     return {_rename(k, separable): v for k, v in legacy.items() if not k.startswith(_DROPPED)}
 
 
+# what an smp state_dict does not record (the keys are those of ModelCard.assumed)
+SMP_GUESSES = {
+    "normalisation": "ImageNet mean/std, smp's encoders' default; a state_dict does not say",
+    "architecture": "smp 0.6's defaults (output stride, atrous rates, upsampling); a state_dict "
+    "does not record them",
+}
+
+
 def from_smp(state: Mapping[str, Any], source: str) -> tuple[dict[str, Any], ModelCard]:
     """The atrous state_dict and card of an smp DeepLab state_dict; ModelError (one line
     naming ``source``) for an smp model atrous has no equivalent of."""
@@ -132,4 +140,5 @@ def from_smp(state: Mapping[str, Any], source: str) -> tuple[dict[str, Any], Mod
     }
     if found.decoder:
         overrides["decoder_channels"] = found.decoder_channels
-    return mapped, default_card(name, **overrides)
+    card = default_card(name, **overrides)
+    return mapped, card.model_copy(update={"assumed": SMP_GUESSES})

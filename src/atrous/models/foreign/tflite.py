@@ -244,7 +244,7 @@ def _card(gv: GraphView, config: ModelConfig, size: int, layout: str) -> ModelCa
     quantization), VOC classes for 21 (or the classes of an atrous card inside the file)."""
     entry = "deeplabv3_mnv2_dm05_os16" if config.width_mult == 0.5 else "deeplabv3_mnv2_os16"
     card = default_card(entry, **config.model_dump())
-    assumed = {"preprocessing": "[-1, 1], TF DeepLab's convention; the .tflite does not say"}
+    assumed = {"normalisation": "[-1, 1], TF DeepLab's convention; the .tflite does not say"}
     pre = {"resize": "fixed", "size": size, "pad_multiple": 1}
     inner = _embedded_card(gv.g.path)
     classes = card.classes if config.num_classes == 21 else None
@@ -262,7 +262,7 @@ def _card(gv: GraphView, config: ModelConfig, size: int, layout: str) -> ModelCa
     if inner is None and image.dtype == "UINT8" and image.scale:  # the file's own contract
         mean, std = image.zero_point / 255, 1 / (255 * image.scale)
         pre |= {"mean": (mean,) * 3, "std": (std,) * 3}
-        assumed.pop("preprocessing")
+        assumed.pop("normalisation")
     return card.model_copy(
         update={
             "name": gv.g.path.stem,
