@@ -31,6 +31,7 @@ ORDER = [
     "block_variants",
     "fast_floor",
     "seed_claims",
+    "engines_by_backbone",
     "hardening",
 ]
 

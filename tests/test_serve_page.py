@@ -70,7 +70,9 @@ def test_upload_shows_overlay_legend_and_timing(page_url, browser_page, tmp_path
 
     page = browser_page
     page.goto(page_url + "/")
-    page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+    # a selector, not wait_for_function: polling a string predicate needs eval, which the page's
+    # Content-Security-Policy forbids (it failed whenever the card was not there at once)
+    page.wait_for_selector("#model:has-text('classes')")
     page.set_input_files("#file", str(image_path))
     page.wait_for_selector("body[data-state=done]", timeout=30_000)
 
