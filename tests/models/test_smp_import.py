@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from tv_oracle import import_smp
+from tv_oracle import import_smp, spread_weights
 from typer.testing import CliRunner
 
 from atrous.checkpoint import load_checkpoint
@@ -52,13 +52,7 @@ def smp_model(smp, name: str, seed: int = 0) -> nn.Module:
     convolutions, random BN statistics, the classifier bias centred on a sample's logits."""
     torch.manual_seed(seed)
     model = build_smp(smp, name, classes=21).eval()
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.uniform_(0.5, 1.5)
+    spread_weights(model)
     head = model.segmentation_head[0]
     head.bias -= model(torch.randn(2, 3, 64, 64)).mean((0, 2, 3))
     return model

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from tv_oracle import import_torchvision
+from tv_oracle import import_torchvision, spread_weights
 
 from atrous.checkpoint import load_checkpoint
 from atrous.config import Preprocessing
@@ -37,13 +37,7 @@ def torchvision_model(name: str, seed: int = 0) -> nn.Module:
     model = getattr(segmentation, name)(
         weights=None, weights_backbone=None, num_classes=21, **MODELS[name][1]
     ).eval()
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.uniform_(0.5, 1.5)
+    spread_weights(model)
     last = [m for m in model.classifier.modules() if isinstance(m, nn.Conv2d)][-1]
     last.bias -= model(torch.randn(2, 3, 97, 97))["out"].mean((0, 2, 3))
     return model

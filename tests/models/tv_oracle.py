@@ -54,3 +54,15 @@ def import_torchvision() -> ModuleType:
 def import_smp() -> ModuleType:
     """``segmentation_models_pytorch`` from the oracle folder; skip the test otherwise."""
     return _import_oracle("segmentation_models_pytorch", "segmentation_models_pytorch")
+
+
+def spread_weights(model: torch.nn.Module) -> None:
+    """Fan-in convolutions and random BN statistics in place: an oracle model's outputs then
+    vary over an image (at its initialisation they barely do), so parity is not trivial."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.uniform_(0.5, 1.5)
