@@ -97,6 +97,22 @@ def test_sparse_upsample_argmax_equals_full_bilinear_argmax():
     assert len(np.unique(expected)) >= 4
 
 
+@pytest.mark.parametrize("classes", [2, 21])
+def test_sparse_upsample_argmax_on_noise_logits_with_a_crossing_in_every_cell(classes):
+    # random scores: nearly every cell is a boundary, runs of 16 columns hold two or three
+    # winners (the single-crossing shortcut and its pixel-by-pixel fallback both run)
+    from atrous.upsample import sparse_upsample_argmax
+
+    logits = np.random.default_rng(classes).normal(0, 1, (classes, 33, 33)).astype(np.float32)
+    for size in [(513, 513), (520, 390)]:
+        full = torch.nn.functional.interpolate(
+            torch.from_numpy(logits)[None], size, mode="bilinear", align_corners=False
+        )
+        expected = full[0].argmax(0).numpy()
+        got = sparse_upsample_argmax(logits, size)
+        assert (got == expected).mean() > 0.9999
+
+
 def _segment_in_child(logits, queue):
     from atrous.upsample import sparse_upsample_argmax
 

@@ -26,6 +26,32 @@ def mixed_argmax(row, lo, hi, wx, mixed):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
+def one_crossing(row, lo, hi, weight_x, x, end, first, final, mixed):
+    """The first column of the run x..end that ``final`` wins, when ``first`` (which wins at x)
+    and ``final`` (at end) are the only winners; 0 when a third class wins somewhere.
+
+    Along a run every class score is linear in the weight, so the winning score is convex and
+    each class wins on one interval: if no class beats ``first`` and ``final`` where their
+    lines cross, ``first`` wins up to the crossing and ``final`` after it. One evaluation of
+    all classes instead of one per column (the per-column argmax was most of the kernel's time
+    on boundary-dense logits)."""
+    gap_lo = row[lo, first] - row[lo, final]  # first's lead at weight 0 and at weight 1
+    gap_hi = row[hi, first] - row[hi, final]
+    if gap_lo - gap_hi <= 0:
+        return 0
+    cross = gap_lo / (gap_lo - gap_hi)
+    level = row[lo, first] * (np.float32(1.0) - cross) + row[hi, first] * cross
+    for c in range(mixed.shape[0]):
+        score = row[lo, c] * (np.float32(1.0) - cross) + row[hi, c] * cross
+        if score > level + np.float32(1e-6) and c != first and c != final:
+            return 0
+    split = x + 1
+    while split < end and weight_x[split] < cross:
+        split += 1
+    return split
+
+
+@njit(cache=True, nogil=True, fastmath=True)
 def fill(labels, y, x0, x1, rep, value):
     """Labels x0..x1 (inclusive) of label row ``y`` -> output row y * rep, clipped."""
     labels[y * rep, x0 * rep : min((x1 + 1) * rep, labels.shape[1])] = value
@@ -73,10 +99,16 @@ def kernel(scores, low, out_h, out_w, cols, rep, labels, y0, y1):  # scores: (h,
             if first == final:  # scores are linear along the run: the same class between
                 fill(labels, y, x, end, rep, first)
             else:
-                fill(labels, y, x, x, rep, first)
-                for xx in range(x + 1, end):
-                    fill(labels, y, xx, xx, rep, mixed_argmax(row, lo, hi, weight_x[xx], mixed))
-                fill(labels, y, end, end, rep, final)
+                split = one_crossing(row, lo, hi, weight_x, x, end, first, final, mixed)
+                if split > x:  # first up to the crossing of its line with final's, final after
+                    fill(labels, y, x, split - 1, rep, first)
+                    fill(labels, y, split, end, rep, final)
+                else:  # a third class wins inside the run: pixel by pixel
+                    fill(labels, y, x, x, rep, first)
+                    for xx in range(x + 1, end):
+                        best = mixed_argmax(row, lo, hi, weight_x[xx], mixed)
+                        fill(labels, y, xx, xx, rep, best)
+                    fill(labels, y, end, end, rep, final)
             x = end + 1
         for yy in range(y * rep + 1, min((y + 1) * rep, labels.shape[0])):
             labels[yy] = labels[y * rep]  # the repeat: copies of the first output row

@@ -18,6 +18,12 @@ import numpy as np
 from atrous.card import FastPathFacts, read_onnx_card, write_openvino_card
 from atrous.errors import InputError, ModelError
 from atrous.export._staging import publish, staged_path
+from atrous.quantize.openvino_graph import (
+    activation_maxima,
+    concat_feeders,
+    fuse_channel_shuffles,
+    quantize_concat_inputs,
+)
 
 __all__ = ["nncf_available", "quantize_openvino"]
 
@@ -83,6 +89,9 @@ def quantize_openvino(
     # convert_model folds constant subgraphs (the Reshape of depthwise weights), which NNCF
     # needs to quantize them per output channel and the CPU plugin to run them in int8
     model = ov.convert_model(str(model_path))
+    fuse_channel_shuffles(model)
+    feeders = concat_feeders(model)
+    maxima = activation_maxima(model, feeders, batches) if feeders else {}
     ignored = nncf.IgnoredScope(names=list(float_nodes), validate=False) if float_nodes else None
     # NNCF draws its progress bars and logs on stdout, which would corrupt a CLI's --json
     # output: the bars are dropped, the log goes to stderr
@@ -95,6 +104,7 @@ def quantize_openvino(
             subset_size=len(batches),
             ignored_scope=ignored,
         )
+    quantize_concat_inputs(quantized, maxima)  # NNCF leaves ShuffleNet's concats float
     if input_layout == "NHWC":
         from openvino.preprocess import PrePostProcessor
 

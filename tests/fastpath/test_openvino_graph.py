@@ -1,0 +1,94 @@
+"""The OpenVINO passes around NNCF (atrous.quantize.openvino_graph): ShuffleNet's channel
+shuffles become ShuffleChannels with the same values, and its int8 fast graph runs every concat,
+shuffle and split in uint8 (the CPU plugin's runtime model says so), still agreeing with float.
+A network without such concats (MobileNetV2's, a V3+ decoder's) is left as it was."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nncf")
+import openvino as ov  # noqa: E402
+
+from atrous.export.onnx import export_onnx  # noqa: E402
+from atrous.export.parity import diversify, synthetic_image  # noqa: E402
+from atrous.fastpath import export_fast_int8  # noqa: E402
+from atrous.models import default_card, get_model  # noqa: E402
+from atrous.quantize.openvino_graph import (  # noqa: E402
+    concat_feeders,
+    fuse_channel_shuffles,
+)
+from atrous.segmenter import Segmenter  # noqa: E402
+from atrous.sources import load_engine  # noqa: E402
+
+SHUFFLE = "deeplabv3_shufflenetv2_x1_os16"
+SIZE = 96
+F32 = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+
+
+def _net(name: str):
+    card = default_card(name)
+    pre = card.preprocessing.model_copy(update={"resize": "none", "size": None})
+    card = card.model_copy(update={"preprocessing": pre})
+    return diversify(get_model(name).eval(), card), card
+
+
+@pytest.fixture(scope="module")
+def shuffle_onnx(tmp_path_factory):
+    model, card = _net(SHUFFLE)
+    return export_onnx(model, card, tmp_path_factory.mktemp("shuf") / "s.onnx")
+
+
+def test_shuffles_become_shuffle_channels_with_the_same_values(shuffle_onnx):
+    core = ov.Core()
+    plain, fused = ov.convert_model(str(shuffle_onnx)), ov.convert_model(str(shuffle_onnx))
+    # ShuffleNetV2 1.0x at OS16: 4 + 8 + 4 units, one shuffle each
+    assert fuse_channel_shuffles(fused) == 16
+    kinds = Counter(n.get_type_name() for n in fused.get_ordered_ops())
+    assert kinds["ShuffleChannels"] == 16 and kinds["Transpose"] == 0
+    x = np.random.default_rng(0).normal(0, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
+    want = core.compile_model(plain, "CPU", F32)(x)[0]
+    got = core.compile_model(fused, "CPU", F32)(x)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_only_concats_of_relus_and_slices_get_quantizers(shuffle_onnx, tmp_path):
+    model = ov.convert_model(str(shuffle_onnx))
+    fuse_channel_shuffles(model)
+    # 3 downsampling units (two ReLU branches) + 13 stride-1 units (one ReLU, one slice)
+    assert len(concat_feeders(model)) == 3 * 2 + 13
+    plus, card = _net("deeplabv3plus_mobilenet_v2_smp")  # decoder concat: upsampled + ReLU
+    other = ov.convert_model(str(export_onnx(plus, card, tmp_path / "p.onnx")))
+    assert fuse_channel_shuffles(other) == 0 and concat_feeders(other) == []
+
+
+def test_shufflenet_int8_moves_uint8_through_its_shuffles(tmp_path):
+    model, card = _net(SHUFFLE)
+    photos = [synthetic_image(SIZE, SIZE, seed=i) for i in range(4)]
+    xml = export_fast_int8(model, card, tmp_path / "s.xml", photos, num=4)
+    compiled = ov.Core().compile_model(str(xml), "CPU", F32)
+    kinds = Counter()
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        kind = info["layerType"].astype(str)
+        if kind in ("Concatenation", "ShuffleChannels", "Split"):
+            kinds[kind, info["runtimePrecision"].astype(str)] += 1
+    assert kinds[("ShuffleChannels", "u8")] == 16, kinds
+    assert kinds[("Concatenation", "u8")] >= 16 and kinds[("Split", "u8")] == 13, kinds
+    assert not [k for k in kinds if k[1] != "u8"], kinds
+    # still the float model's labels on most pixels (random weights: small margins)
+    fast = Segmenter(*load_engine(xml, "openvino", 1)).at_full_resolution()
+    eager = Segmenter.from_file(_save(model, card, tmp_path), engine="torch")
+    image = synthetic_image(SIZE, SIZE, seed=7)
+    assert (fast.predict(image).mask == eager.predict(image).mask).mean() > 0.85
+
+
+def _save(model, card, tmp_path):
+    from atrous.checkpoint import save_checkpoint
+
+    path = tmp_path / "s.pt"
+    save_checkpoint(path, model, card)
+    return path
