@@ -23,6 +23,7 @@ that of a fresh process that opens the path's file and runs it three times at 2 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import sys
@@ -217,9 +218,14 @@ def report(
     rows: list[list[Any]],
     failures: list[list[Any]],
     stolen: list[float],
+    kept: dict[str, Any] | None = None,
 ) -> str:
-    """The results file's markdown for the rows measured so far."""
+    """The results file's markdown for the rows measured so far (``kept``: every run's rows,
+    whose commands are listed)."""
     command = "PYTHONPATH=src python benchmarks/zoo_fast.py " + " ".join(sys.argv[1:])
+    commands = sorted({entry["command"] for entry in (kept or {}).values()} - {command})
+    if commands:
+        command += "` (this run), and earlier with `" + "`, `".join(commands)
     parts = [
         "# The whole zoo on the fast path",
         "",
@@ -260,26 +266,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--size", type=int, help="one input size for every model named")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the rows of other models from earlier runs"
+    )
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else list(QUICK if args.quick else list_models())
     threads = [int(t) for t in args.threads.split(",")]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = os.getloadavg()[0]
     torch.manual_seed(0)
+    store = args.out.with_suffix(".json")  # every run's rows, for --keep
+    kept = json.loads(store.read_text()) if args.keep and store.is_file() else {}
     rows: list[list[Any]] = []
     failures: list[list[Any]] = []
     stolen: list[float] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="atrous-zoo-") as tmp:
         for name in names:
-            for size in model_sizes(name, args.quick):
+            for size in [args.size] if args.size else model_sizes(name, args.quick):
                 print(f"[{time.strftime('%H:%M:%S')}] {name} at {size}", flush=True)
                 result, rss, failed = measure(name, size, threads, args.runs, Path(tmp))
-                rows += rows_of(name, size, result, rss)
-                failures += [[name, size, k, v] for k, v in failed.items()]
-                stolen.append(result.machine.get("cpu_stolen_percent", 0.0))
+                kept[f"{name}@{size}"] = {
+                    "rows": rows_of(name, size, result, rss),
+                    "failures": [[name, size, k, v] for k, v in failed.items()],
+                    "stolen": result.machine.get("cpu_stolen_percent", 0.0),
+                    "command": "PYTHONPATH=src python benchmarks/zoo_fast.py "
+                    + " ".join(sys.argv[1:]),
+                    "load": os.getloadavg()[0],
+                }
+                store.write_text(json.dumps(kept, indent=1), encoding="utf-8")
+                rows = [r for entry in kept.values() for r in entry["rows"]]
+                failures = [f for entry in kept.values() for f in entry["failures"]]
+                stolen = [entry["stolen"] for entry in kept.values()]
                 # written after every model: a long run interrupted keeps what it measured
-                text = report(args, started, load_start, rows, failures, stolen)
+                text = report(args, started, load_start, rows, failures, stolen, kept)
                 args.out.write_text(text, encoding="utf-8")
     print(args.out.read_text(encoding="utf-8"))
 

@@ -460,3 +460,11 @@ def test_openvino_int8_fast_graph_runs_every_convolution_in_int8(net, tmp_path):
     # diversified random weights have tiny logit margins, so int8 flips many pixels (measured
     # 0.73-0.79); a wrong layout or channel order scores about 1/5, chance for 5 classes
     assert np.mean(agreement) > 0.65
+
+
+def test_label_stride_follows_the_input_size():
+    from atrous.fastpath import DEFAULT_LABEL_STRIDE, FULL_LABELS_BELOW, label_stride_for
+
+    assert label_stride_for(128) == label_stride_for(FULL_LABELS_BELOW - 1) == 1
+    assert label_stride_for(FULL_LABELS_BELOW) == label_stride_for(513) == DEFAULT_LABEL_STRIDE
+    assert label_stride_for(None) == DEFAULT_LABEL_STRIDE

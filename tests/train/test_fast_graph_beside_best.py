@@ -53,6 +53,7 @@ def test_training_writes_a_graph_naming_its_checkpoint(trained):
     assert result.fast_graph in fast_graph_paths(best)
     facts = read_card(result.fast_graph).fast_path
     assert facts.precision == "int8"
+    assert facts.label_stride == 1  # trained for 48 px inputs: full-resolution labels
     assert facts.source_sha256 == _sha256(best)
     assert facts.images_checked == 2  # the run's validation images
     assert 0.0 <= facts.agreement <= 1.0

@@ -42,12 +42,14 @@ from atrous.fastpath.graph import FAST_GRAPH_VERSION, export_fast_onnx
 from atrous.fastpath.int8 import FAST_SUFFIXES, export_fast_int8, fast_engine, quantize_fast_onnx
 from atrous.fastpath.modules import (
     DEFAULT_LABEL_STRIDE,
+    FULL_LABELS_BELOW,
     INPUT_NAME,
     LABEL_STRIDES,
     OUTPUT_NAME,
     FastGraph,
     Normalize,
     fast_card,
+    label_stride_for,
 )
 from atrous.fastpath.rewrite import (
     fold_input_normalization,
@@ -59,6 +61,7 @@ __all__ = [
     "DEFAULT_LABEL_STRIDE",
     "FAST_GRAPH_VERSION",
     "FAST_SUFFIXES",
+    "FULL_LABELS_BELOW",
     "FastExport",
     "FastGraph",
     "INPUT_NAME",
@@ -74,6 +77,7 @@ __all__ = [
     "fast_graph_engine",
     "fold_input_normalization",
     "integer_classifier",
+    "label_stride_for",
     "narrow_high_resolution_convs",
     "quantize_fast_onnx",
 ]

@@ -121,6 +121,7 @@ def write_fast_graph(
     held_out: Sequence[Any] = (),
     threads: int | None = None,
     score: Scorer | None = None,
+    label_stride: int = DEFAULT_LABEL_STRIDE,
 ) -> tuple[Path, ModelCard]:
     """Write the fast graph of ``checkpoint`` beside it (``NAME.fast.xml`` / ``.onnx``),
     atomically (its companion .bin first), with the checkpoint's SHA-256 and the graph's
@@ -129,6 +130,7 @@ def write_fast_graph(
     ``calib_images`` (dataset samples or RGB arrays, through the card's preprocessing); fp32
     ignores them. ``score``, given the written (staged) graph and its card, returns the float
     model's and the graph's mIoU on the labelled ``held_out`` images; both are recorded.
+    ``label_stride``: the host's label resolution the graph's card asks for.
     Returns the path and the written card."""
     if precision not in ("int8", "fp32"):
         raise ModelError(f"fast graph precision must be int8 or fp32, got '{precision}'")
@@ -142,6 +144,7 @@ def write_fast_graph(
             checkpoint,
             first,
             precision=precision,
+            label_stride=label_stride,
             calibration=calib + held,
             num=len(calib),
             check=CHECK_IMAGES,

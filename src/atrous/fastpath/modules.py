@@ -17,20 +17,34 @@ from atrous.quantize.channel_padding import CHANNEL_MULTIPLE
 
 __all__ = [
     "DEFAULT_LABEL_STRIDE",
+    "FULL_LABELS_BELOW",
     "FastGraph",
     "INPUT_NAME",
     "LABEL_STRIDES",
     "Normalize",
     "OUTPUT_NAME",
     "fast_card",
+    "label_stride_for",
 ]
 
 LABEL_STRIDES = (1, 2, 4, 8)
 # labels at 1/2: a quarter of the upsample+argmax work for ~0.2 mIoU on ideal OS16 logits
 # (1/4 costs ~0.8, over the 0.5-point budget); see benchmarks/results/fast_path.md
 DEFAULT_LABEL_STRIDE = 2
+# below this input size (shorter side, px) a fast graph written by training labels at full
+# resolution: LR-ASPP at 128 px lost 0.54 mIoU points with 1/2 labels against 0.21 at full
+# resolution (benchmarks/results/zoo_accuracy.md), for a label step of well under 0.1 ms
+FULL_LABELS_BELOW = 256
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
+
+
+def label_stride_for(input_size: int | None) -> int:
+    """The label stride for a model that runs at ``input_size`` px (None: unknown): the default
+    1/2 labels, or full-resolution ones below ``FULL_LABELS_BELOW`` px."""
+    if input_size is not None and input_size < FULL_LABELS_BELOW:
+        return 1
+    return DEFAULT_LABEL_STRIDE
 
 
 class Normalize(nn.Module):

@@ -12,6 +12,7 @@ from atrous.config import ExperimentConfig
 from atrous.data import SegmentationDataset, build_dataset
 from atrous.errors import AtrousError
 from atrous.evaluate import evaluate
+from atrous.fastpath import label_stride_for
 from atrous.fastpath.deploy import (
     CALIBRATION_IMAGES,
     CHECK_IMAGES,
@@ -61,6 +62,7 @@ def deploy_fast_graph(
     calibrated on the first training images through the card's preprocessing; on the first
     validation images, its pixel agreement with the float model and both models' mIoU
     (what decides whether the graph is used) are stored in the graph's card.
+    Models trained for inputs under 256 px label at full resolution (``label_stride_for``).
     A failure is reported and leaves the run as it is (the checkpoints are written already)."""
     precision = config.train.fast_graph
     if precision == "none":
@@ -70,8 +72,9 @@ def deploy_fast_graph(
     score = miou_scorer(best, val_data, len(held), threads) if held else None
     try:
         path, card = write_fast_graph(
-            best, calib, precision, held_out=held, threads=threads, score=score
-        )
+            best, calib, precision, held_out=held, threads=threads, score=score,
+            label_stride=label_stride_for(config.model.input_size or config.data.crop_size),
+        )  # fmt: skip
     except (AtrousError, RuntimeError, OSError, ValueError) as exc:
         say(f"fast graph not written: {str(exc).splitlines()[0] if str(exc) else exc!r}")
         return None
