@@ -19,6 +19,8 @@ ORDER = [
     "tflite",
     "fast_path",
     "zoo_fast",
+    "zoo_fast_dm05",
+    "zoo_accuracy",
     "channel_padding",
     "compression",
     "serve",
@@ -41,13 +43,15 @@ Every table below comes from a script in `benchmarks/` (the command is given wit
 run on one of this project's 2-core machines; each table names its machine. The 2026-11-28
 tables (training, fast path, compression) ran on an Intel Xeon at 2.5 GHz with AVX-512 and
 AVX-512 VNNI (int8 dot products in hardware); the earlier ones (foundation, engines, serve,
-hardening) on an AMD EPYC (AVX2, no VNNI), where int8 pays far less. Systems are compared as
-ratios within one interleaved run; tests never assert on wall time. Tables marked with a load
-average above 2 were taken while other jobs shared the two cores: compare their ratios, not
-their milliseconds. On 2026-11-28 the Xeon VM's speed also drifted by up to 1.5x from one
-minute to the next with no hypervisor steal (the same eager network took 73-112 ms), and late
-that night the hypervisor took 1-23% of the CPU during some runs (each fast-path table's header
-gives its share): the eager row of each table is that run's speed reference.
+hardening) on an AMD EPYC (AVX2, no VNNI), where int8 pays far less; the 2026-12-04 evening
+tables (zoo fast path, dm0.5 against LiteRT, accuracy per backbone) on a Xeon with AVX-512 VNNI
+and AMX (int8 and bf16 matrix tiles), where OpenVINO's int8 1x1 convolutions run on AMX. Systems
+are compared as ratios within one interleaved run; tests never assert on wall time. Tables
+marked with a load average above 2 were taken while other jobs shared the two cores: compare
+their ratios, not their milliseconds. On 2026-11-28 the Xeon VM's speed also drifted by up to
+1.5x from one minute to the next with no hypervisor steal (the same eager network took 73-112
+ms), and late that night the hypervisor took 1-23% of the CPU during some runs (each fast-path
+table's header gives its share): the eager row of each table is that run's speed reference.
 
 SUMMARY
 """

@@ -160,7 +160,7 @@ def build_files(name: str, size: int, tmp: Path) -> tuple[dict[str, Path], dict[
 
 
 def measure(
-    name: str, size: int, threads: list[int], runs: int, tmp: Path
+    name: str, size: int, threads: list[int], runs: int, tmp: Path, block: int = 1
 ) -> tuple[BenchResult, dict[str, float], dict[str, str]]:
     """The interleaved latency of every path of ``name`` at ``size``, and each one's peak RSS."""
     files, failed = build_files(name, size, tmp)
@@ -168,7 +168,7 @@ def measure(
         BenchTarget(kind, lambda t, k=kind, p=path: _segmenter(k, p, name, t), path)
         for kind, path in files.items()
     ]
-    result = benchmark(targets, sizes=[size], threads=threads, runs=runs, warmup=3)
+    result = benchmark(targets, sizes=[size], threads=threads, runs=runs, warmup=1, block=block)
     image = tmp / "rss.jpg"
     cv2.imwrite(str(image), synthetic_photo(size, size)[..., ::-1])
     rss = {kind: peak_rss_mb(kind, path, name, size, image) for kind, path in files.items()}
@@ -229,8 +229,11 @@ def report(
     parts = [
         "# The whole zoo on the fast path",
         "",
-        f"Generated {started} by `{command}` ({args.runs} runs after 3 warm-up runs, the five "
-        f"paths of each model and size interleaved; {cpu_model()}, torch {torch.__version__}). "
+        f"Generated {started} by `{command}` ({args.runs} rounds after one warm-up round, the "
+        f"five paths of each model and size interleaved, each running {args.block} times back "
+        "to back per round with the first untimed, so that no path is timed against the "
+        "previous runtime's still-spinning threads; "
+        f"{cpu_model()}, torch {torch.__version__}). "
         f"Load average at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores; CPU time stolen by the hypervisor: up to "
         f"{max(stolen, default=0.0):.1f}%.",
@@ -264,7 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", help="comma-separated zoo names (default: the whole zoo)")
     parser.add_argument("--quick", action="store_true", help="the published input size only")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=10, help="rounds (after one warm-up)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=3,
+        help="runs of a path back to back per round, the first "
+        "untimed (the previous runtime's threads still spin)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--size", type=int, help="one input size for every model named")
     parser.add_argument(
@@ -286,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             for size in [args.size] if args.size else model_sizes(name, args.quick):
                 print(f"[{time.strftime('%H:%M:%S')}] {name} at {size}", flush=True)
-                result, rss, failed = measure(name, size, threads, args.runs, Path(tmp))
+                result, rss, failed = measure(name, size, threads, args.runs, Path(tmp), args.block)
                 kept[f"{name}@{size}"] = {
                     "rows": rows_of(name, size, result, rss),
                     "failures": [[name, size, k, v] for k, v in failed.items()],

@@ -7,7 +7,7 @@ the logit cells: the worst case for the host's label step, whose cost grows with
 and, with ``--checkpoint``, a model trained by ``atrous train demo`` on its own synthetic scenes
 (a real label map). The network's time does not depend on the weights. Run::
 
-    PYTHONPATH=src python benchmarks/zoo_fast_dm05.py --runs 25 --checkpoint runs/demo/best.pt
+    PYTHONPATH=src python benchmarks/zoo_fast_dm05.py --checkpoint runs/demo/best.pt
 
 Prints per-stage medians (decode, preprocess, infer, postprocess; ms) and writes
 benchmarks/results/zoo_fast_dm05.md.
@@ -77,20 +77,25 @@ def weights(checkpoint: Path | None, size: int) -> tuple[str, torch.nn.Module, A
     return label, model, card, scenes[:8], image
 
 
-def measure(segs: dict[str, Segmenter], image: Path, runs: int) -> dict[str, dict[str, float]]:
-    """Interleaved medians: the eager network alone, the others end to end by stage."""
+def measure(
+    segs: dict[str, Segmenter], image: Path, runs: int, block: int
+) -> dict[str, dict[str, float]]:
+    """Medians over ``runs`` rounds of ``block`` back-to-back runs per path (the first of each
+    block untimed: it meets the previous runtime's spinning threads, see
+    ``atrous.bench.latency.benchmark``): the eager network alone, the others end to end."""
     batch, _ = segs[EAGER].preprocess([cv2.imread(str(image))[..., ::-1].copy()])
     times: dict[str, list[dict[str, float]]] = {k: [] for k in segs}
-    for i in range(runs + 3):
+    for i in range(runs + 1):
         for label, seg in segs.items():
-            if label == EAGER:
-                start = time.perf_counter()
-                seg.engine.run(batch)
-                timing = {"network_ms": (time.perf_counter() - start) * 1e3}
-            else:
-                timing = seg.predict(image).timings
-            if i >= 3:
-                times[label].append(timing)
+            for j in range(block):
+                if label == EAGER:
+                    start = time.perf_counter()
+                    seg.engine.run(batch)
+                    timing = {"network_ms": (time.perf_counter() - start) * 1e3}
+                else:
+                    timing = seg.predict(image).timings
+                if i >= 1 and j > 0:
+                    times[label].append(timing)
     return {
         label: {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
         for label, rows in times.items()
@@ -99,7 +104,8 @@ def measure(segs: dict[str, Segmenter], image: Path, runs: int) -> dict[str, dic
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--runs", type=int, default=8, help="rounds (after one warm-up)")
+    parser.add_argument("--block", type=int, default=4, help="runs per path per round")
     parser.add_argument("--size", type=int, default=513)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint", type=Path, help="a trained dm0.5 checkpoint (demo)")
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     for checkpoint in [None] + ([args.checkpoint] if args.checkpoint else []):
         label, model, card, photos, image = weights(checkpoint, args.size)
         segs = paths(model, card, photos, image.parent, args.size, args.threads)
-        medians = measure(segs, image, args.runs)
+        medians = measure(segs, image, args.runs, args.block)
         loads.append(os.getloadavg()[0])
         eager = medians[EAGER]["network_ms"]
         for path in (LITE, FAST):
@@ -144,7 +150,8 @@ def report(rows: list, command: str, args: argparse.Namespace, loads: list[float
             "# dm0.5 at 513: the default fast path against eager PyTorch and LiteRT int8",
             "",
             f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}` "
-            f"({args.runs} runs after 3 warm-up runs, the three paths interleaved, "
+            f"({args.runs} rounds after one warm-up round; in each, every path runs "
+            f"{args.block} times back to back, the first untimed; "
             f"{args.threads} threads, {args.size}x{args.size} JPEG in, mask at the original size "
             f"out; {cpu_model()}, torch {torch.__version__}; load average "
             f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores).",

@@ -46,6 +46,17 @@ def test_targets_run_interleaved_and_order_is_recorded():
     assert result.order == ["A@33/t2:network", "B@33/t2:network"] * 4
 
 
+def test_blocks_time_each_target_hot_after_one_untimed_run():
+    log: list[str] = []
+    result = benchmark(_targets(log), sizes=[33], runs=2, warmup=1, end_to_end=False, block=3)
+    assert log == ["A"] * 3 + ["B"] * 3 + ["A"] * 3 + ["B"] * 3 + ["A"] * 3 + ["B"] * 3
+    # the first run of every block is not timed: 2 rounds x 2 timed runs per target
+    assert result.order == ["A@33/t2:network"] * 2 + ["B@33/t2:network"] * 2 + (
+        ["A@33/t2:network"] * 2 + ["B@33/t2:network"] * 2
+    )
+    assert [r.runs for r in result.records] == [4, 4]
+
+
 def test_end_to_end_alternates_with_network_and_returns_original_size_masks():
     log: list[str] = []
     result = benchmark(_targets(log), sizes=[33], runs=3, warmup=1, image_size=(40, 60))
