@@ -227,7 +227,7 @@ def _value(name, shape):
 
 
 def test_tflite_converter_covers_resnet_pooling_and_the_v3plus_decoder(tmp_path):
-    """ResNet's max pool (padded with -inf when SAME does not match), Xception's separable
+    """ResNet's max pool (padded explicitly when SAME does not match), Xception's separable
     convolutions and the V3+ decoder's resize and concat, against PyTorch."""
     import torch
 
@@ -274,6 +274,38 @@ def test_tflite_converter_covers_resnet_pooling_and_the_v3plus_decoder(tmp_path)
         got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         got = got.transpose(0, 3, 1, 2)
         assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max()), config.backbone
+
+
+def test_resnet_int8_tflite_loads_and_runs_in_litert(tmp_path):
+    """ResNet's stem max pool after a ReLU pads with zeros (a plain PAD): the int8 quantizer
+    left PADV2's float minimum as a float constant, which LiteRT's int8 PADV2 refused."""
+    import torch
+
+    from atrous.config import ModelConfig
+    from atrous.export.onnx_to_tflite import onnx_to_tflite, quantize_tflite
+    from atrous.models import DeepLab
+    from atrous.models.zoo import default_card
+
+    _litert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    config = ModelConfig(backbone="resnet50", num_classes=3, output_stride=16)
+    card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=3)
+    model = diversify(DeepLab(config).eval(), card)
+    onnx_path = export_onnx(
+        model, card, tmp_path / "r.onnx", dynamic=False, sample_size=(64, 64), with_argmax=False
+    )
+    batches = [sample_batch(card, (64, 64), seed=s).transpose(0, 2, 3, 1) for s in range(4)]
+    content = quantize_tflite(onnx_to_tflite(onnx.load(onnx_path)), batches, np.float32)
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()  # failed to prepare PADV2 (INT8 != FLOAT32) before
+    x = sample_batch(card, (64, 64), seed=9)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.transpose(0, 2, 3, 1))
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).argmax(-1)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).argmax(1).numpy()
+    assert (got == want).mean() > 0.8
 
 
 def test_tflite_converter_names_an_unsupported_node():

@@ -140,6 +140,19 @@ class TFLiteWriter:
         operator.builtinOptionsType, operator.builtinOptions = options_type, options
         self.operators.append(operator)
 
+    def nonnegative(self, x: int) -> bool:
+        """Whether tensor ``x`` is the output of an operator with a fused ReLU / ReLU6 (or a
+        RELU / RELU6 operator): no value below zero."""
+        schema = litert_schema()
+        relus = (schema.ActivationFunctionType.RELU, schema.ActivationFunctionType.RELU6)
+        codes = (schema.BuiltinOperator.RELU, schema.BuiltinOperator.RELU6)
+        for operator in reversed(self.operators):
+            if x in operator.outputs:
+                code = self.opcodes[operator.opcodeIndex].builtinCode
+                fused = getattr(operator.builtinOptions, "fusedActivationFunction", None)
+                return code in codes or fused in relus
+        return False
+
     def pad(self, node: onnx.NodeProto, x: int, pads: list[int], value: float | None) -> int:
         """Explicit spatial padding of an NHWC tensor (ONNX pads [top, left, bottom, right])."""
         schema = litert_schema()

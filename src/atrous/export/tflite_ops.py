@@ -278,7 +278,10 @@ def _resize_node(
 def _max_pool(
     writer: TFLiteWriter, node: onnx.NodeProto, attrs: dict, fused: int, out_name: str
 ) -> None:
-    """MAX_POOL_2D; padding other than SAME becomes an explicit pad with the float minimum."""
+    """MAX_POOL_2D; padding other than SAME becomes an explicit pad with the float minimum, or
+    with zeros after a ReLU (the same maxima: every window holds a real value >= 0; and a
+    plain PAD, which LiteRT's int8 quantizer handles, where PADV2 kept a float constant that
+    the int8 kernel refuses: ResNet's stem)."""
     schema = litert_schema()
     ops, opts = schema.BuiltinOperator, schema.BuiltinOptions
     kernel = list(attrs["kernel_shape"])
@@ -287,7 +290,7 @@ def _max_pool(
         raise ModelError(f"node {node.name}: MaxPool with ceil_mode or dilation")
     x = writer.input_of(node, node.input[0])
     pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    lowest = float(np.finfo(np.float32).min)
+    lowest = None if writer.nonnegative(x) else float(np.finfo(np.float32).min)
     x, padding = writer.window(node, x, kernel, strides, [1, 1], pads, lowest)
     options = schema.Pool2DOptionsT()
     options.padding, options.strideH, options.strideW = padding, strides[0], strides[1]
