@@ -78,9 +78,15 @@ NOTES = """## Notes
   the file at full resolution, so its postprocessing is a crop.
 - Peak RSS: a fresh spawned process (imports included: torch is imported by every path through
   atrous) that opens the file and predicts three times at 2 threads; VmHWM.
-- Not run here: the accuracy part (float vs fast-int8 mIoU of a model of each backbone trained on
-  the synthetic set); the whole zoo at both sizes (`python benchmarks/zoo_fast.py`, hours on
-  this shared machine: ResNet-101 OS8 at 520 is 246 GMACs, Xception-71 at 2049 is 513).
+- ShuffleNetV2 runs its channel shuffles, concats and splits in uint8 (OpenVINO ShuffleChannels
+  and uint8 quantizers on the ReLUs entering each concat, `atrous.quantize.openvino_graph`):
+  before, they ran in float with a layout reorder around each, half of the int8 network's time.
+- Accuracy (float vs the fast int8 graph `atrous train` writes, one trained model per backbone):
+  `benchmarks/results/zoo_accuracy.md`.
+- The heavy models (ResNet, Xception) ran at 2 threads only, with fewer rounds, in a second run
+  of this script (`--keep`, command in the header). Xception-71 is missing: building its five
+  paths at 513 was killed by the kernel's OOM killer at 24 GB (twice; the step was not
+  isolated, the LiteRT int8 calibration being the likeliest), a bound still to add.
 """
 
 
