@@ -1,11 +1,12 @@
 """Serving throughput of ``atrous serve`` by configuration: replicas x threads and micro-batching.
 
-For each configuration (default: 1 replica x 2 threads, 2 replicas x 1 thread, 1 replica x 2
-threads with micro-batching), starts the real CLI server on loopback on the fast int8 graph of
-deeplabv3_mnv2_dm05_os16 at 513 (random weights, diversified so it predicts several classes),
-measures the engine alone (the network-only ceiling at that configuration, in this process,
-no server running) and then loads the server with 1, 4, 16 and 64 concurrent clients
-(:mod:`atrous.serve.loadtest`). Configurations are interleaved round by round (``--rounds``).
+For each configuration (1 replica x 2 threads and 2 replicas x 1 thread one request at a time,
+micro-batching with a 5 ms window, and the default: batches of what is queued), starts the real
+CLI server on loopback on the fast int8 graph of deeplabv3_mnv2_dm05_os16 at 513 (random
+weights, diversified so it predicts several classes), measures the engine alone (the network-
+only ceiling at that configuration, in this process, no server running) and then loads the
+server with 1, 4, 16 and 64 concurrent clients (:mod:`atrous.serve.loadtest`). Configurations
+are interleaved round by round (``--rounds``).
 Writes benchmarks/results/serve_load.md. Run:
 
     python benchmarks/serve_load.py [--duration 4] [--rounds 1] [--precision int8]
@@ -46,9 +47,11 @@ RESULTS = Path(__file__).parent / "results" / "serve_load.md"
 MODEL = "deeplabv3_mnv2_dm05_os16"
 # label, replicas, threads, extra `atrous serve` options
 CONFIGS = [
-    ("1 replica x 2 threads", 1, 2, []),
-    ("2 replicas x 1 thread", 2, 1, []),
-    ("1 x 2 threads, batches of 4 (5 ms window)", 1, 2, ["--max-batch", "4"]),
+    ("1 replica x 2 threads, one at a time", 1, 2, ["--max-batch", "1"]),
+    ("2 replicas x 1 thread, one at a time", 2, 1, ["--max-batch", "1"]),
+    ("1 x 2 threads, batches of 4 (5 ms window)", 1, 2, ["--batch-window-ms", "5"]),
+    # the default: a batch takes what queued while the engine was busy, a lone client waits
+    ("1 x 2 threads, batches of what is queued (default)", 1, 2, []),
 ]
 
 

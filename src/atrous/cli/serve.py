@@ -39,8 +39,12 @@ def serve(
     replicas: int = typer.Option(
         None, help="engine replicas side by side [cores / --threads; else 1, a thread per core]"
     ),
-    max_batch: int = typer.Option(1, help="most concurrent requests run as one batch"),
-    batch_window_ms: float = typer.Option(5.0, help="ms a batch waits to fill (--max-batch > 1)"),
+    max_batch: int = typer.Option(
+        4, help="most queued requests run as one batch (1: one at a time)"
+    ),
+    batch_window_ms: float = typer.Option(
+        0.0, help="ms a batch waits to fill (0: takes what is queued)"
+    ),
     deadline: float = typer.Option(None, help="seconds to answer a request, else 503 [none]"),
 ) -> None:
     """Serve MODEL over HTTP: POST /v1/segment, GET /v1/model, /healthz, /metrics, page at /.

@@ -54,15 +54,20 @@ class WorkerPlan:
     Args:
         replicas: engine replicas, one worker thread each.
         threads: intra-op threads of each replica.
-        max_batch: most requests run as one batch (1: no batching).
-        batch_window: seconds a worker waits for a batch to fill once it holds a request.
+        max_batch: most requests run as one batch (1: no batching; an engine that cannot
+            take a batch runs one at a time).
+        batch_window: seconds a worker waits for a batch to fill once it holds a request
+            (0: it takes the requests already queued).
         deadline: seconds from a request's admission to its answer, else 503 (None: no limit).
     """
 
     replicas: int = 1
     threads: int = 1
-    max_batch: int = 1
-    batch_window: float = 0.005
+    # batches of what queued while the engine was busy, with no wait: a lone client's latency
+    # is unchanged, 16 concurrent clients get 1.52x one client's requests/s instead of 1.33x
+    # (dm0.5 fast int8 at 513, Xeon; a 5 ms window: 2.20x, but one client 28% slower)
+    max_batch: int = 4
+    batch_window: float = 0.0
     deadline: float | None = None
 
     def __post_init__(self) -> None:
