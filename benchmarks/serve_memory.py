@@ -32,7 +32,7 @@ from PIL import Image
 from atrous._atomic import atomic_write_text
 from atrous.checkpoint import save_checkpoint
 from atrous.models.zoo import default_card, get_model
-from atrous.serve.loadtest import run_load
+from atrous.serve.loadtest import run_load, status_counts
 
 RESULTS = Path(__file__).parent / "results" / "serve.md"
 DEFAULT_MODEL = "deeplabv3_mnv2_dm05_os16"
@@ -174,10 +174,9 @@ def markdown(rows: list[dict], large: dict | None, args: argparse.Namespace) -> 
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        statuses = {int(k): v for k, v in r["statuses"].items()}
-        other = sum(v for k, v in statuses.items() if k not in (200, 503))
+        ok, busy, other = status_counts(r)
         lines.append(
-            f"| {r['queue']} | {r['sent']} | {statuses.get(200, 0)} | {statuses.get(503, 0)} | "
+            f"| {r['queue']} | {r['sent']} | {ok} | {busy} | "
             f"{other} | {r['failures']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['throughput_rps']:.1f} | {r['idle_rss_mib']:.0f} | "
             f"{r['peak_rss_mib']:.0f} |"

@@ -76,8 +76,6 @@ def score(name: str, minutes: float, root: Path) -> dict[str, Any]:
     fast = Segmenter.from_file(graph)
     row["int8"] = evaluate(fast, val, progress=False).miou
     row["int8_full"] = evaluate(fast.at_full_resolution(), val, progress=False).miou
-    default = Segmenter.from_file(best)
-    row["default_path"] = default.path_description
     return row
 
 

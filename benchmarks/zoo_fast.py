@@ -294,9 +294,6 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     store = args.out.with_suffix(".json")  # every run's rows, for --keep
     kept = json.loads(store.read_text()) if args.keep and store.is_file() else {}
-    rows: list[list[Any]] = []
-    failures: list[list[Any]] = []
-    stolen: list[float] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="atrous-zoo-") as tmp:
         for name in names:
@@ -309,7 +306,6 @@ def main(argv: list[str] | None = None) -> None:
                     "stolen": result.machine.get("cpu_stolen_percent", 0.0),
                     "command": "PYTHONPATH=src python benchmarks/zoo_fast.py "
                     + " ".join(sys.argv[1:]),
-                    "load": os.getloadavg()[0],
                 }
                 store.write_text(json.dumps(kept, indent=1), encoding="utf-8")
                 rows = [r for entry in kept.values() for r in entry["rows"]]

@@ -170,6 +170,12 @@ class ExperimentConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     out_dir: str = "runs/experiment"
 
+    @property
+    def input_size(self) -> int:
+        """The size the trained model's card resizes images to: ``model.input_size``, else
+        the training crop size."""
+        return self.model.input_size or self.data.crop_size
+
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
         stride = self.train.loss_stride

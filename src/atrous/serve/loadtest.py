@@ -30,6 +30,7 @@ __all__ = [
     "sample_images",
     "server_timing",
     "single_image_line",
+    "status_counts",
     "target_line",
 ]
 
@@ -248,6 +249,13 @@ def sample_images(count: int, height: int, width: int, seed: int = 0) -> list[by
     return out
 
 
+def status_counts(summary: dict[str, Any]) -> tuple[int, int, int]:
+    """(200, 503, any other status) answer counts of a load summary (JSON keys are strings)."""
+    statuses = {int(k): v for k, v in summary["statuses"].items()}
+    other = sum(v for k, v in statuses.items() if k not in (200, 503))
+    return statuses.get(200, 0), statuses.get(503, 0), other
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """The summaries as a markdown table, one row per client count."""
     lines = [
@@ -256,10 +264,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        statuses = {int(k): v for k, v in r["statuses"].items()}
-        other = sum(v for k, v in statuses.items() if k not in (200, 503))
+        ok, busy, other = status_counts(r)
         lines.append(
-            f"| {r['clients']} | {statuses.get(200, 0)} | {statuses.get(503, 0)} | {other} | "
+            f"| {r['clients']} | {ok} | {busy} | {other} | "
             f"{r['failures']} | {r['retries']} | {r['throughput_rps']:.1f} | "
             f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} |"
         )

@@ -73,7 +73,7 @@ def deploy_fast_graph(
     try:
         path, card = write_fast_graph(
             best, calib, precision, held_out=held, threads=threads, score=score,
-            label_stride=label_stride_for(config.model.input_size or config.data.crop_size),
+            label_stride=label_stride_for(config.input_size),
         )  # fmt: skip
     except (AtrousError, RuntimeError, OSError, ValueError) as exc:
         say(f"fast graph not written: {str(exc).splitlines()[0] if str(exc) else exc!r}")

@@ -97,8 +97,7 @@ def build_card(config: ExperimentConfig, dataset: SegmentationDataset) -> ModelC
         first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
         key = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"model.overrides.{key}: {first['msg']}") from None
-    size = config.model.input_size or config.data.crop_size
-    pre = card.preprocessing.model_copy(update={"size": size})
+    pre = card.preprocessing.model_copy(update={"size": config.input_size})
     provenance = card.provenance.model_copy(
         update={"dataset": dataset.name, "notes": {"config": config.model_dump(mode="json")}}
     )
