@@ -191,20 +191,18 @@ class _Config:
     key: str
     times: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
     stages: list[dict[str, float]] = field(default_factory=list)
-    last_stages: dict[str, float] = field(default_factory=dict)
 
-    def step(self, mode: str) -> float:
-        """Run once in ``mode``; return the wall time in seconds."""
+    def step(self, mode: str) -> tuple[float, dict[str, float]]:
+        """Run once in ``mode``; return the wall time in seconds and, end to end, the
+        prediction's stage timings (empty for the network alone)."""
         engine: Engine = self.segmenter.engine
         if mode == "network":
             t0 = perf_counter()
             engine.run(self.batch)
-            return perf_counter() - t0
+            return perf_counter() - t0, {}
         t0 = perf_counter()
         prediction = self.segmenter.predict(self.image_file)
-        elapsed = perf_counter() - t0
-        self.last_stages = prediction.timings
-        return elapsed
+        return perf_counter() - t0, prediction.timings
 
 
 def benchmark(
@@ -279,15 +277,15 @@ def benchmark(
                 for mode in modes:
                     for j in range(block):
                         try:
-                            elapsed = cfg.step(mode)
+                            elapsed, stages = cfg.step(mode)
                         except AtrousError:
                             raise
                         except Exception as exc:  # runtime errors name the target
                             raise InputError(f"{cfg.key}: {mode} run failed: {exc}") from None
                         if i >= warmup and (j > 0 or block == 1):
                             cfg.times[mode].append(elapsed)
-                            if mode == "end_to_end":
-                                cfg.stages.append(cfg.last_stages)
+                            if stages:
+                                cfg.stages.append(stages)
                             order.append(f"{cfg.key}:{mode}")
             if progress is not None:
                 progress(i + 1, total)
