@@ -78,9 +78,10 @@ NOTES = """## Notes
   the file at full resolution, so its postprocessing is a crop.
 - Peak RSS: a fresh spawned process (imports included: torch is imported by every path through
   atrous) that opens the file and predicts three times at 2 threads; VmHWM.
-- ShuffleNetV2 runs its channel shuffles, concats and splits in uint8 (OpenVINO ShuffleChannels
-  and uint8 quantizers on the ReLUs entering each concat, `atrous.quantize.openvino_graph`):
-  before, they ran in float with a layout reorder around each, half of the int8 network's time.
+- ShuffleNetV2's channel shuffles and the slices after them run as one-hot 1x1 int8
+  convolutions and its concats in uint8 (`atrous.quantize.openvino_graph`): in float, with a
+  layout reorder around each, they were half of the int8 network's time; as OpenVINO
+  ShuffleChannels 3.2 of 8.2 ms at 513 (the one-hot convolutions: 8.2 -> 6.0 ms).
 - Accuracy (float vs the fast int8 graph `atrous train` writes, one trained model per backbone):
   `benchmarks/results/zoo_accuracy.md`.
 - The heavy models (ResNet, Xception) ran at 2 threads only, with fewer rounds, in a second run

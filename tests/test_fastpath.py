@@ -116,7 +116,7 @@ def test_sparse_upsample_argmax_on_noise_logits_with_a_crossing_in_every_cell(cl
 def _segment_in_child(logits, queue):
     from atrous.upsample import sparse_upsample_argmax
 
-    queue.put(sparse_upsample_argmax(logits, (96, 128), None, 2))
+    queue.put(sparse_upsample_argmax(logits, (192, 128), None, 2))
 
 
 def test_a_forked_child_segments_with_row_bands_after_its_parent(monkeypatch):
@@ -130,7 +130,7 @@ def test_a_forked_child_segments_with_row_bands_after_its_parent(monkeypatch):
     monkeypatch.setattr(upsample, "cores_oversubscribed", lambda: False)
 
     logits = np.random.default_rng(3).normal(0, 1, (4, 12, 16)).astype(np.float32)
-    expected = sparse_upsample_argmax(logits, (96, 128), None, 2)
+    expected = sparse_upsample_argmax(logits, (192, 128), None, 2)
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_segment_in_child, args=(logits, queue))
@@ -468,3 +468,19 @@ def test_label_stride_follows_the_input_size():
     assert label_stride_for(128) == label_stride_for(FULL_LABELS_BELOW - 1) == 1
     assert label_stride_for(FULL_LABELS_BELOW) == label_stride_for(513) == DEFAULT_LABEL_STRIDE
     assert label_stride_for(None) == DEFAULT_LABEL_STRIDE
+
+
+def test_a_short_label_map_stays_in_one_band(monkeypatch):
+    # a second thread's hand-off costs more than half of a short map's rows save
+    import atrous.upsample as upsample
+
+    monkeypatch.setattr(upsample, "cores_oversubscribed", lambda: False)
+    submitted: list[int] = []
+    real_pool = upsample._pool
+    monkeypatch.setattr(upsample, "_pool", lambda n: submitted.append(n) or real_pool(n))
+    logits = np.random.default_rng(4).normal(0, 1, (4, 17, 17)).astype(np.float32)
+    short = upsample.sparse_upsample_argmax(logits, (129, 129), None, 2)
+    assert submitted == []
+    tall = upsample.sparse_upsample_argmax(logits, (2 * upsample.MIN_BAND_ROWS, 129), None, 2)
+    assert submitted == [1]
+    assert short.shape == (129, 129) and tall.shape == (160, 129)

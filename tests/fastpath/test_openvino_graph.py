@@ -1,7 +1,8 @@
 """The OpenVINO passes around NNCF (atrous.quantize.openvino_graph): ShuffleNet's channel
-shuffles become ShuffleChannels with the same values, and its int8 fast graph runs every concat,
-shuffle and split in uint8 (the CPU plugin's runtime model says so), still agreeing with float.
-A network without such concats (MobileNetV2's, a V3+ decoder's) is left as it was."""
+shuffles and the slices after them become one-hot 1x1 convolutions with the same values, and its
+int8 fast graph runs every concat in uint8 and every selection on an integer kernel (the CPU
+plugin's runtime model says so), still agreeing with float. A network without such concats
+(MobileNetV2's, a V3+ decoder's) is left as it was."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from atrous.export.parity import diversify, synthetic_image  # noqa: E402
 from atrous.fastpath import export_fast_int8  # noqa: E402
 from atrous.models import default_card, get_model  # noqa: E402
 from atrous.quantize.openvino_graph import (  # noqa: E402
+    SELECT_SUFFIX,
     concat_feeders,
-    fuse_channel_shuffles,
+    shuffles_to_selections,
 )
 from atrous.segmenter import Segmenter  # noqa: E402
 from atrous.sources import load_engine  # noqa: E402
@@ -42,13 +44,20 @@ def shuffle_onnx(tmp_path_factory):
     return export_onnx(model, card, tmp_path_factory.mktemp("shuf") / "s.onnx")
 
 
-def test_shuffles_become_shuffle_channels_with_the_same_values(shuffle_onnx):
+def test_shuffles_become_channel_selections_with_the_same_values(shuffle_onnx):
     core = ov.Core()
     plain, fused = ov.convert_model(str(shuffle_onnx)), ov.convert_model(str(shuffle_onnx))
+    before = Counter(n.get_type_name() for n in plain.get_ordered_ops())
     # ShuffleNetV2 1.0x at OS16: 4 + 8 + 4 units, one shuffle each
-    assert fuse_channel_shuffles(fused) == 16
+    assert shuffles_to_selections(fused) == 16
     kinds = Counter(n.get_type_name() for n in fused.get_ordered_ops())
-    assert kinds["ShuffleChannels"] == 16 and kinds["Transpose"] == 0
+    assert kinds["Transpose"] == 0 and kinds["Slice"] == before["Slice"] - 2 * 13
+    selections = [
+        n for n in fused.get_ordered_ops() if n.get_friendly_name().endswith(SELECT_SUFFIX)
+    ]
+    # 13 stride-1 units take their two halves by selection; 3 shuffles feed a whole unit
+    assert len(selections) == 2 * 13 + 3
+    assert kinds["Convolution"] == before["Convolution"] + len(selections)
     x = np.random.default_rng(0).normal(0, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
     want = core.compile_model(plain, "CPU", F32)(x)[0]
     got = core.compile_model(fused, "CPU", F32)(x)[0]
@@ -57,15 +66,15 @@ def test_shuffles_become_shuffle_channels_with_the_same_values(shuffle_onnx):
 
 def test_only_concats_of_relus_and_slices_get_quantizers(shuffle_onnx, tmp_path):
     model = ov.convert_model(str(shuffle_onnx))
-    fuse_channel_shuffles(model)
-    # 3 downsampling units (two ReLU branches) + 13 stride-1 units (one ReLU, one slice)
-    assert len(concat_feeders(model)) == 3 * 2 + 13
+    shuffles_to_selections(model)
+    # 3 downsampling units (two ReLU branches) + 13 stride-1 units (a ReLU and a selection)
+    assert len(concat_feeders(model)) == 3 * 2 + 13 * 2
     plus, card = _net("deeplabv3plus_mobilenet_v2_smp")  # decoder concat: upsampled + ReLU
     other = ov.convert_model(str(export_onnx(plus, card, tmp_path / "p.onnx")))
-    assert fuse_channel_shuffles(other) == 0 and concat_feeders(other) == []
+    assert shuffles_to_selections(other) == 0 and concat_feeders(other) == []
 
 
-def test_shufflenet_int8_moves_uint8_through_its_shuffles(tmp_path):
+def test_shufflenet_int8_runs_its_concats_and_selections_in_uint8(tmp_path):
     model, card = _net(SHUFFLE)
     photos = [synthetic_image(SIZE, SIZE, seed=i) for i in range(4)]
     xml = export_fast_int8(model, card, tmp_path / "s.xml", photos, num=4)
@@ -74,11 +83,14 @@ def test_shufflenet_int8_moves_uint8_through_its_shuffles(tmp_path):
     for node in compiled.get_runtime_model().get_ordered_ops():
         info = node.get_rt_info()
         kind = info["layerType"].astype(str)
-        if kind in ("Concatenation", "ShuffleChannels", "Split"):
+        if node.get_friendly_name().endswith(SELECT_SUFFIX):
+            kind = "selection"
+        if kind in ("Concatenation", "ShuffleChannels", "Split", "selection"):
             kinds[kind, info["runtimePrecision"].astype(str)] += 1
-    assert kinds[("ShuffleChannels", "u8")] == 16, kinds
-    assert kinds[("Concatenation", "u8")] >= 16 and kinds[("Split", "u8")] == 13, kinds
-    assert not [k for k in kinds if k[1] != "u8"], kinds
+    assert kinds[("selection", "u8")] == 2 * 13 + 3, kinds
+    assert kinds[("Concatenation", "u8")] >= 16, kinds
+    assert not [k for k in kinds if k[0] in ("ShuffleChannels", "Split")], kinds
+    assert not [k for k in kinds if k[1] != "u8"], kinds  # no float concat or selection
     # still the float model's labels on most pixels (random weights: small margins)
     fast = Segmenter(*load_engine(xml, "openvino", 1)).at_full_resolution()
     eager = Segmenter.from_file(_save(model, card, tmp_path), engine="torch")

@@ -21,8 +21,8 @@ from atrous.export._staging import publish, staged_path
 from atrous.quantize.openvino_graph import (
     activation_maxima,
     concat_feeders,
-    fuse_channel_shuffles,
     quantize_concat_inputs,
+    shuffles_to_selections,
 )
 
 __all__ = ["nncf_available", "quantize_openvino"]
@@ -89,7 +89,7 @@ def quantize_openvino(
     # convert_model folds constant subgraphs (the Reshape of depthwise weights), which NNCF
     # needs to quantize them per output channel and the CPU plugin to run them in int8
     model = ov.convert_model(str(model_path))
-    fuse_channel_shuffles(model)
+    shuffles_to_selections(model)
     feeders = concat_feeders(model)
     maxima = activation_maxima(model, feeders, batches) if feeders else {}
     ignored = nncf.IgnoredScope(names=list(float_nodes), validate=False) if float_nodes else None
