@@ -537,3 +537,17 @@ def test_opset_18_uses_the_dynamo_exporter_and_keeps_parity(tiny, tmp_path):
     )
     assert result.parity.ok and result.card.output == "labels"
     assert onnx.load(str(result.path)).opset_import[0].version >= 18
+
+
+def test_onnx_export_traces_without_an_autograd_graph(tiny, tmp_path):
+    # a trace with autograd kept every activation for a backward pass that never comes:
+    # Xception-71 traced at its card's 2049 px went past 24 GB
+    _, model, card = tiny
+    seen: list[bool] = []
+    hook = model.classifier.register_forward_hook(lambda m, i, out: seen.append(out.requires_grad))
+    try:
+        export_onnx(model, card, tmp_path / "t.onnx", sample_size=(65, 65))
+    finally:
+        hook.remove()
+    assert seen and not any(seen)
+    assert all(p.requires_grad for p in model.parameters())  # the model itself is untouched
