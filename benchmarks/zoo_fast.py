@@ -84,10 +84,16 @@ NOTES = """## Notes
   ShuffleChannels 3.2 of 8.2 ms at 513 (the one-hot convolutions: 8.2 -> 6.0 ms).
 - Accuracy (float vs the fast int8 graph `atrous train` writes, one trained model per backbone):
   `benchmarks/results/zoo_accuracy.md`.
-- The heavy models (ResNet, Xception) ran at 2 threads only, with fewer rounds, in a second run
-  of this script (`--keep`, command in the header). Xception-71 is missing: building its five
-  paths at 513 was killed by the kernel's OOM killer at 24 GB (twice; the step was not
-  isolated, the LiteRT int8 calibration being the likeliest), a bound still to add.
+- The heavy models (ResNet, Xception) ran at 2 threads only, with fewer rounds, in later runs
+  of this script (`--keep`, commands in the header). Xception-71 was first killed by the OOM
+  killer at 24 GB while its paths were built: the ONNX export traced it at its card's 2049 px
+  with autograd on, keeping every activation; traced without autograd the export peaks at
+  3.0 GB. Its eager network is noisy at 2 rounds (median network 1436 ms above the same
+  path's end to end, 880 ms): against the lower figure the fast path is still 11.9x.
+- Under 6x at 2 threads: MobileNetV2-0.5 at 257 (the network alone is ~8.3x eager; decode,
+  canvas and the label step, ~0.75 ms, are a third of 2.48 ms) and LR-ASPP MobileNetV3 (its
+  three dilated 5x5 depthwise layers run OpenVINO's generic int8 kernel, 1.3 ms; the SE
+  multiplies ~0.8 ms; the label step on random weights' 65 x 65 logits ~0.7-1.5 ms).
 """
 
 

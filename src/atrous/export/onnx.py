@@ -71,9 +71,10 @@ def torch_to_onnx(
     """``torch.onnx.export`` as every atrous exporter calls it; returns the written graph.
 
     The TorchScript exporter below opset 18, the dynamo exporter from 18 (``dynamo`` forces
-    one), without autograd (the trace keeps no activations); warnings and the exporter's logging are quieted; the weights the dynamo exporter
-    writes to '<file>.data' are read back into the proto and the side file removed (save the
-    proto to keep them); any failure is one ModelError line naming ``source``.
+    one), without autograd (the trace keeps no activations); warnings and the exporter's
+    logging are quieted; the weights the dynamo exporter writes to '<file>.data' are read back
+    into the proto and the side file removed (save the proto to keep them); any failure is one
+    ModelError line naming ``source``.
     """
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level

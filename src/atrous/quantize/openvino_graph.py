@@ -86,19 +86,19 @@ def _constant(value: Any) -> np.ndarray | None:
 
 
 def _channel_parts(node: Any, width: int) -> list[np.ndarray] | None:
-    """For a Split, VariadicSplit or Slice of ``width`` channels along axis 1: the channel
-    indices each of its outputs takes; None for any other node."""
+    """For a Split, VariadicSplit or Slice of a 4-D tensor's ``width`` channels along axis 1:
+    the channel indices each of its outputs takes; None for any other node."""
     kind = node.get_type_name()
     channels = np.arange(width)
     if kind == "Slice":
         start, stop, step, axes = (_constant(node.input_value(i)) for i in (1, 2, 3, 4))
-        if any(v is None or len(v) != 1 for v in (start, stop, step, axes)) or axes[0] != 1:
+        if any(v is None or len(v) != 1 for v in (start, stop, step, axes)) or axes[0] % 4 != 1:
             return None
         return [channels[int(start[0]) : int(stop[0]) : int(step[0])]]
     if kind not in ("Split", "VariadicSplit"):
         return None
     axis = _constant(node.input_value(1))
-    if axis is None or int(axis[0]) != 1:
+    if axis is None or int(axis[0]) % 4 != 1:  # axis 1 of 4, or -3
         return None
     widths = [node.get_output_partial_shape(k)[1] for k in range(node.get_output_size())]
     if any(w.is_dynamic for w in widths):
