@@ -21,22 +21,45 @@ def _staging(folder: Path, name: str) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.startswith(f".{name}.")]
 
 
+# the CLI in a child whose parity check stalls until interrupted: the signal lands while the
+# new file is staged and unverified, however loaded the machine (polling for the staged file
+# and signalling at once raced the export's end on a busy CI box: it had published already)
+_STALLED_EXPORT = """
+import sys, time
+from pathlib import Path
+from atrous.export import pipeline
+from atrous.cli._app import run
+
+marker, ckpt, target = sys.argv[1:4]
+
+def stalled(*args, **kwargs):
+    Path(marker).touch()
+    time.sleep(120)
+
+pipeline.check_parity = stalled
+sys.argv = ["atrous", "export", ckpt, "-o", target]
+run()
+"""
+
+
 def test_sigint_during_a_re_export_keeps_the_old_file(tiny_checkpoint, tmp_path):
     ckpt = tiny_checkpoint[0]
     target = tmp_path / "m.onnx"
     export_model(ckpt, "onnx", target, check_sizes=[(65, 65)], threads=1)
     before = target.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
-    cmd = [sys.executable, "-m", "atrous", "export", str(ckpt), "-o", str(target)]
+    marker = tmp_path / "stalled"
+    cmd = [sys.executable, "-c", _STALLED_EXPORT, str(marker), str(ckpt), str(target)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not _staging(tmp_path, "m.onnx") and proc.poll() is None:
-        assert time.monotonic() < deadline, "the export never staged a temporary"
+    while not marker.exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the export never reached its parity check"
         time.sleep(0.02)
-    assert proc.poll() is None, "the export finished before it could be interrupted"
+    assert proc.poll() is None, proc.communicate()[1].decode()[-500:]
+    assert _staging(tmp_path, "m.onnx"), "the new file is not staged during the check"
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-500:]
     assert target.read_bytes() == before
     assert _staging(tmp_path, "m.onnx") == []
 
