@@ -82,8 +82,8 @@ NOTES = """## Notes
   convolutions (or inside the next convolution, its weights widened with zeros) and its
   concats in uint8 (`atrous.quantize.openvino_graph`): in float, with a layout reorder around
   each, they were half of the int8 network's time; as OpenVINO ShuffleChannels 3.2 of 8.2 ms
-  at 513 (one-hot convolutions: 6.0 ms; widened convolutions where a slice feeds one: 4.8 ms;
-  the ShuffleNet rows above were measured with the 6.0 ms graph).
+  at 513 (one-hot convolutions: 6.0 ms; widened convolutions where a slice feeds one: 4.8 ms,
+  profiled; the ShuffleNet rows above are with the final graph).
 - Accuracy (float vs the fast int8 graph `atrous train` writes, one trained model per backbone):
   `benchmarks/results/zoo_accuracy.md`.
 - The heavy models (ResNet, Xception) ran at 2 threads only, with fewer rounds, in later runs
