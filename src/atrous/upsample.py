@@ -56,7 +56,7 @@ def upsample_argmax(
 
 # rows of labels a band needs before a second thread pays for its hand-off (~0.1 ms): on a
 # Xeon (AMX), 2 threads, labels 129 rows high: 0.13 ms in one band, 0.21-0.30 ms in two on
-# smooth logits (a wash on noise); 193 rows: even on smooth logits, 0.80 -> 0.57 ms on noise
+# smooth logits (a wash on noise); 193 rows: a wash on smooth logits, 0.80 -> 0.57 ms on noise
 MIN_BAND_ROWS = 80
 
 

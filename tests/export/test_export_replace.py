@@ -22,16 +22,15 @@ def _staging(folder: Path, name: str) -> list[Path]:
 
 
 # the CLI in a child whose parity check stalls until interrupted: the signal lands while the
-# new file is staged and unverified, however loaded the machine (polling for the staged file
-# and signalling at once raced the export's end on a busy CI box: it had published already)
+# new file is staged and unverified, however fast or loaded the machine
 _STALLED_EXPORT = """
 import signal, sys, time
 from pathlib import Path
 from atrous.export import pipeline
 from atrous.cli._app import run
 
-# as launched from a terminal (a background job, CI's included, starts with SIGINT ignored,
-# and Python then never raises KeyboardInterrupt)
+# as launched from a terminal: a child can inherit an ignored SIGINT (a pytest worker handed
+# one down in CI), and Python then never raises KeyboardInterrupt
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 marker, ckpt, target = sys.argv[1:4]

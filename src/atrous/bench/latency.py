@@ -289,7 +289,7 @@ def benchmark(
                             order.append(f"{cfg.key}:{mode}")
             if progress is not None:
                 progress(i + 1, total)
-        records = [_record(cfg, mode, warmup) for cfg in configs for mode in modes]
+        records = [_record(cfg, mode) for cfg in configs for mode in modes]
     finally:
         tmp.cleanup()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -297,17 +297,16 @@ def benchmark(
     return BenchResult(records, runs, warmup, order, round(peak, 1), machine)
 
 
-def _record(cfg: _Config, mode: str, warmup: int) -> BenchRecord:
+def _record(cfg: _Config, mode: str) -> BenchRecord:
     seg = cfg.segmenter
     h, w = cfg.batch.shape[1:3] if seg.card.preprocessing.layout == "NHWC" else cfg.batch.shape[2:]
     stats = _stats(cfg.times[mode])
     gmacs = network_gmacs(seg.card, int(h), int(w))
     gflops = 2 * gmacs / (stats["median_ms"] / 1e3) if gmacs and mode == "network" else None
     stages: dict[str, float] = {}
-    if mode == "end_to_end" and cfg.stages:
-        timed = cfg.stages
-        for name in timed[0]:
-            stages[name] = float(np.median([s[name] for s in timed]))
+    if mode == "end_to_end" and cfg.stages:  # the timed runs' stages only (see benchmark)
+        for name in cfg.stages[0]:
+            stages[name] = float(np.median([s[name] for s in cfg.stages]))
     file = cfg.target.model_file
     return BenchRecord(
         label=cfg.target.label,

@@ -101,9 +101,9 @@ def _constant_array(value: Any) -> np.ndarray | None:
 def _constant(value: Any) -> np.ndarray | None:
     """The values of an output known before run time (a Constant, or a shape computation
     whose bounds the converter pinned to one value), else None."""
-    node = value.get_node()
-    if node.get_type_name() == "Constant":
-        return np.asarray(node.get_data()).reshape(-1)
+    array = _constant_array(value)
+    if array is not None:
+        return array.reshape(-1)
     tensor = value.get_tensor()
     low, high = tensor.get_lower_value(), tensor.get_upper_value()
     if low is None or high is None or low.size == 0 or not np.array_equal(low.data, high.data):

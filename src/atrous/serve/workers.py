@@ -64,8 +64,9 @@ class WorkerPlan:
     replicas: int = 1
     threads: int = 1
     # batches of what queued while the engine was busy, with no wait: a lone client's latency
-    # is unchanged, 16 concurrent clients get 1.52x one client's requests/s instead of 1.33x
-    # (dm0.5 fast int8 at 513, Xeon; a 5 ms window: 2.20x, but one client 28% slower)
+    # is unchanged, 16 concurrent clients get 1.63x one client's requests/s instead of 1.40x
+    # (dm0.5 fast int8 at 513, Xeon with AMX, benchmarks/results/serve_load.md; a 5 ms window:
+    # 2.04x, but one client 23% slower)
     max_batch: int = 4
     batch_window: float = 0.0
     deadline: float | None = None
