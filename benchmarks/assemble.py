@@ -20,6 +20,7 @@ ORDER = [
     "fast_path",
     "zoo_fast",
     "zoo_fast_dm05",
+    "label_step",
     "zoo_accuracy",
     "channel_padding",
     "compression",

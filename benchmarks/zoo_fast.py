@@ -92,12 +92,16 @@ NOTES = """## Notes
   with autograd on, keeping every activation; traced without autograd the export peaks at
   3.0 GB. Its eager network is noisy at 2 rounds (median network 1436 ms above the same
   path's end to end, 880 ms): against the lower figure the fast path is still 11.9x.
-- Under 6x at 2 threads: dm0.5 at 513 in the last run (5.90x; 6.1-6.2x in other runs of
-  the same day: the eager network's own speed moves by 5-10% between runs), MobileNetV2-0.5
-  at 257 (the network alone is ~8.1x eager; decode, canvas and the label step, ~0.73 ms, are
-  a third of 2.34 ms) and LR-ASPP MobileNetV3 (its three dilated 5x5 depthwise layers run
-  OpenVINO's generic int8 kernel, 1.3 ms; the SE multiplies ~0.8 ms; the label step on random
-  weights' 65 x 65 logits ~0.7-1.5 ms).
+- Under 6x at 2 threads: MobileNetV2-0.5 at 257 (the network alone is ~8.2x eager; decode,
+  canvas and the label step, ~0.8 ms, are a third of 2.3 ms) and LR-ASPP MobileNetV3 (its three
+  dilated 5x5 depthwise layers run OpenVINO's generic int8 kernel, 1.3 ms; the SE multiplies
+  ~0.8 ms; the label step on random weights' 65 x 65 logits ~0.65-0.75 ms). dm0.5 at 513 is
+  6.2x here (5.9-6.1x in other runs of the same day: the eager network's own speed moves by
+  5-10% between runs). At 1 thread (the light models' rows above) the same three are the
+  lowest.
+- The label step skips, in each cell of four logit vectors, the classes below one corner's
+  winner at all four corners (`benchmarks/results/label_step.md`); the light models' rows are
+  with it.
 """
 
 

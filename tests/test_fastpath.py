@@ -97,7 +97,7 @@ def test_sparse_upsample_argmax_equals_full_bilinear_argmax():
     assert len(np.unique(expected)) >= 4
 
 
-@pytest.mark.parametrize("classes", [2, 21])
+@pytest.mark.parametrize("classes", [2, 21, 150])
 def test_sparse_upsample_argmax_on_noise_logits_with_a_crossing_in_every_cell(classes):
     # random scores: nearly every cell is a boundary, runs of 16 columns hold two or three
     # winners (the single-crossing shortcut and its pixel-by-pixel fallback both run)
@@ -111,6 +111,24 @@ def test_sparse_upsample_argmax_on_noise_logits_with_a_crossing_in_every_cell(cl
         expected = full[0].argmax(0).numpy()
         got = sparse_upsample_argmax(logits, size)
         assert (got == expected).mean() > 0.9999
+
+
+def test_a_class_that_wins_at_no_corner_still_wins_between_them():
+    # only classes below one corner winner at all four corners are skipped in a cell: a class
+    # second everywhere at the corners (2) wins in the middle; one below class 0 at every
+    # corner (3) never does
+    from atrous.upsample import sparse_upsample_argmax
+
+    left, right = np.array([10, 0, 6, 9.5], np.float32), np.array([0, 10, 6, -1], np.float32)
+    logits = np.stack([left, right], -1)[:, None, :].repeat(2, 1)  # (4 classes, 2, 2)
+    size = (8, 32)
+    full = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None], size, mode="bilinear", align_corners=False
+    )
+    expected = full[0].argmax(0).numpy()
+    got = sparse_upsample_argmax(logits, size)
+    assert (got == expected).all()
+    assert set(np.unique(got[0])) == {0, 1, 2}
 
 
 def _segment_in_child(logits, queue):

@@ -14,19 +14,43 @@ __all__ = ["kernel"]
 
 
 @njit(cache=True, nogil=True, fastmath=True)  # finite scores: no NaN/inf semantics needed
-def mixed_argmax(row, lo, hi, wx, mixed):
-    """argmax over classes of row[lo] * (1 - wx) + row[hi] * wx."""
-    for c in range(mixed.shape[0]):  # a separate loop: vectorised
-        mixed[c] = row[lo, c] * (np.float32(1.0) - wx) + row[hi, c] * wx
-    best, top = 0, mixed[0]
-    for c in range(1, mixed.shape[0]):
-        if mixed[c] > top:
-            best, top = c, mixed[c]
+def mixed_argmax(row, lo, hi, wx, cand, n):
+    """argmax of row[lo] * (1 - wx) + row[hi] * wx over the cell's ``n`` candidate classes
+    ``cand`` (ascending, so the lowest class id wins a tie, as in a full argmax)."""
+    best = cand[0]
+    top = row[lo, best] * (np.float32(1.0) - wx) + row[hi, best] * wx
+    for i in range(1, n):
+        c = cand[i]
+        score = row[lo, c] * (np.float32(1.0) - wx) + row[hi, c] * wx
+        if score > top:
+            best, top = c, score
     return best
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def one_crossing(row, lo, hi, weight_x, x, end, first, final, mixed):
+def candidates(scores, t, b, lo, hi, low, cand, below):
+    """The classes that can win between the four score vectors of a cell, ascending, in
+    ``cand``; their number. A class below one corner's winner at all four corners stays below
+    it everywhere in the cell (a convex combination keeps a strict order), so it never wins."""
+    below[:] = False
+    for j in (low[t, lo], low[t, hi], low[b, lo], low[b, hi]):
+        for c in range(below.shape[0]):  # branch-free: vectorised over the classes
+            below[c] |= (
+                (scores[t, lo, j] > scores[t, lo, c])
+                & (scores[t, hi, j] > scores[t, hi, c])
+                & (scores[b, lo, j] > scores[b, lo, c])
+                & (scores[b, hi, j] > scores[b, hi, c])
+            )
+    n = 0
+    for c in range(below.shape[0]):
+        if not below[c]:
+            cand[n] = c
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def one_crossing(row, lo, hi, weight_x, x, end, first, final, cand, n):
     """The first column of the run x..end that ``final`` wins, when ``first`` (which wins at x)
     and ``final`` (at end) are the only winners; 0 when a third class wins somewhere.
 
@@ -41,7 +65,8 @@ def one_crossing(row, lo, hi, weight_x, x, end, first, final, mixed):
         return 0
     cross = gap_lo / (gap_lo - gap_hi)
     level = row[lo, first] * (np.float32(1.0) - cross) + row[hi, first] * cross
-    for c in range(mixed.shape[0]):
+    for i in range(n):  # the cell's candidate classes: no other can win there
+        c = cand[i]
         score = row[lo, c] * (np.float32(1.0) - cross) + row[hi, c] * cross
         if score > level + np.float32(1e-6) and c != first and c != final:
             return 0
@@ -73,7 +98,9 @@ def kernel(scores, low, out_h, out_w, cols, rep, labels, y0, y1):  # scores: (h,
         last[x] = x if x == cols - 1 or left[x + 1] != left[x] else last[x + 1]
     row = np.empty((w, classes), np.float32)  # scores interpolated between two rows
     filled = np.zeros(w, np.bool_)
-    mixed = np.empty(classes, np.float32)
+    cached = np.empty((h, w, classes), np.int64)  # each cell's candidate classes, found once
+    counts = np.full((h, w), -1, np.int64)
+    below = np.empty(classes, np.bool_)
     for y in range(y0, y1):
         fy = max((y + 0.5) * h / out_h - 0.5, 0.0)
         t = min(int(fy), h - 1)
@@ -94,19 +121,22 @@ def kernel(scores, low, out_h, out_w, cols, rep, labels, y0, y1):  # scores: (h,
                         a = scores[t, j, c]
                         row[j, c] = a + (scores[b, j, c] - a) * wy
                     filled[j] = True
-            first = mixed_argmax(row, lo, hi, weight_x[x], mixed)
-            final = mixed_argmax(row, lo, hi, weight_x[end], mixed)
+            cand, n = cached[t, lo], counts[t, lo]
+            if n < 0:  # a cell spans several label rows: its candidates are found once
+                n = counts[t, lo] = candidates(scores, t, b, lo, hi, low, cand, below)
+            first = mixed_argmax(row, lo, hi, weight_x[x], cand, n)
+            final = mixed_argmax(row, lo, hi, weight_x[end], cand, n)
             if first == final:  # scores are linear along the run: the same class between
                 fill(labels, y, x, end, rep, first)
             else:
-                split = one_crossing(row, lo, hi, weight_x, x, end, first, final, mixed)
+                split = one_crossing(row, lo, hi, weight_x, x, end, first, final, cand, n)
                 if split > x:  # first up to the crossing of its line with final's, final after
                     fill(labels, y, x, split - 1, rep, first)
                     fill(labels, y, split, end, rep, final)
                 else:  # a third class wins inside the run: pixel by pixel
                     fill(labels, y, x, x, rep, first)
                     for xx in range(x + 1, end):
-                        best = mixed_argmax(row, lo, hi, weight_x[xx], mixed)
+                        best = mixed_argmax(row, lo, hi, weight_x[xx], cand, n)
                         fill(labels, y, xx, xx, rep, best)
                     fill(labels, y, end, end, rep, final)
             x = end + 1

@@ -74,13 +74,14 @@ def sparse_upsample_argmax(
     The same labels as ``F.interpolate(..., mode='bilinear', align_corners=False).argmax``, at a
     fraction of the work: an output pixel whose four low-resolution neighbours share their
     argmax takes that class (a convex combination of four score vectors keeps a common
-    maximum), so the C-class interpolation runs only near class boundaries, and there only at
-    both ends of each run of pixels between the same two input columns when those agree
-    (each class's score is linear along the run). With ``repeat`` > 1 every label fills a
-    ``repeat`` x ``repeat`` block of the result (labels computed at 1/``repeat`` and enlarged
-    by an exact integer repeat in the same pass), cropped to ``out_shape`` (default the whole
-    ``region`` times ``repeat``). Compiled with numba on first use (cached on disk);
-    ``threads`` bands of rows run in parallel.
+    maximum), so the interpolation runs only near class boundaries, over only the classes
+    not below one corner's winner at all four corners (no other can win in the cell), and
+    there only at both ends of each run of pixels between the same two input columns when
+    those agree (each class's score is linear along the run). With ``repeat`` > 1 every
+    label fills a ``repeat`` x ``repeat`` block of the result (labels computed at
+    1/``repeat`` and enlarged by an exact integer repeat in the same pass), cropped to
+    ``out_shape`` (default the whole ``region`` times ``repeat``). Compiled with numba on
+    first use (cached on disk); ``threads`` bands of rows run in parallel.
     """
     kernel = _sparse_kernel()
     rows, cols = region or size
