@@ -153,11 +153,11 @@ def report(args, prof, roof, alt, labels) -> str:
     if beaten:
         lines += [
             "",
-            f"Below the floor: {', '.join(beaten)}. The {roof.precision} peak is this machine's "
-            "cached rate of one kernel (int8: ONNX Runtime's uint8 MatMulInteger, which uses "
-            "no AMX); a runtime whose kernels beat it (OpenVINO's AMX int8 convolutions) "
-            "runs compute-bound layers under their floor, so for those blocks the floor is an "
-            "over-estimate and their bandwidth-bound rows are the ones to read.",
+            f"Below the floor: {', '.join(beaten)}. The {roof.precision} peak is the best "
+            "large matrix product this machine ran when its peaks were cached (int8: ONNX "
+            "Runtime's MatMulInteger and OpenVINO's int8 product); a layer under its floor "
+            "ran faster than that (its kernel suits its shape better, or the peaks are stale: "
+            "--measure-peaks), so for those blocks the floor is an over-estimate.",
         ]
     cores = len(os.sched_getaffinity(0))
     if load > cores:
