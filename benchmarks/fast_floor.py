@@ -54,14 +54,13 @@ def block_rows(prof, roof, alt, labels) -> tuple[list[list[str]], dict[str, dict
     for layer, other in zip(roof.layers, alt.layers, strict=True):
         block = block_of(layer.name, layer.kind, labels)
         acc[block]["layers"] += layer.ms or 0.0
-        acc[block]["floor"] += layer.floor_ms
-        acc[block][other_key(roof)] += other.floor_ms
-        acc[block][own_key(roof)] += layer.floor_ms
+        acc[block][floor_key(roof)] += layer.floor_ms
+        acc[block][floor_key(alt)] += other.floor_ms
         acc[block]["mem"] += (layer.ms or 0.0) if layer.bound == "memory" else 0.0
     rows = []
     for block, ms in prof.blocks.items():
         a = acc.get(block, {})
-        floor = a.get("floor", 0.0)
+        floor = a.get(floor_key(roof), 0.0)
         rows.append([
             block,
             f"{ms:.2f}",
@@ -78,19 +77,14 @@ def block_rows(prof, roof, alt, labels) -> tuple[list[list[str]], dict[str, dict
     return rows, acc
 
 
-def own_key(roof) -> str:
-    """The accumulator key of a roofline's own precision's floor."""
+def floor_key(roof) -> str:
+    """The per-block accumulator key of a roofline's floor (one per precision)."""
     return "floor8" if roof.precision == "int8" else "floor32"
-
-
-def other_key(roof) -> str:
-    """The accumulator key of the other precision's floor."""
-    return "floor32" if roof.precision == "int8" else "floor8"
 
 
 def next_step(prof, roof, acc) -> str:
     """The largest gap between a block's measured time and its floor, and what kind it is."""
-    gaps = {b: prof.blocks[b] - acc.get(b, {}).get("floor", 0.0) for b in prof.blocks}
+    gaps = {b: prof.blocks[b] - acc.get(b, {}).get(floor_key(roof), 0.0) for b in prof.blocks}
     block = max(gaps, key=gaps.get)
     share = gaps[block] / prof.total_ms
     if block in acc and acc[block].get("layers"):
@@ -120,7 +114,9 @@ def report(args, prof, roof, alt, labels) -> str:
     )
     flags = " --measure-peaks" if args.measure_peaks else ""
     if args.model != MODEL:
-        flags += f" --model {args.model} --precision {args.precision}"
+        flags += f" --model {args.model}"
+    if args.precision != "fp32":
+        flags += f" --precision {args.precision}"
     head = ["block", "ms", "in layers", "fp32 floor", "int8 floor", "ms/floor", "mem-bound"]
     lines = [
         "## How far the fast path is from its roofline floor",
@@ -149,7 +145,8 @@ def report(args, prof, roof, alt, labels) -> str:
         "",
         f"Next step: {next_step(prof, roof, acc)}",
     ]
-    beaten = [b for b, a in acc.items() if a.get("layers") and a["layers"] < a["floor"]]
+    own = floor_key(roof)
+    beaten = [b for b, a in acc.items() if a.get("layers") and a["layers"] < a[own]]
     if beaten:
         lines += [
             "",
