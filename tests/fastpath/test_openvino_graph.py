@@ -2,7 +2,8 @@
 shuffles and the slices after them become one-hot 1x1 convolutions with the same values, and its
 int8 fast graph runs every concat in uint8 and every selection on an integer kernel (the CPU
 plugin's runtime model says so), still agreeing with float. A network without such concats
-(MobileNetV2's, a V3+ decoder's) is left as it was."""
+(MobileNetV2's, a V3+ decoder's) is left as it was. Per-channel gates (squeeze-and-excitation,
+LR-ASPP's head) multiply in float."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from atrous.models import default_card, get_model  # noqa: E402
 from atrous.quantize.openvino_graph import (  # noqa: E402
     SELECT_SUFFIX,
     concat_feeders,
+    float_channel_gates,
     shuffles_to_selections,
 )
 from atrous.segmenter import Segmenter  # noqa: E402
@@ -114,3 +116,72 @@ def _save(model, card, tmp_path):
     path = tmp_path / "s.pt"
     save_checkpoint(path, model, card)
     return path
+
+
+def _fake_quantize(x, low: float, high: float):
+    from openvino import opset13 as ops
+
+    lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+    return ops.fake_quantize(x, lo, hi, lo, hi, 256)
+
+
+def _gated(shape=(1, 8, 6, 6)):
+    """x -> quantized; gate = hard-sigmoid(mean over H, W), quantized; x * gate: an SE block's
+    multiply as NNCF leaves it; and a product of two feature maps beside it."""
+    from openvino import opset13 as ops
+
+    x = ops.parameter(list(shape), np.float32)
+    xq = _fake_quantize(x, -4.0, 4.0)
+    mean = ops.reduce_mean(xq, ops.constant(np.array([2, 3], np.int64)), True)
+    gate = ops.hard_sigmoid(mean, ops.constant(np.float32(0.2)), ops.constant(np.float32(0.5)))
+    gated = ops.multiply(xq, _fake_quantize(gate, 0.0, 1.0))
+    squared = ops.multiply(xq, _fake_quantize(xq, -4.0, 4.0))  # two maps: not a gate
+    return ov.Model([gated, squared], [x])
+
+
+def test_a_per_channel_gate_multiplies_unquantized():
+    x = np.random.default_rng(0).uniform(-4, 4, (1, 8, 6, 6)).astype(np.float32)
+    step = 8.0 / 255
+    xq = np.round((x + 4) / step) * step - 4  # the input quantizer's grid
+    gate = np.clip(0.2 * xq.mean((2, 3), keepdims=True) + 0.5, 0, 1)
+    model = _gated()
+    before = ov.Core().compile_model(model, "CPU", F32)(x)
+    quantized_gate = np.round(gate * 255) / 255
+    np.testing.assert_allclose(before[0], xq * quantized_gate, atol=1e-5)
+    assert float_channel_gates(model) == 1  # the gate only, not the product of two maps
+    after = ov.Core().compile_model(model, "CPU", F32)(x)
+    np.testing.assert_allclose(after[0], xq * gate, atol=1e-5)
+    np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+    assert float_channel_gates(model) == 0  # nothing left to free
+
+
+def _quantized_gates(model) -> tuple[int, int]:
+    """(quantized, float) per-channel gates of the multiplies in ``model``: an input computed
+    at static 1 x 1 spatial size (not a constant scale) times a feature map of any size."""
+
+    def vector(shape) -> bool:
+        return (
+            shape.rank.get_length() == 4
+            and shape[2].is_static
+            and shape[3].is_static
+            and (shape[2].get_length() * shape[3].get_length() == 1)
+        )
+
+    counts = [0, 0]
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Multiply":
+            continue
+        ports = [node.input_value(i) for i in range(2)]
+        vectors = [vector(p.get_partial_shape()) for p in ports]
+        gate = ports[vectors.index(True)].get_node() if True in vectors else None
+        if sorted(vectors) == [False, True] and gate.get_type_name() != "Constant":
+            counts[gate.get_type_name() != "FakeQuantize"] += 1
+    return counts[0], counts[1]
+
+
+def test_mobilenet_v3_int8_gates_are_float(tmp_path):
+    model, card = _net("lraspp_mobilenet_v3_large_tv")
+    photos = [synthetic_image(SIZE, SIZE, seed=i) for i in range(2)]
+    xml = export_fast_int8(model, card, tmp_path / "l.xml", photos, num=2)
+    # 8 squeeze-and-excitation blocks in MobileNetV3-Large and the head's gate
+    assert _quantized_gates(ov.Core().read_model(str(xml))) == (0, 9)

