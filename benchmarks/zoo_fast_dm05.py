@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from atrous.bench.latency import cpu_model, synthetic_photo
+from atrous.bench.latency import BenchTarget, benchmark, cpu_model, synthetic_photo
 from atrous.checkpoint import load_checkpoint
 from atrous.data.synthetic import make_scene
 from atrous.export.parity import diversify, synthetic_image
@@ -43,18 +43,18 @@ OUT = Path(__file__).parent / "results" / "zoo_fast_dm05.md"
 EAGER, LITE, FAST = "eager PyTorch network", "LiteRT int8 (argmax in file)", "fast int8 (default)"
 
 
-def paths(model: torch.nn.Module, card: Any, photos: list, tmp: Path, size: int, threads: int):
+def targets(model: torch.nn.Module, card: Any, photos: list, tmp: Path, size: int):
     """The three paths of one set of weights: eager network, LiteRT int8, fast int8."""
     lite = export_tflite(
         model, card, tmp / "q.tflite", size=(size, size), precision="int8",
         calibration=photos, with_argmax=True,
     )  # fmt: skip
     fast = export_fast_int8(model, card, tmp / "f.xml", photos, num=len(photos))
-    return {
-        EAGER: Segmenter(TorchEngine(model.eval(), threads), card),
-        LITE: Segmenter(*load_engine(lite, "litert", threads)),
-        FAST: Segmenter(*load_engine(fast, "openvino", threads)),
-    }
+    return [
+        BenchTarget(EAGER, lambda t: Segmenter(TorchEngine(model.eval(), t), card)),
+        BenchTarget(LITE, lambda t: Segmenter(*load_engine(lite, "litert", t)), lite),
+        BenchTarget(FAST, lambda t: Segmenter(*load_engine(fast, "openvino", t)), fast),
+    ]
 
 
 def weights(checkpoint: Path | None, size: int) -> tuple[str, torch.nn.Module, Any, list, Path]:
@@ -78,28 +78,18 @@ def weights(checkpoint: Path | None, size: int) -> tuple[str, torch.nn.Module, A
 
 
 def measure(
-    segs: dict[str, Segmenter], image: Path, runs: int, block: int
+    paths: list[BenchTarget], image: Path, size: int, threads: int, runs: int, block: int
 ) -> dict[str, dict[str, float]]:
     """Medians over ``runs`` rounds of ``block`` back-to-back runs per path (the first of each
-    block untimed: it meets the previous runtime's spinning threads, see
-    ``atrous.bench.latency.benchmark``): the eager network alone, the others end to end."""
-    batch, _ = segs[EAGER].preprocess([cv2.imread(str(image))[..., ::-1].copy()])
-    times: dict[str, list[dict[str, float]]] = {k: [] for k in segs}
-    for i in range(runs + 1):
-        for label, seg in segs.items():
-            for j in range(block):
-                if label == EAGER:
-                    start = time.perf_counter()
-                    seg.engine.run(batch)
-                    timing = {"network_ms": (time.perf_counter() - start) * 1e3}
-                else:
-                    timing = seg.predict(image).timings
-                if i >= 1 and j > 0:
-                    times[label].append(timing)
-    return {
-        label: {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
-        for label, rows in times.items()
-    }
+    block untimed, see ``atrous.bench.latency.benchmark``) on ``image``: the eager network
+    alone (``network_ms``), the others' stages end to end."""
+    result = benchmark(
+        paths, sizes=[size], threads=[threads], runs=runs, warmup=1, block=block, image=image
+    )
+    medians = {EAGER: {"network_ms": result.find(EAGER, "network").median_ms}}
+    for label in (LITE, FAST):
+        medians[label] = result.find(label, "end_to_end").stages_ms
+    return medians
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     rows, loads = [], [os.getloadavg()[0]]
     for checkpoint in [None] + ([args.checkpoint] if args.checkpoint else []):
         label, model, card, photos, image = weights(checkpoint, args.size)
-        segs = paths(model, card, photos, image.parent, args.size, args.threads)
-        medians = measure(segs, image, args.runs, args.block)
+        paths = targets(model, card, photos, image.parent, args.size)
+        medians = measure(paths, image, args.size, args.threads, args.runs, args.block)
         loads.append(os.getloadavg()[0])
         eager = medians[EAGER]["network_ms"]
         for path in (LITE, FAST):

@@ -6,11 +6,14 @@ import csv
 import io
 import json
 
+import cv2
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
-from atrous.bench.latency import BenchTarget, benchmark
+from atrous.bench.latency import BenchTarget, benchmark, with_input_size
 from atrous.cli import app
+from atrous.errors import InputError
 from atrous.models import default_card
 from atrous.segmenter import Segmenter
 
@@ -77,6 +80,31 @@ def test_end_to_end_alternates_with_network_and_returns_original_size_masks():
     assert e2e.runs == 3 and e2e.median_ms > 0
 
 
+class BatchEngine(RecordingEngine):
+    """A RecordingEngine that keeps every batch it is given."""
+
+    def run(self, batch):
+        self.log.append(batch.copy())
+        return np.zeros((batch.shape[0], self.classes, *batch.shape[2:]), np.float32)
+
+
+def test_a_given_image_is_what_both_modes_time(tmp_path):
+    photo = np.zeros((40, 60, 3), np.uint8)
+    photo[:, 30:] = (200, 40, 90)
+    cv2.imwrite(str(tmp_path / "p.png"), photo[..., ::-1])
+    card = default_card("deeplabv3_mnv2_dm05_os16", num_classes=3)
+    batches: list[np.ndarray] = []
+    target = BenchTarget("A", lambda threads: Segmenter(BatchEngine("A", batches), card))
+    result = benchmark([target], sizes=[33], runs=2, warmup=0, image=tmp_path / "p.png")
+    want, _ = with_input_size(Segmenter(RecordingEngine("x", []), card), 33).preprocess([photo])
+    assert len(batches) == 4  # network, end to end, twice
+    for batch in batches:
+        np.testing.assert_array_equal(batch, want)
+    assert result.find("A", "end_to_end").runs == 2
+    with pytest.raises(InputError, match="nothing.png"):
+        benchmark([target], sizes=[33], runs=1, warmup=0, image=tmp_path / "nothing.png")
+
+
 def test_json_schema_statistics_and_costs():
     log: list[str] = []
     result = benchmark(_targets(log, ["A"]), sizes=[65], threads=[1, 2], runs=5, warmup=0)
@@ -111,10 +139,14 @@ def test_benchmark_cli_writes_json_csv_and_html(tmp_path, tiny_checkpoint):
     args = ["benchmark", str(path), "--sizes", "65", "--runs", "2", "--warmup", "1"]
     args += ["--json-out", str(out), "--csv", str(tmp_path / "b.csv")]
     args += ["--report", str(tmp_path / "b.html")]
+    cv2.imwrite(str(tmp_path / "wide.png"), np.full((40, 64, 3), 90, np.uint8))
+    args += ["--image", str(tmp_path / "wide.png")]  # instead of a square synthetic photo
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     first = data["records"][0]
+    height, width = first["input_size"]
+    assert height < width, first["input_size"]  # the wide image's batch, not a square one
     # a checkpoint on auto: the default path, here the cached fp32 fast graph
     assert first["file_mb"] > 0 and (first["engine"], first["path"]) == ("onnxruntime", "fast-fp32")
     html = (tmp_path / "b.html").read_text()

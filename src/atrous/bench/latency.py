@@ -23,6 +23,7 @@ from atrous._atomic import scratch_directory
 from atrous.bench.precision import model_precision
 from atrous.bench.records import BenchRecord, BenchResult
 from atrous.card import ModelCard
+from atrous.data.io import read_image
 from atrous.errors import AtrousError, InputError
 from atrous.runtimes import Engine, model_file_mb
 from atrous.segmenter import Segmenter
@@ -217,6 +218,7 @@ def benchmark(
     image_size: tuple[int, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
     block: int = 1,
+    image: str | Path | None = None,
 ) -> BenchResult:
     """Measure latency of several models/engines, interleaved, at each size and thread count.
 
@@ -229,6 +231,9 @@ def benchmark(
         runs: timed runs per configuration; warmup: untimed runs before them.
         end_to_end: also time image file -> mask at the original size.
         image_size: (H, W) of the end-to-end test image; default: the network size.
+        image: an image file to time end to end instead of a synthetic photo (a JPEG's
+            content and size set its decode and label-step cost); its pixels are also the
+            network's batch.
         progress: called with (done, total) after each round.
         block: runs of one target back to back in each round; with more than one, the first
             of each block is not timed (it meets the previous runtime's still-spinning thread
@@ -260,14 +265,8 @@ def benchmark(
                 base = target.open(t)
                 for size in sizes:
                     seg = with_input_size(base, size)
-                    h, w = image_size or _network_side(seg.card, size)
-                    image = synthetic_photo(h, w)
-                    image_file = Path(tmp.name) / f"photo_{h}x{w}.jpg"
-                    if not image_file.exists():
-                        cv2.imwrite(
-                            str(image_file), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90]
-                        )
-                    batch, _ = seg.preprocess([image])
+                    image_file, pixels = _test_image(seg.card, size, image, image_size, tmp.name)
+                    batch, _ = seg.preprocess([pixels])
                     key = f"{target.label}@{size or 'card'}/t{t}"
                     configs.append(_Config(target, seg, size, t, batch, image_file, key))
         order: list[str] = []
@@ -324,6 +323,25 @@ def _record(cfg: _Config, mode: str) -> BenchRecord:
         path=seg.path_used,
         **{k: round(v, 6) for k, v in stats.items()},
     )
+
+
+def _test_image(
+    card: ModelCard,
+    size: int | None,
+    image: str | Path | None,
+    image_size: tuple[int, int] | None,
+    folder: str,
+) -> tuple[Path, np.ndarray]:
+    """The end-to-end test image file and its RGB pixels: ``image`` if given, else a synthetic
+    photo of ``image_size`` (default: the network's side) written once as a JPEG in ``folder``."""
+    if image is not None:
+        return Path(image), read_image(image)
+    h, w = image_size or _network_side(card, size)
+    pixels = synthetic_photo(h, w)
+    image_file = Path(folder) / f"photo_{h}x{w}.jpg"
+    if not image_file.exists():
+        cv2.imwrite(str(image_file), pixels[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return image_file, pixels
 
 
 def _network_side(card: ModelCard, size: int | None) -> tuple[int, int]:

@@ -108,6 +108,9 @@ def benchmark(
     runs: int = typer.Option(30, help="timed runs per configuration"),
     warmup: int = typer.Option(5, help="untimed runs first"),
     network_only: bool = typer.Option(False, help="skip the end-to-end (image file in) timing"),
+    image: Path = typer.Option(
+        None, help="time end to end on this image file (default: a synthetic photo)"
+    ),
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
     csv_out: Path = typer.Option(None, "--csv", help="write results as CSV"),
@@ -140,6 +143,7 @@ def benchmark(
             end_to_end=not network_only,
             engine=engines,
             progress=lambda done, total: progress.update(task, completed=done),
+            image=image,
         )
     if csv_out:
         result.to_csv(csv_out)
