@@ -93,17 +93,19 @@ NOTES = """## Notes
   3.0 GB. Its eager network is noisy at 2 rounds (median network 1436 ms above the same
   path's end to end, 880 ms): against the lower figure the fast path is still 11.9x.
 - Under 6x at 2 threads: MobileNetV2-0.5 at 257 (the network alone is ~8.2x eager; decode,
-  canvas and the label step, ~0.8 ms, are a third of 2.3 ms). dm0.5 at 513 is 6.2x here
-  (5.9-6.1x in other runs of the same day: the eager network's own speed moves by 5-10%
-  between runs, the 2-thread eager LR-ASPP by up to 20%). At 1 thread (the light models'
-  rows above) the same models are the lowest.
+  canvas and the label step, ~0.8 ms, are a third of 2.3 ms) and, in this run, LR-ASPP
+  MobileNetV3 (5.8-5.9x; 6.4-7.0x in a run of the two MobileNetV3 models alone an hour
+  earlier, 5.45-5.48x in the run before the float gates below). dm0.5 at 513 is 6.1x here
+  (5.9-6.2x in other runs: the eager network's own speed moves by 5-10% between runs, the
+  2-thread eager LR-ASPP and its fast path by 15-20%). At 1 thread (the light models' rows
+  above) the same three are the lowest.
 - MobileNetV3's squeeze-and-excitation gates (and LR-ASPP's head gate) multiply in float
   (`atrous.quantize.openvino_graph.float_channel_gates`): NNCF quantized the gate's C values
   too, and the CPU plugin then ran each feature-map multiply through a slower kernel
   (LR-ASPP at 520: 0.88 -> 0.47 ms of multiplies, the network 8.21 -> 7.85 ms interleaved in
-  one process). The MobileNetV3 rows above are with float gates; LR-ASPP was 5.45x (520) and
-  5.48x (513) in the previous run (its fast path 11.5 ms then, 9.7-10.7 ms now: more than the
-  gates' share, the machine's speed moves between runs; compare ratios within one run). Its
+  one process). The rows above are with float gates; LR-ASPP's fast path took 11.5 ms at 520
+  in the run before them, 9.7-11.3 ms in three runs with them (more spread than the gates'
+  share: the machine's speed moves between runs; compare ratios within one run). Its
   three dilated 5x5 depthwise layers (672-960 channels at 33 x 33) take 1.25 ms at the same
   ~55 GMAC/s as its 3x3 depthwise layers: costly for their size, not for a slow kernel. The
   label step on random weights' 65 x 65 logits takes ~0.7-0.9 ms.
