@@ -173,9 +173,11 @@ def _quantized_gates(model) -> tuple[int, int]:
             continue
         ports = [node.input_value(i) for i in range(2)]
         vectors = [vector(p.get_partial_shape()) for p in ports]
-        gate = ports[vectors.index(True)].get_node() if True in vectors else None
-        if sorted(vectors) == [False, True] and gate.get_type_name() != "Constant":
-            counts[gate.get_type_name() != "FakeQuantize"] += 1
+        if sorted(vectors) != [False, True]:
+            continue
+        gate = ports[vectors.index(True)].get_node().get_type_name()
+        if gate != "Constant":
+            counts[gate != "FakeQuantize"] += 1
     return counts[0], counts[1]
 
 

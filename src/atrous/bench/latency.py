@@ -257,6 +257,7 @@ def benchmark(
         for e in (engines if isinstance(item, str | Path) else engines[:1])
     ]
     modes = MODES if end_to_end else ("network",)
+    given = (Path(image), read_image(image)) if image is not None else None  # read once
     tmp = scratch_directory("bench")
     configs: list[_Config] = []
     try:
@@ -265,7 +266,9 @@ def benchmark(
                 base = target.open(t)
                 for size in sizes:
                     seg = with_input_size(base, size)
-                    image_file, pixels = _test_image(seg.card, size, image, image_size, tmp.name)
+                    image_file, pixels = given or _synthetic_image(
+                        seg.card, size, image_size, tmp.name
+                    )
                     batch, _ = seg.preprocess([pixels])
                     key = f"{target.label}@{size or 'card'}/t{t}"
                     configs.append(_Config(target, seg, size, t, batch, image_file, key))
@@ -325,17 +328,11 @@ def _record(cfg: _Config, mode: str) -> BenchRecord:
     )
 
 
-def _test_image(
-    card: ModelCard,
-    size: int | None,
-    image: str | Path | None,
-    image_size: tuple[int, int] | None,
-    folder: str,
+def _synthetic_image(
+    card: ModelCard, size: int | None, image_size: tuple[int, int] | None, folder: str
 ) -> tuple[Path, np.ndarray]:
-    """The end-to-end test image file and its RGB pixels: ``image`` if given, else a synthetic
-    photo of ``image_size`` (default: the network's side) written once as a JPEG in ``folder``."""
-    if image is not None:
-        return Path(image), read_image(image)
+    """A synthetic photo of ``image_size`` (default: the network's side) as the end-to-end
+    test image: its JPEG file, written once in ``folder``, and its RGB pixels."""
     h, w = image_size or _network_side(card, size)
     pixels = synthetic_photo(h, w)
     image_file = Path(folder) / f"photo_{h}x{w}.jpg"
