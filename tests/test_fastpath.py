@@ -158,15 +158,26 @@ def test_a_forked_child_segments_with_row_bands_after_its_parent(monkeypatch):
     assert child.exitcode == 0 and (got == expected).all()
 
 
+def test_winners_are_numpys_transpose_and_argmax_with_ties_to_the_lowest_class():
+    from atrous._sparse_kernel import winners
+
+    rng = np.random.default_rng(3)
+    logits = rng.integers(0, 3, size=(7, 9, 11)).astype(np.float32)  # many ties
+    for given in (logits, logits[:, ::2, 1:]):  # contiguous and a strided view
+        scores, low = winners(given)
+        assert np.array_equal(scores, np.transpose(given, (1, 2, 0)))
+        assert np.array_equal(low, given.argmax(0))
+
+
 def test_row_bands_share_the_boundary_work():
-    from atrous.upsample import _balanced_edges
+    from atrous._sparse_kernel import band_edges
 
     low = np.zeros((20, 30), np.int64)
     low[12:, ::2] = 1  # every boundary in the bottom rows
-    edges = _balanced_edges(low, 80, 80, 2)
+    edges = band_edges(low, 80, 80, 2)
     assert edges[0] == 0 and edges[-1] == 80 and len(edges) == 3
     assert 48 < edges[1] < 80  # the busy bottom rows are split, not the plain top ones
-    assert list(_balanced_edges(np.zeros((20, 30), np.int64), 80, 80, 4)) == [0, 20, 40, 60, 80]
+    assert list(band_edges(np.zeros((20, 30), np.int64), 80, 80, 4)) == [0, 20, 40, 60, 80]
 
 
 def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from atrous._threads import choose_wait_policy
 
 SRC = str(Path(__file__).parents[1] / "src")
@@ -61,6 +63,7 @@ def test_the_label_tail_runs_in_one_band_when_the_cores_are_oversubscribed(monke
     from atrous._threads import cores_oversubscribed
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(upsample, "other_cpus", lambda: None)  # the fake pool is this thread
     monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 0.0, 0.0))
     assert not cores_oversubscribed()  # our own two threads and a neighbour: 2 bands pay
     monkeypatch.setattr(os, "getloadavg", lambda: (22.0, 0.0, 0.0))
@@ -85,3 +88,32 @@ class ThreadPoolFake:
         future: Future = Future()
         future.set_result(fn(*args))
         return future
+
+
+def _in_a_new_thread(work):
+    """work() run in a thread of its own (its CPU affinity is its own), and its result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs this process may run on",
+)
+def test_a_band_handed_to_a_helper_runs_off_the_handing_threads_cpu():
+    from atrous._threads import other_cpus, run_on
+
+    allowed = frozenset(os.sched_getaffinity(0))
+    beside = other_cpus()
+    assert beside is not None and len(beside) == len(allowed) - 1 and beside < allowed
+    one = frozenset([min(allowed)])
+
+    def confined_twice():
+        first = run_on(one, os.sched_getaffinity, 0)
+        return first, run_on(None, os.sched_getaffinity, 0)  # None: left where it is
+
+    first, again = _in_a_new_thread(confined_twice)
+    assert first == one and again == one
+    assert os.sched_getaffinity(0) == allowed  # the handing thread itself is untouched

@@ -10,7 +10,59 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["kernel"]
+__all__ = ["band_edges", "kernel", "winners"]
+
+
+@njit(cache=True, nogil=True)
+def winners(logits):  # logits: (C, h, w) float32
+    """Scores as (h, w, C) (each cell's classes adjacent, as the kernel reads them) and each
+    cell's argmax (lowest class id on a tie), in one pass: NumPy's transposing copy and
+    argmax over 21 classes took 0.07 ms of the 0.7 ms label step at 33 x 33."""
+    classes, h, w = logits.shape
+    scores = np.empty((h, w, classes), np.float32)
+    low = np.empty((h, w), np.int64)
+    for y in range(h):
+        for x in range(w):
+            best, top = 0, logits[0, y, x]
+            scores[y, x, 0] = top
+            for c in range(1, classes):
+                value = logits[c, y, x]
+                scores[y, x, c] = value
+                if value > top:
+                    best, top = c, value
+            low[y, x] = best
+    return scores, low
+
+
+@njit(cache=True, nogil=True)
+def band_edges(low, rows, out_h, bands):
+    """Edges of ``bands`` bands of the ``rows`` label rows that share the kernel's work evenly:
+    a label row costs one unit plus half a unit per class boundary among the low-resolution
+    cells it interpolates between (objects gather in parts of an image; equal row counts left
+    one band twice the other's work)."""
+    h, w = low.shape
+    pair = np.zeros(h, np.float64)  # boundaries in a low-resolution row and the one below it
+    for i in range(h):
+        for x in range(w - 1):
+            if low[i, x + 1] != low[i, x]:
+                pair[i] += 1.0
+                if i > 0:
+                    pair[i - 1] += 1.0
+        if i + 1 < h:
+            for x in range(w):
+                if low[i + 1, x] != low[i, x]:
+                    pair[i] += 1.0
+    work = np.empty(rows, np.float64)
+    total = 0.0
+    for y in range(rows):
+        top = min(max(int(np.floor((y + 0.5) * h / out_h - 0.5)), 0), h - 1)
+        total += 1.0 + 0.5 * pair[top]
+        work[y] = total
+    edges = np.empty(bands + 1, np.int64)
+    edges[0], edges[bands] = 0, rows
+    for k in range(1, bands):
+        edges[k] = min(np.searchsorted(work, total * k / bands) + 1, rows)
+    return edges
 
 
 @njit(cache=True, nogil=True, fastmath=True)  # finite scores: no NaN/inf semantics needed

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atrous._threads import cores_oversubscribed
+from atrous._threads import cores_oversubscribed, other_cpus, run_on
 
 __all__ = ["upsample_argmax", "sparse_upsample_argmax", "BAND_BUDGET"]
 
@@ -83,14 +83,13 @@ def sparse_upsample_argmax(
     ``out_shape`` (default the whole ``region`` times ``repeat``). Compiled with numba on
     first use (cached on disk); ``threads`` bands of rows run in parallel.
     """
-    kernel = _sparse_kernel()
+    compiled = _sparse_kernel()
     rows, cols = region or size
     height, width = out_shape or (rows * repeat, cols * repeat)
     if repeat < 1 or not (0 < height <= rows * repeat and 0 < width <= cols * repeat):
         raise ValueError(f"out_shape {out_shape} does not fit {region or size} x {repeat}")
     rows = -(-height // repeat)  # label rows that reach the output
-    scores = np.ascontiguousarray(np.transpose(logits, (1, 2, 0)), dtype=np.float32)
-    low = scores.argmax(-1)
+    scores, low = compiled.winners(np.asarray(logits, dtype=np.float32))
     labels = np.empty((height, width), np.uint8)
     args = (scores, low, int(size[0]), int(size[1]), int(cols), int(repeat), labels)
     bands = max(1, min(int(threads), rows // MIN_BAND_ROWS))
@@ -99,34 +98,21 @@ def sparse_upsample_argmax(
         # load 22 on 2 cores, interleaved: 1.3 ms in one band, 40 ms in two
         bands = 1
     if bands == 1:
-        kernel(*args, 0, rows)
+        compiled.kernel(*args, 0, rows)
         return labels
     # Python threads, not numba's parallel layer: its OpenMP pool kills forked children that
     # segment (a pre-forking server after warm-up), and its other layer is not thread-safe
-    edges = _balanced_edges(low, rows, int(size[0]), bands)
+    edges = compiled.band_edges(low, rows, int(size[0]), bands)
     pool = _pool(bands - 1)  # the kernel releases the GIL: the bands really run in parallel
-    futures = [pool.submit(kernel, *args, edges[i], edges[i + 1]) for i in range(1, bands)]
-    kernel(*args, edges[0], edges[1])
+    beside = other_cpus()  # the pool's bands on other cores than this thread's
+    futures = [
+        pool.submit(run_on, beside, compiled.kernel, *args, edges[i], edges[i + 1])
+        for i in range(1, bands)
+    ]
+    compiled.kernel(*args, edges[0], edges[1])
     for future in futures:
         future.result()
     return labels
-
-
-def _balanced_edges(low: np.ndarray, rows: int, out_h: int, bands: int) -> np.ndarray:
-    """Row-band edges that share the kernel's work evenly: a label row costs one unit plus half
-    a unit per class boundary among the low-resolution cells it interpolates between (objects
-    gather in parts of an image; equal row counts left one band twice the other's work)."""
-    h = low.shape[0]
-    boundaries = (low[:, 1:] != low[:, :-1]).sum(1)  # within each low-resolution row
-    between = np.zeros(h, np.int64)
-    between[:-1] = (low[1:] != low[:-1]).sum(1)  # between it and the next
-    pair = boundaries + between
-    pair[:-1] += boundaries[1:]
-    y = np.arange(rows)
-    top = np.clip(np.floor((y + 0.5) * h / out_h - 0.5), 0, h - 1).astype(np.int64)
-    work = np.cumsum(1.0 + 0.5 * pair[top])
-    inner = np.searchsorted(work, work[-1] * np.arange(1, bands) / bands) + 1
-    return np.concatenate([[0], np.minimum(inner, rows), [rows]]).astype(int)
 
 
 @functools.cache
@@ -141,8 +127,8 @@ os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def _sparse_kernel() -> Any:
-    """The compiled row-band kernel of ``sparse_upsample_argmax`` (numba: compiled on first use,
-    cached on disk between processes; imported lazily, numba takes a while to import)."""
-    from atrous._sparse_kernel import kernel
+    """The module of ``sparse_upsample_argmax``'s compiled functions (numba: compiled on first
+    use, cached on disk between processes; imported lazily, numba takes a while to import)."""
+    from atrous import _sparse_kernel
 
-    return kernel
+    return _sparse_kernel
