@@ -110,8 +110,9 @@ def main() -> None:
             graph, image = build(name, size, Path(tmp))
             medians = []
             for _ in range(args.processes):
+                child = ["--child", str(graph), str(image), str(size)]
                 command = [sys.executable, __file__, "--against", args.against, "--runs",
-                           str(args.runs), "--child", str(graph), str(image), str(size)]  # fmt: skip
+                           str(args.runs), *child]  # fmt: skip
                 proc = subprocess.run(command, check=True, capture_output=True, text=True)
                 medians.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             earlier = [m["earlier"] for m in medians]
