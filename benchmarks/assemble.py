@@ -21,6 +21,7 @@ ORDER = [
     "zoo_fast",
     "zoo_fast_dm05",
     "label_step",
+    "label_handoff",
     "zoo_accuracy",
     "channel_padding",
     "compression",
