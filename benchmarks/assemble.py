@@ -34,6 +34,7 @@ ORDER = [
     "ray_resume",
     "block_variants",
     "fast_floor",
+    "layer_scaling",
     "seed_claims",
     "engines_by_backbone",
     "hardening",

@@ -92,13 +92,15 @@ NOTES = """## Notes
   with autograd on, keeping every activation; traced without autograd the export peaks at
   3.0 GB. Its eager network is noisy at 2 rounds (median network 1436 ms above the same
   path's end to end, 880 ms): against the lower figure the fast path is still 11.9x.
-- Under 6x at 2 threads: MobileNetV2-0.5 at 257 (the network alone is ~8.2x eager; decode,
-  canvas and the label step, ~0.8 ms, are a third of 2.3 ms) and, in this run, LR-ASPP
-  MobileNetV3 (5.8-5.9x; 6.4-7.0x in a run of the two MobileNetV3 models alone an hour
-  earlier, 5.45-5.48x in the run before the float gates below). dm0.5 at 513 is 6.1x here
-  (5.9-6.2x in other runs: the eager network's own speed moves by 5-10% between runs, the
-  2-thread eager LR-ASPP and its fast path by 15-20%). At 1 thread (the light models' rows
-  above) the same three are the lowest.
+- Under 6x at 2 threads: MobileNetV2-0.5 at 257 (the network alone is ~8.0x eager; decode,
+  canvas and the label step, ~0.7 ms, are a third of 2.3 ms) and, in this run, LR-ASPP
+  MobileNetV3 (5.71x at 520, 5.43x at 513). LR-ASPP's fast path is faster than in the run
+  before (10.14 vs 11.33 ms at 520: network 8.95 vs 9.65 ms, the host's share 1.19 vs 1.68 ms
+  with the label step's fixes below) but its eager network ran at 57.9 ms here against 66.0
+  ms then: between runs the 2-thread eager LR-ASPP moves by 15-20%, and the ratio with it
+  (5.4-7.0x over four runs). dm0.5 at 513 is 6.53x here (6.12x in the run before: its host
+  share fell from 1.67 to 1.49 ms). At 1 thread (the light models' rows above) the same three
+  are the lowest.
 - MobileNetV3's squeeze-and-excitation gates (and LR-ASPP's head gate) multiply in float
   (`atrous.quantize.openvino_graph.float_channel_gates`): NNCF quantized the gate's C values
   too, and the CPU plugin then ran each feature-map multiply through a slower kernel
@@ -108,10 +110,14 @@ NOTES = """## Notes
   share: the machine's speed moves between runs; compare ratios within one run). Its
   three dilated 5x5 depthwise layers (672-960 channels at 33 x 33) take 1.25 ms at the same
   ~55 GMAC/s as its 3x3 depthwise layers: costly for their size, not for a slow kernel. The
-  label step on random weights' 65 x 65 logits takes ~0.7-0.9 ms.
+  label step on random weights' 65 x 65 logits took ~0.7-0.9 ms, 0.5-0.6 ms with the
+  fixes below.
 - The label step skips, in each cell of four logit vectors, the classes below one corner's
-  winner at all four corners (`benchmarks/results/label_step.md`); the light models' rows are
-  with it.
+  winner at all four corners (`benchmarks/results/label_step.md`); it finds the cells'
+  winners and the row bands' edges in numba, and keeps its helper thread off the calling
+  thread's core (`benchmarks/results/label_handoff.md`: in about one process in three Linux
+  had put the helper on the caller's own core for the whole process). The rows above are
+  with all three.
 """
 
 
