@@ -27,6 +27,7 @@ ORDER = [
     "compression",
     "serve",
     "serve_load",
+    "upload_decode",
     "threads_under_load",
     "amp",
     "video_stream",

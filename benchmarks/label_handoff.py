@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from _report import write_report
 from atrous.bench.latency import cpu_model, synthetic_photo, with_input_size
 from atrous.data.io import fast_read_image
 from atrous.export.parity import diversify, synthetic_image
@@ -123,25 +124,18 @@ def main() -> None:
                 f"{np.median(earlier) / np.median(current):.2f}x |"
             )
             print(rows[-1], flush=True)
-    command = "PYTHONPATH=src python benchmarks/label_handoff.py " + " ".join(sys.argv[1:])
-    text = "\n".join([
-        "## The label step inside predict, against an earlier revision",
-        "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}` "
+    about = (
         f"({cpu_model()}; random weights, 2 threads). Each cell lists one median per fresh "
         f"process ({args.runs} interleaved rounds each): the label step's time right after the "
         "OpenVINO int8 network, as in `predict`. The current step computes the cells' winners "
         "and the bands' edges in numba and keeps its helper thread off the calling thread's "
         "CPU; the earlier one left the helper wherever Linux woke it, which in some processes "
-        "was the calling thread's own core for the whole process.",
-        "",
-        f"| model | input | {args.against} ms, per process | current ms, per process | "
-        "speed-up of the medians |",
-        "|---|--:|---|---|--:|",
-        *rows,
-        "",
-    ])  # fmt: skip
-    OUT.write_text(text, encoding="utf-8")
+        "was the calling thread's own core for the whole process."
+    )
+    columns = ["model", "input", f"{args.against} ms, per process", "current ms, per process",
+               "speed-up of the medians"]  # fmt: skip
+    title = "The label step inside predict, against an earlier revision"
+    text = write_report(OUT, title, about, columns, "lrllr", rows)
     print(text)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _report import write_report
 from atrous._sparse_kernel import kernel as current
 from atrous.bench.latency import cpu_model
 
@@ -85,21 +85,15 @@ def main() -> None:
         e, c = (float(np.median(times[k])) * 1e3 for k in ("earlier", "current"))
         rows.append(f"| {name} | {side} | {e:.3f} | {c:.3f} | {e / c:.2f}x | {same} |")
         print(rows[-1], flush=True)
-    command = "PYTHONPATH=src python benchmarks/label_step.py " + " ".join(sys.argv[1:])
-    text = "\n".join([
-        "## The host label step against an earlier kernel",
-        "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}` "
+    about = (
         f"(median of {args.runs} interleaved runs each, one thread, labels at 1/2 enlarged to "
         f"the input side; {cpu_model()}). The current kernel skips, in each cell of four "
-        "logit vectors, the classes below one corner's winner at all four corners.",
-        "",
-        f"| logits | input side | {args.against} ms | current ms | speed-up | same labels |",
-        "|---|--:|--:|--:|--:|---|",
-        *rows,
-        "",
-    ])  # fmt: skip
-    OUT.write_text(text, encoding="utf-8")
+        "logit vectors, the classes below one corner's winner at all four corners."
+    )
+    columns = ["logits", "input side", f"{args.against} ms", "current ms", "speed-up",
+               "same labels"]  # fmt: skip
+    title = "The host label step against an earlier kernel"
+    text = write_report(OUT, title, about, columns, "lrrrrl", rows)
     print(text)
 
 

@@ -20,10 +20,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _report import write_report  # noqa: E402
 from atrous.bench.latency import cpu_model  # noqa: E402
 from atrous.bench.profile import open_profiled, profile_segmenter  # noqa: E402
 from label_handoff import build  # noqa: E402
@@ -64,8 +64,8 @@ def profiles(graph: Path, runs: int) -> dict[str, dict]:
     return found
 
 
-def report(found: dict[str, dict], runs: int, command: str) -> str:
-    """The markdown table: the 1/2-resolution layers per pixel at both sizes, both ISAs."""
+def report(found: dict[str, dict], runs: int) -> str:
+    """Write the markdown table: the 1/2-resolution layers per pixel at both sizes, both ISAs."""
     amx, vnni = found[ISAS[0]], found[ISAS[1]]
     pixels = (513 / 257) ** 2
     rows = []
@@ -77,30 +77,20 @@ def report(found: dict[str, dict], runs: int, command: str) -> str:
             f"| {name} | {big:.3f} | {small:.3f} | {big / small / pixels:.2f} | "
             f"{big_vnni:.3f} | {big / big_vnni:.2f}x |"
         )
-    totals = (
-        f"Sum of all nodes at 513: AMX {amx['513'][1]:.2f} ms, VNNI only "
-        f"{vnni['513'][1]:.2f} ms; at 257: AMX {amx['257'][1]:.2f} ms, VNNI only "
-        f"{vnni['257'][1]:.2f} ms."
+    about = (
+        f"({cpu_model()}; dm0.5 int8 fast graph, random weights, 2 threads, OpenVINO counters, "
+        f"{runs} runs). Time per pixel at 513 over time per pixel at 257 is 1.00 for a layer "
+        "whose cost does not depend on where its tensors live; a layer held back by DRAM "
+        "traffic would show well above 1 (at 257 the block's largest tensor, 48 channels at "
+        "129 x 129, is 0.8 MB, inside each core's 2 MB L2). The last columns run the same graph "
+        "with oneDNN limited to AVX-512 VNNI (no AMX tiles). Sum of all nodes at 513: AMX "
+        f"{amx['513'][1]:.2f} ms, VNNI only {vnni['513'][1]:.2f} ms; at 257: AMX "
+        f"{amx['257'][1]:.2f} ms, VNNI only {vnni['257'][1]:.2f} ms."
     )
-    return "\n".join([
-        "## The 1/2-resolution layers: memory or kernels?",
-        "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `{command}` "
-        f"({cpu_model()}; dm0.5 int8 fast graph, random weights, 2 threads, OpenVINO "
-        f"counters, {runs} runs). Time per pixel at 513 over time per pixel at 257 is 1.00 "
-        "for a layer whose cost does not depend on where its tensors live; a layer held back "
-        "by DRAM traffic would show well above 1 (at 257 the block's largest tensor, 48 "
-        "channels at 129 x 129, is 0.8 MB, inside each core's 2 MB L2). The last columns run "
-        "the same graph with oneDNN limited to AVX-512 VNNI (no AMX tiles).",
-        "",
-        "| layer | 513 ms (AMX) | 257 ms (AMX) | per-pixel 513 / 257 | 513 ms (VNNI only) | "
-        "AMX / VNNI |",
-        "|---|--:|--:|--:|--:|--:|",
-        *rows,
-        "",
-        totals,
-        "",
-    ])  # fmt: skip
+    columns = ["layer", "513 ms (AMX)", "257 ms (AMX)", "per-pixel 513 / 257",
+               "513 ms (VNNI only)", "AMX / VNNI"]  # fmt: skip
+    title = "The 1/2-resolution layers: memory or kernels?"
+    return write_report(OUT, title, about, columns, "lrrrrr", rows)
 
 
 def main() -> None:
@@ -114,10 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atrous-scaling-") as tmp:
         graph, _ = build(MODEL, 513, Path(tmp))
         found = profiles(graph, args.runs)
-    command = "PYTHONPATH=src python benchmarks/layer_scaling.py " + " ".join(sys.argv[1:])
-    text = report(found, args.runs, command.strip())
-    OUT.write_text(text, encoding="utf-8")
-    print(text)
+    print(report(found, args.runs))
 
 
 if __name__ == "__main__":

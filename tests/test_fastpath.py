@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import onnx
 import pytest
@@ -207,6 +209,37 @@ def test_fast_jpeg_decode_matches_pillow_and_applies_exif(tmp_path):
     bad.write_text("not an image")
     with pytest.raises(Exception, match="not an image"):
         fast_read_image(bad)
+
+
+def test_fast_decode_of_uploaded_bytes_matches_pillow_and_keeps_its_limits():
+    from PIL import Image
+
+    from atrous.data.io import decode_image, fast_decode_image
+    from atrous.errors import InputError
+
+    pixels = synthetic_image(40, 80, seed=3)
+
+    def encoded(fmt: str, **options) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: the OpenCV route
+    for data, shape in [
+        (encoded("JPEG", quality=90), (40, 80, 3)),
+        (encoded("JPEG", quality=95, exif=exif), (80, 40, 3)),
+    ]:
+        fast, reference = fast_decode_image(data), decode_image(data)
+        assert fast.shape == reference.shape == shape and fast.dtype == np.uint8
+        assert np.abs(fast.astype(int) - reference).max() <= 1
+    png = encoded("PNG")
+    assert np.array_equal(fast_decode_image(png), pixels)  # not a JPEG: Pillow's pixels
+    jpeg = encoded("JPEG")
+    with pytest.raises(InputError, match="upload.jpg: image of 80x40 exceeds"):
+        fast_decode_image(jpeg, "upload.jpg", max_pixels=80 * 40 - 1)  # refused by its header
+    with pytest.raises(InputError, match="upload.jpg"):
+        fast_decode_image(jpeg[:2] + b"not a jpeg at all", "upload.jpg")
 
 
 def test_label_map_is_completed_when_padding_is_not_a_stride_multiple(net):

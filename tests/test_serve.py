@@ -16,7 +16,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from atrous.card import ModelCard
-from atrous.data.io import decode_image
+from atrous.data.io import fast_decode_image
 from atrous.errors import AtrousError
 from atrous.models.zoo import default_card
 from atrous.segmenter import Segmenter
@@ -80,7 +80,7 @@ def test_json_lists_classes_present_with_fractions_and_timings(client, small_che
     response = client.post("/v1/segment?format=json&mask=true", files=files)
     assert response.status_code == 200
     body = response.json()
-    expected = reference_mask(small_checkpoint, decode_image(encode(photo, "JPEG")))
+    expected = reference_mask(small_checkpoint, fast_decode_image(encode(photo, "JPEG")))
     ids, counts = np.unique(expected, return_counts=True)
     assert len(ids) >= 2  # the diversified network predicts several classes
     by_id = {c["id"]: c for c in body["classes"]}
@@ -290,7 +290,9 @@ def test_concurrent_requests_run_the_engine_one_at_a_time(card, photo, monkeypat
 
     decoded = []
     monkeypatch.setattr(
-        app_module, "decode_image", lambda *a, **k: decoded.append(1) or decode_image(*a, **k)
+        app_module,
+        "fast_decode_image",
+        lambda *a, **k: decoded.append(1) or fast_decode_image(*a, **k),
     )
     engine = GatedEngine(card.num_classes)
     app = create_app(Segmenter(engine, card), limits=ServeLimits(queue=8))

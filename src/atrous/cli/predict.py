@@ -22,7 +22,7 @@ from atrous.cli._options import (
     with_output_tensor,
 )
 from atrous.cli._output import Output
-from atrous.data.io import read_image
+from atrous.data.io import fast_read_image
 from atrous.errors import ConfigError, InputError
 from atrous.outputs import (
     IMAGE_SUFFIXES,
@@ -178,7 +178,7 @@ def _segment_all(
     with Progress(console=output.console, transient=True, disable=len(files) < 2) as progress:
         task = progress.add_task("segmenting", total=len(files))
         for index, (path, stem) in enumerate(zip(files, output_stems(files), strict=True)):
-            image = read_image(path)
+            image = fast_read_image(path)
             try:
                 result = segmenter.predict(image, refine=refine)
             except InputError as exc:  # the segmenter does not know the file name

@@ -23,6 +23,7 @@ __all__ = [
     "read_image",
     "fast_read_image",
     "decode_image",
+    "fast_decode_image",
     "read_mask",
     "write_mask_png",
     "encode_mask_png",
@@ -100,28 +101,45 @@ def _tiff_orientation(tiff: bytes) -> int:
 
 
 def fast_read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 pixels of an image file, EXIF orientation applied.
-
-    Upright JPEGs go through libjpeg-turbo via simplejpeg (the same pixels as OpenCV and Pillow,
-    about 1.5x faster than OpenCV's decoder here); other JPEGs through OpenCV; everything else and
-    any failure via ``read_image``.
-    """
+    """RGB uint8 pixels of an image file, EXIF orientation applied: JPEGs through
+    :func:`fast_decode_image`, everything else and any failure via ``read_image``."""
     if Path(path).suffix.lower() in _JPEG:
         try:
             data = Path(path).read_bytes()
         except OSError:
             return read_image(path)  # its one-line error names the file
-        if _exif_orientation(data) == 1:
-            try:
-                width, height, _, _ = simplejpeg.decode_jpeg_header(data)
-                if width * height <= MAX_PIXELS:
-                    return simplejpeg.decode_jpeg(data, colorspace="RGB")
-            except (ValueError, RuntimeError):  # e.g. CMYK or a damaged stream: OpenCV decides
-                pass
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
-        if image is not None and image.shape[0] * image.shape[1] <= MAX_PIXELS:
+        image = _decode_jpeg(data, MAX_PIXELS)
+        if image is not None:
             return image
     return read_image(path)
+
+
+def fast_decode_image(
+    data: bytes, source: str = "<bytes>", max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """``decode_image``'s pixels (within one level), faster for JPEGs: upright ones through
+    libjpeg-turbo via simplejpeg (513 px: 0.60 ms, Pillow 0.91; 12 MP: 27 vs 95 ms here),
+    rotated ones through OpenCV; everything else and any failure via ``decode_image``, whose
+    one-line errors name ``source``."""
+    image = _decode_jpeg(data, max_pixels) if data[:2] == b"\xff\xd8" else None
+    return image if image is not None else decode_image(data, source, max_pixels)
+
+
+def _decode_jpeg(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """A JPEG's RGB pixels, EXIF orientation applied; None where Pillow should decide (a
+    damaged stream, more than ``max_pixels`` by its header: refused before any decoding)."""
+    try:
+        width, height, _, _ = simplejpeg.decode_jpeg_header(data)
+    except (ValueError, RuntimeError):
+        return None
+    if width * height > max_pixels:
+        return None
+    if _exif_orientation(data) == 1:
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except (ValueError, RuntimeError):  # e.g. CMYK or a damaged stream: OpenCV decides
+            pass
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
 
 
 def _open(fp, source: str, max_pixels: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
-from atrous.data.io import decode_image, encode_mask_png
+from atrous.data.io import encode_mask_png, fast_decode_image
 from atrous.errors import InputError
 from atrous.segmenter import Prediction, Segmenter
 from atrous.serve.limits import InflightQueue, ServeError, ServeLimits, UploadBudget, probe_image
@@ -90,7 +90,7 @@ class SegmentService:
             admitted = time.perf_counter()
             try:
                 image = await asyncio.to_thread(
-                    decode_image, data, "upload", max_pixels=self.limits.max_pixels
+                    fast_decode_image, data, "upload", max_pixels=self.limits.max_pixels
                 )
             except InputError as exc:
                 raise ServeError(422, "corrupt_image", str(exc)) from None
