@@ -18,7 +18,7 @@ from pathlib import Path, PurePath, PurePosixPath
 import numpy as np
 
 from atrous._atomic import atomic_write_text
-from atrous.data.io import decode_image, fast_read_image
+from atrous.data.io import fast_decode_image, fast_read_image
 from atrous.errors import AtrousError, InputError
 from atrous.outputs import (
     IMAGE_SUFFIXES,
@@ -117,7 +117,7 @@ def _read(source: str) -> np.ndarray:
         return fast_read_image(source)
     fs, path = _filesystem(source)
     with fs.open_input_file(path) as stream:
-        return decode_image(stream.readall(), source)
+        return fast_decode_image(stream.readall(), source)
 
 
 class _SegmentActor:
